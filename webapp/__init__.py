@@ -1,0 +1,58 @@
+"""Profile Audit: edit user profiles and prove who changed what, when and why."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from webapp.config import PROJECT_ROOT, Config
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Create and configure the application.
+
+    ``config`` overrides settings read from the environment (tests pass their
+    database URL this way).
+    """
+    app = Flask(
+        __name__,
+        instance_path=str(PROJECT_ROOT / "instance"),
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.from_object(Config)
+    if config:
+        app.config.update(config)
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        raise RuntimeError(
+            "DATABASE_URL is not set. Use `make run` for a local embedded PostgreSQL, "
+            "or set DATABASE_URL=postgresql://user:password@host/dbname."
+        )
+
+    # Importing the listeners registers them on the session class.
+    import webapp.audit.capture  # noqa: F401
+    from webapp import errors, request_id, security_headers
+    from webapp.extensions import csrf, db, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    csrf.init_app(app)
+
+    request_id.init_app(app)
+    security_headers.init_app(app)
+    errors.init_app(app)
+
+    from webapp.api import bp as api_bp
+    from webapp.web import bp as web_bp
+
+    # Scripts authenticate with tokens, never cookies, so CSRF does not apply.
+    csrf.exempt(api_bp)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(web_bp)
+
+    from webapp import cli
+
+    cli.init_app(app)
+    return app

@@ -1,0 +1,41 @@
+"""The JSON API for scripts, under ``/api/v1``.
+
+Handlers are thin: read and check input, call a service, shape the output.
+Every error is ``application/problem+json``.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from webapp.api.problems import service_problem
+from webapp.api.representations import user_json
+from webapp.services.errors import (
+    Conflict,
+    NotFound,
+    ServiceError,
+    StaleVersion,
+    ValidationFailed,
+)
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+@bp.errorhandler(ServiceError)
+def refused(error: ServiceError) -> Response:
+    if isinstance(error, ValidationFailed):
+        return service_problem(error, 400)
+    if isinstance(error, NotFound):
+        return service_problem(error, 404)
+    if isinstance(error, StaleVersion):
+        # A refused precondition (If-Match or expected version) is 412; a race
+        # lost while saving without one is a plain conflict.
+        status = 412 if error.expected_version is not None else 409
+        extra = {"current": user_json(error.current)} if error.current is not None else {}
+        return service_problem(error, status, **extra)
+    if isinstance(error, Conflict):
+        return service_problem(error, 409)
+    return service_problem(error, 400)
+
+
+from webapp.api import audit, users  # noqa: E402, F401  (routes register on bp)

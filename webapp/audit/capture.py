@@ -1,0 +1,117 @@
+"""Session listeners that record every change of an audited profile.
+
+``before_flush`` sees the objects about to be written and takes their old and
+new snapshots; new rows have no primary key yet, so the entries are written in
+``after_flush`` (ids and new versions known) with one executemany INSERT in the
+flush's own transaction: the change and its audit entry commit together or not
+at all. ORM statements that would bypass the unit of work are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event, insert
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+
+from webapp.audit.context import current_change
+from webapp.audit.errors import AuditBypassError, HardDeleteRefused
+from webapp.audit.session import AuditedSession, is_audited
+from webapp.audit.snapshot import Snapshot, changed_fields, committed_snapshot, current_snapshot
+from webapp.models import User, UserAudit
+
+_PENDING = "audit.pending_entries"
+
+
+@dataclass
+class PendingEntry:
+    """An audit entry whose profile id and version are known only after the flush."""
+
+    user: User
+    operation: str
+    previous_data: Snapshot | None
+    new_data: Snapshot
+    changed_fields: list[str]
+
+
+def operation_for(previous: Snapshot, new: Snapshot) -> str:
+    """Name the change between two snapshots of an existing profile."""
+    if previous["deleted_at"] is None and new["deleted_at"] is not None:
+        return "delete"
+    if previous["deleted_at"] is not None and new["deleted_at"] is None:
+        return "restore"
+    return "update"
+
+
+@event.listens_for(AuditedSession, "before_flush")
+def collect_changes(session: Session, flush_context: UOWTransaction, instances: Any) -> None:
+    """Snapshot every created or changed profile before the flush writes it."""
+    for obj in session.deleted:
+        if is_audited(obj):
+            raise HardDeleteRefused(
+                f"{type(obj).__name__} {obj!r} cannot be deleted: profiles are "
+                "soft-deleted (deleted_at) so that their history stays whole."
+            )
+
+    pending: list[PendingEntry] = []
+    for obj in session.new:
+        if isinstance(obj, User):
+            new = current_snapshot(obj)
+            pending.append(PendingEntry(obj, "create", None, new, changed_fields(None, new)))
+    for obj in session.dirty:
+        if not isinstance(obj, User) or not session.is_modified(obj):
+            continue
+        previous = committed_snapshot(obj)
+        new = current_snapshot(obj)
+        fields = changed_fields(previous, new)
+        if fields:  # a save that changes nothing leaves no trace
+            pending.append(PendingEntry(obj, operation_for(previous, new), previous, new, fields))
+    session.info[_PENDING] = pending
+
+
+@event.listens_for(AuditedSession, "after_flush")
+def write_entries(session: Session, flush_context: UOWTransaction) -> None:
+    """Insert the entries collected for this flush, now that ids and versions exist."""
+    pending: list[PendingEntry] = session.info.pop(_PENDING, [])
+    if not pending:
+        return
+    reason = current_change().reason
+    rows = [
+        {
+            "user_id": entry.user.id,
+            "operation": entry.operation,
+            "previous_data": entry.previous_data,
+            "new_data": entry.new_data,
+            "changed_fields": entry.changed_fields,
+            "version": entry.user.version,
+            "reason": reason,
+        }
+        for entry in pending
+    ]
+    session.connection().execute(insert(UserAudit.__table__), rows)
+
+
+@event.listens_for(AuditedSession, "after_rollback")
+def forget_pending(session: Session) -> None:
+    """Drop entries of a flush that failed, so they never leak into the next one."""
+    session.info.pop(_PENDING, None)
+
+
+@event.listens_for(AuditedSession, "do_orm_execute")
+def refuse_bulk_writes(orm_execute_state: ORMExecuteState) -> None:
+    """Refuse ORM-enabled INSERT/UPDATE/DELETE statements on audited models.
+
+    They run without the unit of work, so no snapshot could be taken; refusing
+    them is safer than guessing what they changed.
+    """
+    state = orm_execute_state
+    if not (state.is_insert or state.is_update or state.is_delete):
+        return
+    for mapper in state.all_mappers:
+        if is_audited(mapper):
+            kind = "INSERT" if state.is_insert else "UPDATE" if state.is_update else "DELETE"
+            raise AuditBypassError(
+                f"Bulk {kind} on {mapper.class_.__name__} would bypass the audit log; "
+                "change profiles through the service functions instead."
+            )

@@ -1,0 +1,9 @@
+"""Errors raised when a write would escape the audit log."""
+
+
+class AuditBypassError(RuntimeError):
+    """A write path that would change audited rows without an audit entry."""
+
+
+class HardDeleteRefused(AuditBypassError):
+    """Audited rows are soft-deleted only; removing them would erase history."""

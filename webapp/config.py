@@ -1,0 +1,68 @@
+"""Settings read from the environment (twelve-factor).
+
+Defaults are safe for local development only. A ``.env`` file in the project
+root is honoured so a developer can keep local overrides out of the shell.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from dotenv import load_dotenv
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+load_dotenv(PROJECT_ROOT / ".env")
+
+
+def database_url(raw: str | None) -> str | None:
+    """Return ``raw`` as a SQLAlchemy URL that uses the psycopg 3 driver.
+
+    Hosting platforms hand out ``postgres://`` and ``postgresql://`` URLs; both
+    are accepted and pointed at psycopg 3 so no other driver is ever needed.
+    """
+    if not raw:
+        return None
+    for prefix in ("postgres://", "postgresql://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg://" + raw[len(prefix) :]
+    return raw
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+class Config:
+    """Base configuration; every value can be overridden from the environment."""
+
+    SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-not-a-secret")
+    SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
+    SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict[str, Any]] = {
+        # A restarted database otherwise turns the first request on every
+        # pooled connection into a 500.
+        "pool_pre_ping": _bool("DB_POOL_PRE_PING", True),
+        "pool_size": _int("DB_POOL_SIZE", 5),
+        "max_overflow": _int("DB_MAX_OVERFLOW", 10),
+        "pool_recycle": _int("DB_POOL_RECYCLE", 1800),
+        "connect_args": {
+            "options": f"-c statement_timeout={_int('DB_STATEMENT_TIMEOUT_MS', 15000)}"
+            " -c timezone=UTC"
+        },
+    }
+    # Request bodies larger than this are refused with 413 before parsing.
+    MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 64 * 1024)
+    JSON_SORT_KEYS = False
+    # API pages: default and maximum number of items.
+    PAGE_SIZE_DEFAULT = 50
+    PAGE_SIZE_MAX = 200

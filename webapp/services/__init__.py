@@ -1,0 +1,1 @@
+"""Business operations. The only code that changes data; blueprints call these."""

@@ -1,0 +1,144 @@
+"""Reading the audit log: filters, keyset pages, a profile's history."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, Text, select, tuple_
+from sqlalchemy.dialects.postgresql import array
+
+from webapp.audit.snapshot import SNAPSHOT_FIELDS
+from webapp.extensions import db
+from webapp.models import OPERATIONS, UserAudit
+from webapp.services.errors import ValidationFailed
+from webapp.services.pagination import (
+    MAX_BIGINT,
+    Page,
+    decode_time_id_cursor,
+    encode_time_id_cursor,
+)
+from webapp.services.users import get_user
+from webapp.timestamps import parse_time_bound
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which entries to show. ``until`` is exclusive (already moved past the bound)."""
+
+    user_id: int | None = None
+    operations: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    fields: tuple[str, ...] = ()
+
+
+def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
+    """Build a filter from query-string values (each name maps to all its values).
+
+    Accepts ``user_id``, ``operation`` (repeatable or comma-separated),
+    ``since``/``until`` (ISO 8601 dates or datetimes; a date ``until`` covers
+    that whole day) and ``field`` (repeatable: entries that changed any of them).
+    """
+    errors: dict[str, list[str]] = {}
+
+    user_id = None
+    raw_user = _single(args, "user_id", errors)
+    if raw_user:
+        if raw_user.isascii() and raw_user.isdigit() and 0 < int(raw_user) <= MAX_BIGINT:
+            user_id = int(raw_user)
+        else:
+            errors.setdefault("user_id", []).append("must be a positive integer")
+
+    operations = _choices(args.get("operation", []), OPERATIONS, "operation", errors)
+    fields = _choices(args.get("field", []), SNAPSHOT_FIELDS, "field", errors)
+
+    since = _bound(args, "since", end_of_day=False, errors=errors)
+    until = _bound(args, "until", end_of_day=True, errors=errors)
+    if since and until and since >= until:
+        errors.setdefault("until", []).append("must be later than since")
+
+    if errors:
+        detail = "; ".join(f"{name} {messages[0]}" for name, messages in errors.items())
+        raise ValidationFailed(detail, errors=errors)
+    return AuditFilter(
+        user_id=user_id, operations=operations, since=since, until=until, fields=fields
+    )
+
+
+def list_entries(
+    audit_filter: AuditFilter, *, limit: int, cursor: str | None = None
+) -> Page[UserAudit]:
+    """Entries matching ``audit_filter``, newest first, one keyset page."""
+    statement = _filtered(audit_filter)
+    if cursor:
+        moment, last_id = decode_time_id_cursor(cursor)
+        statement = statement.where(
+            tuple_(UserAudit.timestamp, UserAudit.id) < tuple_(moment, last_id)
+        )
+    statement = statement.order_by(UserAudit.timestamp.desc(), UserAudit.id.desc()).limit(limit + 1)
+    rows = list(db.session.scalars(statement))
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_time_id_cursor(last.timestamp, last.id)
+    return Page(items=rows[:limit], next_cursor=next_cursor)
+
+
+def user_history(user_id: int, *, limit: int, cursor: str | None = None) -> Page[UserAudit]:
+    """One profile's entries, newest first; ``NotFound`` for an unknown profile."""
+    get_user(user_id)
+    return list_entries(AuditFilter(user_id=user_id), limit=limit, cursor=cursor)
+
+
+def _filtered(audit_filter: AuditFilter) -> Select[tuple[UserAudit]]:
+    statement = select(UserAudit)
+    if audit_filter.user_id is not None:
+        statement = statement.where(UserAudit.user_id == audit_filter.user_id)
+    if audit_filter.operations:
+        statement = statement.where(UserAudit.operation.in_(audit_filter.operations))
+    if audit_filter.since is not None:
+        statement = statement.where(UserAudit.timestamp >= audit_filter.since)
+    if audit_filter.until is not None:
+        statement = statement.where(UserAudit.timestamp < audit_filter.until)
+    if audit_filter.fields:
+        statement = statement.where(
+            UserAudit.changed_fields.overlap(array(audit_filter.fields, type_=Text))
+        )
+    return statement
+
+
+def _single(args: Mapping[str, list[str]], name: str, errors: dict[str, list[str]]) -> str | None:
+    values = args.get(name, [])
+    if len(values) > 1:
+        errors.setdefault(name, []).append("may be given only once")
+        return None
+    return values[0].strip() if values else None
+
+
+def _choices(
+    raw_values: Iterable[str], allowed: tuple[str, ...], name: str, errors: dict[str, list[str]]
+) -> tuple[str, ...]:
+    chosen: list[str] = []
+    for raw in raw_values:
+        for value in (part.strip() for part in raw.split(",")):
+            if value not in allowed:
+                errors.setdefault(name, []).append(f"must be one of {', '.join(allowed)}")
+            elif value not in chosen:
+                chosen.append(value)
+    return tuple(chosen)
+
+
+def _bound(
+    args: Mapping[str, list[str]], name: str, *, end_of_day: bool, errors: dict[str, list[str]]
+) -> datetime | None:
+    raw = _single(args, name, errors)
+    if not raw:
+        return None
+    try:
+        bound = parse_time_bound(raw, end_of_day=end_of_day)
+    except ValueError as error:
+        errors.setdefault(name, []).append(str(error))
+        return None
+    return bound

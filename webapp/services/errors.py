@@ -1,0 +1,70 @@
+"""Errors services raise; each blueprint turns them into its own kind of response."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class ServiceError(Exception):
+    """Base class: a request that was refused and changed nothing."""
+
+    #: short stable identifier, used in problem types and templates
+    code = "service-error"
+    title = "Request refused"
+
+    def __init__(self, detail: str, *, errors: Mapping[str, list[str]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors: dict[str, list[str]] = dict(errors or {})
+
+
+class ValidationFailed(ServiceError):
+    """Input broke the rules; ``errors`` maps each bad field to its messages."""
+
+    code = "validation-failed"
+    title = "Invalid input"
+
+
+class NotFound(ServiceError):
+    code = "not-found"
+    title = "Not found"
+
+
+class Conflict(ServiceError):
+    """The request is valid but clashes with the current state."""
+
+    code = "conflict"
+    title = "Conflict"
+
+
+class DuplicateEmail(Conflict):
+    code = "duplicate-email"
+    title = "Email already in use"
+
+
+class AlreadyDeleted(Conflict):
+    code = "already-deleted"
+    title = "Profile is deleted"
+
+
+class NotDeleted(Conflict):
+    code = "not-deleted"
+    title = "Profile is not deleted"
+
+
+class StaleVersion(Conflict):
+    """Someone saved the profile since the caller read it.
+
+    ``current`` is the profile as it is now, so the caller can show what changed.
+    """
+
+    code = "stale-version"
+    title = "Profile was changed by someone else"
+
+    def __init__(
+        self, detail: str, *, current: Any = None, expected_version: int | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.current = current
+        self.expected_version = expected_version
