@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from webapp.config import PROJECT_ROOT, Config
+from webapp.config import PROJECT_ROOT, settings_from_environment
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -22,7 +22,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
     )
-    app.config.from_object(Config)
+    app.config.from_mapping(settings_from_environment())
+    # Keep fields in the order the API documents them.
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     if config:
         app.config.update(config)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from dotenv import load_dotenv
 
@@ -43,26 +43,30 @@ def _bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-class Config:
-    """Base configuration; every value can be overridden from the environment."""
+def settings_from_environment() -> dict[str, Any]:
+    """All settings, read from the environment when called (not at import).
 
-    SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-not-a-secret")
-    SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
-    SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict[str, Any]] = {
-        # A restarted database otherwise turns the first request on every
-        # pooled connection into a 500.
-        "pool_pre_ping": _bool("DB_POOL_PRE_PING", True),
-        "pool_size": _int("DB_POOL_SIZE", 5),
-        "max_overflow": _int("DB_MAX_OVERFLOW", 10),
-        "pool_recycle": _int("DB_POOL_RECYCLE", 1800),
-        "connect_args": {
-            "options": f"-c statement_timeout={_int('DB_STATEMENT_TIMEOUT_MS', 15000)}"
-            " -c timezone=UTC"
+    Reading late lets a launcher (``make run``) or a test set variables such as
+    ``DATABASE_URL`` before the app is created.
+    """
+    return {
+        "SECRET_KEY": os.environ.get("SECRET_KEY", "dev-only-not-a-secret"),
+        "SQLALCHEMY_DATABASE_URI": database_url(os.environ.get("DATABASE_URL")),
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            # Without pre-ping, a restarted database turns the first request on
+            # every pooled connection into an error.
+            "pool_pre_ping": _bool("DB_POOL_PRE_PING", True),
+            "pool_size": _int("DB_POOL_SIZE", 5),
+            "max_overflow": _int("DB_MAX_OVERFLOW", 10),
+            "pool_recycle": _int("DB_POOL_RECYCLE", 1800),
+            "connect_args": {
+                "options": f"-c statement_timeout={_int('DB_STATEMENT_TIMEOUT_MS', 15000)}"
+                " -c timezone=UTC"
+            },
         },
+        # Request bodies larger than this are refused with 413 before parsing.
+        "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 64 * 1024),
+        # List pages: default and largest number of items.
+        "PAGE_SIZE_DEFAULT": 50,
+        "PAGE_SIZE_MAX": 200,
     }
-    # Request bodies larger than this are refused with 413 before parsing.
-    MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 64 * 1024)
-    JSON_SORT_KEYS = False
-    # API pages: default and maximum number of items.
-    PAGE_SIZE_DEFAULT = 50
-    PAGE_SIZE_MAX = 200

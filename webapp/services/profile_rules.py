@@ -48,10 +48,11 @@ def _require_text(value: object) -> str:
 
 def clean_name(value: object) -> str:
     """Trim surrounding whitespace; 1 to 255 characters, no control characters."""
-    text = _require_text(value)
+    # Surrounding whitespace (a pasted tab or newline included) is trimmed
+    # before the character rules apply.
+    text = unicodedata.normalize("NFC", _require_text(value)).strip()
     if _has_forbidden_characters(text):
         raise FieldError("must not contain control characters")
-    text = unicodedata.normalize("NFC", text).strip()
     if not text:
         raise FieldError("must not be blank")
     if len(text) > NAME_MAX:

@@ -1,0 +1,111 @@
+"""Behaviour every response shares: security headers, request ids, error formats."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+
+from webapp import create_app
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.mark.parametrize("path", ["/", "/api/v1/users", "/api/v1/nowhere", "/nowhere"])
+def test_security_headers_on_every_response(client, path):
+    headers = client.get(path).headers
+    csp = headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+    assert "unsafe-eval" not in csp
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "same-origin"
+    assert headers["Cache-Control"] == "no-store"
+    assert "Strict-Transport-Security" not in headers
+
+
+def test_hsts_only_over_https(client):
+    headers = client.get("/", base_url="https://localhost").headers
+    assert headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_static_files_may_be_cached(client):
+    response = client.get("/static/app.css")
+    assert response.status_code == 200
+    assert response.headers.get("Cache-Control") != "no-store"
+    response.close()
+
+
+def test_request_id_is_generated_and_echoed(client):
+    first = client.get("/api/v1/users").headers["X-Request-ID"]
+    second = client.get("/api/v1/users").headers["X-Request-ID"]
+    assert len(first) == 32
+    assert first != second
+
+
+def test_a_sane_incoming_request_id_is_kept_and_a_bad_one_replaced(client):
+    kept = client.get("/api/v1/users", headers={"X-Request-ID": "trace-1234abcd"})
+    assert kept.headers["X-Request-ID"] == "trace-1234abcd"
+    for bad in ["short", "has spaces in it", "<script>alert(1)</script>", "x" * 200]:
+        replaced = client.get("/api/v1/users", headers={"X-Request-ID": bad})
+        assert replaced.headers["X-Request-ID"] != bad
+        assert len(replaced.headers["X-Request-ID"]) == 32
+
+
+def test_api_404_and_405_are_problems(client):
+    missing = client.get("/api/v1/nowhere")
+    assert (missing.status_code, missing.mimetype) == (404, PROBLEM)
+    wrong_method = client.put("/api/v1/users")
+    assert (wrong_method.status_code, wrong_method.mimetype) == (405, PROBLEM)
+    assert set(wrong_method.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+    assert wrong_method.get_json()["request_id"] == wrong_method.headers["X-Request-ID"]
+
+
+def test_html_errors_are_pages(client):
+    response = client.get("/nowhere")
+    assert response.status_code == 404
+    assert response.mimetype == "text/html"
+    assert b"404 Not Found" in response.data
+
+
+@pytest.fixture
+def failing_app(app: Flask) -> Flask:
+    """An app with one route that fails the way a bug would."""
+    broken = create_app({"TESTING": False, **_database_settings(app)})
+
+    @broken.get("/api/v1/boom")
+    def boom() -> str:
+        raise RuntimeError("secret internals: password=hunter2")
+
+    @broken.get("/boom")
+    def boom_page() -> str:
+        raise RuntimeError("secret internals: password=hunter2")
+
+    return broken
+
+
+def _database_settings(app: Flask) -> dict[str, object]:
+    return {"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"]}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/boom", "/boom"])
+def test_unexpected_errors_never_show_internals(failing_app, path):
+    response = failing_app.test_client().get(path)
+    assert response.status_code == 500
+    assert b"hunter2" not in response.data
+    assert b"Traceback" not in response.data
+    assert response.headers["X-Request-ID"].encode() in response.data
+
+
+def test_an_unreachable_database_is_503_not_500():
+    unreachable = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://nobody@/nodb?host=/nonexistent",
+            "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        }
+    )
+    response = unreachable.test_client().get("/api/v1/users")
+    assert response.status_code == 503
+    assert response.mimetype == PROBLEM
+    assert response.headers["Retry-After"]
+    assert "nonexistent" not in response.get_data(as_text=True)
