@@ -163,6 +163,8 @@ def test_bad_patch_bodies_are_400_and_change_nothing(client, database, body, fie
         pytest.param('{"name": "Ada"}', "text/plain", 415, id="text-plain"),
         pytest.param('{"name": "Ada"}', None, 415, id="no-content-type"),
         pytest.param("<user/>", "application/xml", 415, id="xml"),
+        pytest.param("[" * 30000 + "]" * 30000, "application/json", 400, id="deeply-nested"),
+        pytest.param('{"name": "A", "name": 5}', "application/json", 400, id="duplicate-key"),
     ],
 )
 def test_unreadable_bodies(client, database, data, content_type, status):

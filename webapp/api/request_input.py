@@ -38,6 +38,8 @@ def read_json_object(allowed: Collection[str]) -> dict[str, object]:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as error:
         raise InputRejected(problem(400, detail=f"The body is not valid JSON: {error}")) from None
+    except RecursionError:
+        raise InputRejected(problem(400, detail="The body's JSON is nested too deeply.")) from None
     if not isinstance(body, dict):
         raise InputRejected(problem(400, detail="The body must be a JSON object."))
     unknown = [key for key in body if key not in allowed]
