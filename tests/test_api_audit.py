@@ -145,3 +145,22 @@ def test_bad_filters_are_400_problems_naming_the_parameter(client, history, quer
     assert response.status_code == 400
     assert response.mimetype == PROBLEM
     assert field in response.get_json()["errors"]
+
+
+def test_pages_with_an_until_bound_match_the_unpaged_result(client, history):
+    every = entries(client)
+    bound = every[2]["timestamp"]
+    expected = [e["id"] for e in every if e["timestamp"] <= bound]
+    seen, cursor = [], None
+    while True:
+        query = f"?limit=1&until={bound}" + (f"&cursor={cursor}" if cursor else "")
+        body = client.get("/api/v1/audit" + query).get_json()
+        seen += [e["id"] for e in body["items"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert seen == expected
+    # A cursor from above the bound still honours it.
+    top = client.get("/api/v1/audit?limit=1").get_json()["next_cursor"]
+    after_top = entries(client, f"?until={every[3]['timestamp']}&cursor={top}")
+    assert [e["id"] for e in after_top] == [e["id"] for e in every[3:]]

@@ -1,0 +1,665 @@
+"""Benchmark of the audit timeline queries (``webapp.services.audit_log.list_entries``).
+
+Fills a throwaway database with realistic profiles and audit entries (in SQL
+only), then for each filter combination times the real service call on its
+first page and on pages reached through a cursor 1,000 and 10,000 pages deep
+(or the last page when there are fewer), and shows the PostgreSQL plan of the
+exact statement the service sent.
+
+Run from the project root::
+
+    .venv/bin/python bench/timeline_queries.py --entries 1000000
+
+Without ``BENCH_DATABASE_URL`` an embedded PostgreSQL is started in a temporary
+directory and deleted afterwards. With it (a libpq URL of a server on which the
+user may create databases), the database ``profile_audit_bench`` is (re)created
+there and dropped at the end unless ``--keep-database`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psycopg
+from flask import Flask
+from flask_migrate import upgrade
+from sqlalchemy import event, func, select, text
+
+from webapp import create_app
+from webapp.config import database_url
+from webapp.extensions import db
+from webapp.local_database import drop_database, ensure_database, start_embedded_server
+from webapp.models import UserAudit
+from webapp.services.audit_log import AuditFilter, _filtered, list_entries, parse_audit_filter
+from webapp.services.pagination import encode_time_id_cursor
+
+DATABASE_NAME = "profile_audit_bench"
+PAGE_SIZE = 50
+SLOW_P99_MS = 20.0
+# Two years of history, ending at a fixed moment so that runs are comparable.
+HISTORY_START = datetime(2024, 11, 1, tzinfo=timezone.utc)
+HISTORY_END = datetime(2026, 11, 1, tzinfo=timezone.utc)
+# Profiles are created during the first 90% of the history, oldest id first.
+CREATION_SPAN_FRACTION = 0.9
+
+
+# --------------------------------------------------------------------------- data
+
+
+USERS_SQL = """
+INSERT INTO users (id, name, email, created_at, updated_at, version)
+SELECT u,
+       format('Person %%s v1', u),
+       format('person%%s.v1@example.com', u),
+       %(start)s::timestamptz + (u - 1) * %(step)s::interval,
+       %(start)s::timestamptz + (u - 1) * %(step)s::interval,
+       1
+FROM generate_series(1, %(users)s::bigint) AS u
+"""
+
+# One "create" per profile at its creation time, then ``others`` changes:
+# profiles are picked with a skewed distribution (low ids, the oldest, are the
+# busiest), each change happens at a random moment after the profile's creation,
+# 93% are updates (name, email or both), 3.5% deletes and 3.5% restores.
+# Rows are inserted in timestamp order, as the application writes them, so ids
+# and the physical order follow time. ``version`` numbers each profile's entries.
+AUDIT_SQL = """
+WITH draws AS MATERIALIZED (
+    SELECT 1 + floor(%(users)s * power(random(), 2))::bigint AS user_id,
+           random() AS r_time, random() AS r_operation, random() AS r_field,
+           random() AS r_reason
+    FROM generate_series(1, %(others)s::bigint)
+),
+changes AS (
+    SELECT user_id,
+           CASE WHEN r_operation < 0.93 THEN 'update'
+                WHEN r_operation < 0.965 THEN 'delete'
+                ELSE 'restore' END AS operation,
+           created_at + interval '1 minute'
+               + r_time * (%(end)s::timestamptz - created_at - interval '1 minute') AS ts,
+           r_field, r_reason
+    FROM draws
+    CROSS JOIN LATERAL (
+        SELECT %(start)s::timestamptz + (user_id - 1) * %(step)s::interval AS created_at
+    ) AS creation
+),
+creates AS MATERIALIZED (
+    SELECT u AS user_id, 'create' AS operation,
+           %(start)s::timestamptz + (u - 1) * %(step)s::interval AS ts,
+           0.0::float8 AS r_field, random() AS r_reason
+    FROM generate_series(1, %(users)s::bigint) AS u
+),
+numbered AS (
+    SELECT *,
+           row_number() OVER (PARTITION BY user_id ORDER BY ts) AS version,
+           CASE operation
+               WHEN 'create' THEN ARRAY['name', 'email']
+               WHEN 'update' THEN CASE WHEN r_field < 0.45 THEN ARRAY['name']
+                                       WHEN r_field < 0.85 THEN ARRAY['email']
+                                       ELSE ARRAY['name', 'email'] END
+               ELSE ARRAY['deleted_at'] END AS fields
+    FROM (SELECT * FROM changes UNION ALL SELECT * FROM creates) AS all_rows
+)
+INSERT INTO user_audit (
+    user_id, operation, "timestamp", previous_data, new_data, changed_fields, version, reason
+)
+SELECT user_id,
+       operation,
+       ts,
+       CASE WHEN operation <> 'create' THEN jsonb_build_object(
+           'name', format('Person %%s v%%s', user_id, version - 1),
+           'email', format('person%%s.v%%s@example.com', user_id, version - 1),
+           'deleted_at', CASE WHEN operation = 'restore' THEN to_char(
+               (ts - interval '3 days') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+           END)
+       END,
+       jsonb_build_object(
+           'name', format('Person %%s v%%s', user_id,
+                          CASE WHEN 'name' = ANY (fields) THEN version ELSE version - 1 END),
+           'email', format('person%%s.v%%s@example.com', user_id,
+                           CASE WHEN 'email' = ANY (fields) THEN version ELSE version - 1 END),
+           'deleted_at', CASE WHEN operation = 'delete' THEN to_char(
+               ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END),
+       fields,
+       version,
+       CASE WHEN r_reason < 0.7
+            THEN format('Support ticket #%%s', 100000 + floor(r_reason * 1000000)::int) END
+FROM numbered
+ORDER BY ts, version
+"""
+
+# The profiles end in the state their last entry describes.
+USERS_FINAL_STATE_SQL = """
+UPDATE users
+SET name = last.new_data ->> 'name',
+    email = last.new_data ->> 'email',
+    deleted_at = CASE WHEN last.operation = 'delete' THEN last."timestamp" END,
+    updated_at = last."timestamp",
+    version = last.version
+FROM (
+    SELECT DISTINCT ON (user_id) user_id, operation, "timestamp", new_data, version
+    FROM user_audit
+    ORDER BY user_id, version DESC
+) AS last
+WHERE users.id = last.user_id
+"""
+
+
+def generate_data(url: str, *, users: int, entries: int, seed: float) -> float:
+    """Fill ``users`` and ``user_audit``; return the seconds it took (VACUUM ANALYZE included)."""
+    step = (HISTORY_END - HISTORY_START) * CREATION_SPAN_FRACTION / users
+    params = {
+        "users": users,
+        "others": entries - users,
+        "start": HISTORY_START,
+        "end": HISTORY_END,
+        "step": step,
+    }
+    started = time.perf_counter()
+    with psycopg.connect(url) as connection:
+        connection.execute("SET work_mem = '256MB'")
+        connection.execute("SET maintenance_work_mem = '512MB'")
+        connection.execute("SET synchronous_commit = off")
+        connection.execute("TRUNCATE user_audit, users RESTART IDENTITY")
+        connection.execute("SELECT setseed(%s)", (seed,))
+        _step(connection, "profiles", USERS_SQL, params)
+        connection.execute("SELECT setval(pg_get_serial_sequence('users', 'id'), %s)", (users,))
+        _step(connection, "audit entries", AUDIT_SQL, params)
+        _step(connection, "profiles' final state", USERS_FINAL_STATE_SQL, {})
+        connection.commit()
+    with psycopg.connect(url, autocommit=True) as connection:
+        moment = time.perf_counter()
+        connection.execute("VACUUM (ANALYZE) users")
+        connection.execute("VACUUM (ANALYZE) user_audit")
+        print(f"  VACUUM ANALYZE: {time.perf_counter() - moment:.1f} s", flush=True)
+    return time.perf_counter() - started
+
+
+def _step(
+    connection: psycopg.Connection[Any], label: str, sql: str, params: dict[str, Any]
+) -> None:
+    """Run one generation statement and say how long it took."""
+    moment = time.perf_counter()
+    rows = connection.execute(sql, params).rowcount  # type: ignore[arg-type]
+    print(f"  {label}: {rows:,} rows in {time.perf_counter() - moment:.1f} s", flush=True)
+
+
+# --------------------------------------------------------------------------- cases
+
+
+@dataclass(frozen=True)
+class Combination:
+    """A named filter, built the way the API builds it from query-string values."""
+
+    name: str
+    query: dict[str, list[str]]
+
+    def audit_filter(self) -> AuditFilter:
+        """The filter ``parse_audit_filter`` makes of these query-string values."""
+        return parse_audit_filter(self.query)
+
+
+def combinations(busy_user: int) -> list[Combination]:
+    """The filters measured; ``busy_user`` is the profile with the most entries."""
+    user = [str(busy_user)]
+    month = {"since": ["2025-06-01"], "until": ["2025-06-30"]}
+    # An open-ended "until": nearly the whole history matches.
+    before = {"until": ["2026-10-30"]}
+    return [
+        Combination("no filter", {}),
+        Combination("user_id", {"user_id": user}),
+        Combination("operation=update", {"operation": ["update"]}),
+        Combination("operation=delete,restore", {"operation": ["delete,restore"]}),
+        Combination("since/until (30 days)", month),
+        Combination("until (no since)", before),
+        Combination("field=email", {"field": ["email"]}),
+        Combination("user_id+field=email", {"user_id": user, "field": ["email"]}),
+        Combination("operation=update+30 days", {"operation": ["update"], **month}),
+        Combination("operation=update+until", {"operation": ["update"], **before}),
+        Combination(
+            "user_id+update+2025+field=email",
+            {
+                "user_id": user,
+                "operation": ["update"],
+                "since": ["2025-01-01"],
+                "until": ["2025-12-31"],
+                "field": ["email"],
+            },
+        ),
+    ]
+
+
+@dataclass
+class Result:
+    """Measurements of one combination on one page."""
+
+    combination: str
+    page: str
+    matching: int
+    p50_ms: float
+    p99_ms: float
+    rows: int
+    plan: str
+    plan_summary: str
+    execution_ms: float
+    buffers: int
+    warnings: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- plans
+
+_NODE = re.compile(
+    r"(?P<node>Index Only Scan Backward|Index Scan Backward|Index Only Scan|Index Scan"
+    r"|Bitmap Index Scan|Bitmap Heap Scan|Seq Scan|Parallel Seq Scan)"
+    r"(?: using| on) (?P<name>\w+)"
+)
+_SORT = re.compile(r"Sort Method: (?P<method>[\w-]+(?: \w+)?)\s+(?:Memory|Disk): (?P<kb>\d+)kB")
+_ACTUAL_ROWS = re.compile(r"->.*\(actual time=[\d.]+\.\.[\d.]+ rows=(?P<rows>[\d.]+)")
+_REMOVED = re.compile(r"Rows Removed by (?:Filter|Index Recheck): (?P<rows>\d+)")
+# Beyond these a plan is flagged: a page should read about the rows it shows.
+SORTED_ROWS_LIMIT = 1_000
+REMOVED_ROWS_LIMIT = 10_000
+BUFFERS_LIMIT = 1_000
+
+
+def summarize_plan(plan: str) -> tuple[str, list[str]]:
+    """A one-line summary of ``plan`` (scans, indexes, sorts) and what looks costly in it."""
+    nodes: list[str] = []
+    warnings: list[str] = []
+    sort_pending: str | None = None
+    for line in plan.splitlines():
+        match = _NODE.search(line)
+        if match:
+            node, name = match.group("node"), match.group("name")
+            nodes.append(f"{node} {name}")
+            if "Seq Scan" in node:
+                warnings.append(f"Seq Scan on {name}")
+        sort = _SORT.search(line)
+        if sort:
+            sort_pending = f"{sort.group('method')}, {sort.group('kb')} kB"
+            if "external" in sort.group("method"):
+                warnings.append(f"Sort {sort_pending}")
+        elif sort_pending and (child := _ACTUAL_ROWS.search(line)):
+            # The node under a Sort: how many rows were sorted to return a page.
+            sorted_rows = int(float(child.group("rows")))
+            nodes.append(f"Sort of {sorted_rows:,} rows ({sort_pending})")
+            if sorted_rows > SORTED_ROWS_LIMIT:
+                warnings.append(f"Sort of {sorted_rows:,} rows")
+            sort_pending = None
+        removed = _REMOVED.search(line)
+        if removed and int(removed.group("rows")) > REMOVED_ROWS_LIMIT:
+            warnings.append(f"{int(removed.group('rows')):,} rows removed by filter")
+    return " -> ".join(nodes), warnings
+
+
+def _driver_url(url: str) -> str:
+    """A libpq URL for psycopg (the app's URL names the SQLAlchemy driver)."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def explain(url: str, statement: str, parameters: dict[str, Any]) -> str:
+    """EXPLAIN ANALYZE of the statement with its bound values (the third of three runs)."""
+    with psycopg.connect(_driver_url(url), options="-c timezone=UTC") as connection:
+        for _ in range(3):
+            rows = connection.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + statement,
+                parameters,  # type: ignore[arg-type]
+            ).fetchall()
+        connection.rollback()
+    return "\n".join(row[0] for row in rows)
+
+
+def _execution_ms(plan: str) -> float:
+    match = re.search(r"Execution Time: ([\d.]+) ms", plan)
+    return float(match.group(1)) if match else 0.0
+
+
+def _buffers(plan: str) -> int:
+    """Shared buffers the whole statement touched (the top node's count)."""
+    match = re.search(r"Buffers: shared(?: hit=(\d+))?(?: read=(\d+))?", plan)
+    if not match:
+        return 0
+    return sum(int(value) for value in match.groups() if value)
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclass
+class Captured:
+    """The last SELECT on user_audit the application sent, as the driver got it."""
+
+    statement: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def capture_statements(app: Flask) -> Captured:
+    """Record what the application's engine sends for timeline pages."""
+    captured = Captured()
+
+    def remember(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
+        if statement.lstrip().startswith("SELECT user_audit.id"):
+            captured.statement = statement
+            captured.parameters = dict(parameters or {})
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", remember)
+    return captured
+
+
+def time_calls(call: Callable[[], int], *, warmup: int, runs: int) -> tuple[list[float], int]:
+    """Milliseconds per call (each in a fresh session, like a request) and the rows returned."""
+    rows = 0
+    for _ in range(warmup):
+        call()
+        db.session.remove()
+    timings: list[float] = []
+    for _ in range(runs):
+        started = time.perf_counter_ns()
+        rows = call()
+        timings.append((time.perf_counter_ns() - started) / 1e6)
+        db.session.remove()
+    return timings, rows
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (with fewer than 100 values, p99 is the maximum)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(fraction * len(ordered))))
+    return ordered[rank - 1]
+
+
+def count_matching(audit_filter: AuditFilter) -> int:
+    """How many entries ``audit_filter`` matches in all."""
+    return (
+        db.session.scalar(select(func.count()).select_from(_filtered(audit_filter).subquery())) or 0
+    )
+
+
+def deep_cursor(audit_filter: AuditFilter, pages_before: int) -> str:
+    """The cursor a client holds after reading ``pages_before`` pages.
+
+    OFFSET is used once, only to find the (timestamp, id) the page starts after;
+    the timed query then follows the cursor like any client would.
+    """
+    last = db.session.execute(
+        _filtered(audit_filter)
+        .with_only_columns(UserAudit.timestamp, UserAudit.id)
+        .order_by(UserAudit.timestamp.desc(), UserAudit.id.desc())
+        .offset(pages_before * PAGE_SIZE - 1)
+        .limit(1)
+    ).one()
+    return encode_time_id_cursor(last.timestamp, last.id)
+
+
+def pages_to_measure(
+    audit_filter: AuditFilter, matching: int, depths: list[int]
+) -> list[tuple[str, str | None]]:
+    """The first page, then the page after ``depth`` pages for each depth (or the last page)."""
+    last_page_before = (matching - 1) // PAGE_SIZE if matching else 0
+    pages: list[tuple[str, str | None]] = [("first", None)]
+    seen = {0}
+    for depth in depths:
+        pages_before = min(depth, last_page_before)
+        if pages_before not in seen:
+            seen.add(pages_before)
+            pages.append((f"{pages_before + 1:,}", deep_cursor(audit_filter, pages_before)))
+    return pages
+
+
+def statement_was_prepared() -> bool:
+    """Whether the timeline statement became a server-side prepared statement.
+
+    psycopg prepares a statement after 5 executions, but it forgets them all at
+    every ROLLBACK, and the pool rolls back each connection it gets back: the
+    app's reads are planned afresh with their values, as EXPLAIN shows them.
+    """
+    found = db.session.scalar(
+        text(
+            "SELECT count(*) FROM pg_prepared_statements "
+            "WHERE statement LIKE 'SELECT user_audit.id%'"
+        )
+    )
+    return bool(found)
+
+
+def measure(
+    app: Flask,
+    url: str,
+    captured: Captured,
+    combination: Combination,
+    *,
+    depths: list[int],
+    warmup: int,
+    runs: int,
+) -> Iterator[Result]:
+    """Time and explain each page of ``combination``."""
+    with app.app_context():
+        audit_filter = combination.audit_filter()
+        matching = count_matching(audit_filter)
+        pages = pages_to_measure(audit_filter, matching, depths)
+        db.session.remove()
+        for page, page_cursor in pages:
+
+            def call(page_cursor: str | None = page_cursor) -> int:
+                return len(list_entries(audit_filter, limit=PAGE_SIZE, cursor=page_cursor).items)
+
+            timings, rows = time_calls(call, warmup=warmup, runs=runs)
+            # Once more, and look at the connection before the session ends.
+            call()
+            prepared = statement_was_prepared()
+            db.session.remove()
+            # The plan of the exact statement and values list_entries sent last.
+            plan = explain(url, captured.statement, captured.parameters)
+            summary, warnings = summarize_plan(plan)
+            p99 = percentile(timings, 0.99)
+            buffers = _buffers(plan)
+            if buffers > BUFFERS_LIMIT:
+                warnings.append(f"{buffers:,} buffers for one page")
+            if p99 > SLOW_P99_MS:
+                warnings.append(f"p99 {p99:.1f} ms")
+            if prepared:
+                warnings.append("prepared statement: a generic plan may differ from this one")
+            yield Result(
+                combination=combination.name,
+                page=page,
+                matching=matching,
+                p50_ms=statistics.median(timings),
+                p99_ms=p99,
+                rows=rows,
+                plan=plan,
+                plan_summary=summary,
+                execution_ms=_execution_ms(plan),
+                buffers=buffers,
+                warnings=warnings,
+            )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine_report(url: str) -> list[str]:
+    """The machine, the server version and settings, and the size of the data."""
+    with psycopg.connect(_driver_url(url)) as connection:
+        version = connection.execute("SELECT version()").fetchone()
+        settings = connection.execute(
+            "SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s) ORDER BY name",
+            (
+                [
+                    "shared_buffers",
+                    "work_mem",
+                    "effective_cache_size",
+                    "random_page_cost",
+                    "max_parallel_workers_per_gather",
+                ],
+            ),
+        ).fetchall()
+        sizes = connection.execute(
+            "SELECT c.relname, pg_size_pretty(pg_relation_size(c.oid)), c.reltuples::bigint "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i') "
+            "AND (c.relname LIKE 'user_audit%%' OR c.relname LIKE 'ix_user_audit%%' "
+            "OR c.relname LIKE 'pk_user_audit%%' OR c.relname = 'users') "
+            "ORDER BY c.relkind DESC, c.relname"
+        ).fetchall()
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        first = meminfo.read_text().splitlines()[0].split()
+        memory = f"{int(first[1]) / 1024 / 1024:.1f} GiB"
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (nproc), memory {memory},"
+        f" {platform.system()} {platform.release()}",
+        f"PostgreSQL: {version[0] if version else '?'}",
+        "Settings: "
+        + ", ".join(f"{name}={setting}{unit or ''}" for name, setting, unit in settings),
+        "Relations: " + ", ".join(f"{name} {size} ({rows:,} rows)" for name, size, rows in sizes),
+    ]
+    return lines
+
+
+def print_table(results: list[Result]) -> None:
+    """The results as a Markdown table (list_entries timings, then the server's side)."""
+    print(
+        "| Filter | Page | Matching rows | p50 ms | p99 ms | DB exec ms | Buffers | Plan | Flags |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---|---|")
+    for result in results:
+        print(
+            f"| {result.combination} | {result.page} | {result.matching:,} "
+            f"| {result.p50_ms:.2f} | {result.p99_ms:.2f} | {result.execution_ms:.2f} "
+            f"| {result.buffers:,} | {result.plan_summary} "
+            f"| {'; '.join(result.warnings) or 'ok'} |"
+        )
+
+
+# --------------------------------------------------------------------------- main
+
+
+@contextmanager
+def database_server(keep: bool) -> Iterator[str]:
+    """A libpq URL of the benchmark database, on the given or an embedded server."""
+    external = os.environ.get("BENCH_DATABASE_URL")
+    if external:
+        drop_database(external, DATABASE_NAME)
+        url = ensure_database(external, DATABASE_NAME)
+        try:
+            yield url
+        finally:
+            if not keep:
+                drop_database(external, DATABASE_NAME)
+        return
+    directory = Path(tempfile.mkdtemp(prefix="profile-audit-bench-"))
+    server = None
+    try:
+        print(f"Starting an embedded PostgreSQL in {directory}", flush=True)
+        server = start_embedded_server(directory / "data", delete_on_stop=True)
+        yield ensure_database(server.get_uri(), DATABASE_NAME)
+    finally:
+        if server is not None:
+            print("Stopping the embedded PostgreSQL", flush=True)
+            server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line's options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=1_000_000, help="audit entries")
+    parser.add_argument("--users", type=int, default=100_000, help="profiles")
+    parser.add_argument("--runs", type=int, default=100, help="timed calls per case")
+    parser.add_argument("--warmup", type=int, default=15, help="untimed calls first")
+    parser.add_argument(
+        "--depth",
+        type=int,
+        nargs="+",
+        default=[1000, 10000],
+        help="pages read before each deep page (default: 1000 10000)",
+    )
+    parser.add_argument("--seed", type=float, default=0.42, help="setseed() for the data")
+    parser.add_argument("--plans", action="store_true", help="print every plan in full")
+    parser.add_argument(
+        "--keep-database", action="store_true", help="with BENCH_DATABASE_URL: do not drop it"
+    )
+    args = parser.parse_args(argv)
+    if args.users < 1 or args.entries < args.users:
+        parser.error("--entries must be at least --users (every profile has a create entry)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    with database_server(args.keep_database) as url:
+        app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url)})
+        with app.app_context():
+            upgrade()
+
+        print(f"Generating {args.users:,} profiles and {args.entries:,} audit entries", flush=True)
+        seconds = generate_data(url, users=args.users, entries=args.entries, seed=args.seed)
+        print(f"Data generated in {seconds:.1f} s\n", flush=True)
+        for line in machine_report(url):
+            print(line)
+
+        with psycopg.connect(url) as connection:
+            busy = connection.execute(
+                "SELECT user_id, count(*) FROM user_audit GROUP BY user_id "
+                "ORDER BY count(*) DESC, user_id LIMIT 1"
+            ).fetchone()
+        assert busy is not None
+        print(f"Busiest profile: {busy[0]} with {busy[1]:,} entries\n", flush=True)
+
+        captured = capture_statements(app)
+        results: list[Result] = []
+        for combination in combinations(busy[0]):
+            for result in measure(
+                app,
+                url,
+                captured,
+                combination,
+                depths=args.depth,
+                warmup=args.warmup,
+                runs=args.runs,
+            ):
+                results.append(result)
+                print(
+                    f"== {result.combination}, page {result.page}: "
+                    f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
+                    f"{result.rows} rows of {result.matching:,}",
+                    flush=True,
+                )
+                print(result.plan if args.plans or result.warnings else result.plan_summary)
+                print(flush=True)
+
+        print("Statement of the last case, as list_entries sends it:")
+        print(captured.statement)
+        print()
+        print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
