@@ -9,7 +9,11 @@ for the session and dropped at the end.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -18,23 +22,31 @@ from flask_migrate import upgrade
 from sqlalchemy import Engine, create_engine, text
 
 from webapp import create_app
+from webapp.audit.context import Actor, Origin, acting_as
 from webapp.config import database_url
 from webapp.extensions import db
 from webapp.local_database import drop_database, ensure_database, start_embedded_server
+from webapp.models import Staff
+from webapp.services import api_tokens
+from webapp.services.staff import hash_password
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """A libpq URL of a PostgreSQL server the suite may create databases on."""
     external = os.environ.get("TEST_DATABASE_URL")
     if external:
         yield external
         return
-    server = start_embedded_server(tmp_path_factory.mktemp("pg") / "data", delete_on_stop=True)
+    # A directory of its own, not pytest's shared base temp, which a
+    # concurrent run may clean up under a running server.
+    parent = Path(tempfile.mkdtemp(prefix="profile-audit-test-"))
+    server = start_embedded_server(parent / "data", delete_on_stop=True)
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -72,22 +84,78 @@ def engine(test_database_url: str, app: Flask) -> Iterator[Engine]:
     eng.dispose()
 
 
+TABLES = "user_audit, users, api_tokens, security_events, staff"
+# Hashing is slow on purpose; the suite hashes this password once.
+PASSWORD = "correct horse battery staple"
+_PASSWORD_HASH = hash_password(PASSWORD)
+
+
 @pytest.fixture(autouse=True)
 def _empty_tables(engine: Engine) -> None:
     with engine.begin() as connection:
-        connection.execute(text("TRUNCATE user_audit, users RESTART IDENTITY CASCADE"))
+        connection.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+
+
+class StaffFactory:
+    """Makes staff accounts (password ``PASSWORD``) and API tokens for them."""
+
+    def __init__(self, app: Flask, engine: Engine) -> None:
+        self.app = app
+        self.engine = engine
+
+    def account(self, role: str, username: str | None = None) -> Staff:
+        username = username or f"{role}-{uuid.uuid4().hex[:6]}"
+        with self.engine.begin() as connection:
+            staff_id = connection.execute(
+                text(
+                    "INSERT INTO staff (username, password_hash, role) "
+                    "VALUES (:u, :h, :r) RETURNING id"
+                ),
+                {"u": username, "h": _PASSWORD_HASH, "r": role},
+            ).scalar_one()
+        with self.app.app_context():
+            staff = db.session.get(Staff, staff_id)
+            db.session.expunge(staff)
+        return staff
+
+    def token(self, staff: Staff, name: str = "tests", **kwargs: object) -> str:
+        with self.app.app_context():
+            _, secret = api_tokens.create_token(db.session.get(Staff, staff.id), name, **kwargs)
+        return secret
+
+    def client(self, role: str | None, username: str | None = None) -> FlaskClient:
+        """A test client that sends a token of a new ``role`` account (none for None)."""
+        test_client = self.app.test_client()
+        if role is not None:
+            staff = self.account(role, username)
+            secret = self.token(staff)
+            test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {secret}"
+            test_client.staff = staff  # type: ignore[attr-defined]
+        return test_client
 
 
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
+def staff_factory(app: Flask, engine: Engine) -> StaffFactory:
+    return StaffFactory(app, engine)
+
+
+@pytest.fixture
+def client(staff_factory: StaffFactory) -> FlaskClient:
+    """An API client acting as an admin (every permission) through a token."""
+    return staff_factory.client("admin", "test-admin")
+
+
+@pytest.fixture
+def anonymous_client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
 @pytest.fixture
-def app_context(app: Flask) -> Iterator[None]:
-    """For calling services directly; the session is discarded afterwards."""
-    with app.app_context():
-        yield
+def app_context(app: Flask, staff_factory: StaffFactory) -> Iterator[Staff]:
+    """For calling services directly, acting as an admin from the command line."""
+    admin = staff_factory.account("admin", "service-admin")
+    with app.app_context(), acting_as(Actor(admin.id, admin.username), Origin("cli")):
+        yield admin
         db.session.rollback()
 
 
@@ -115,7 +183,7 @@ class Database:
         return found[0] if found else None
 
     def fingerprint(self) -> list[object]:
-        """Everything in both tables, to show that a refused request changed nothing."""
+        """Profiles and their audit, to show that a refused request changed nothing."""
         return [
             self.rows("SELECT * FROM users ORDER BY id"),
             self.rows("SELECT * FROM user_audit ORDER BY id"),

@@ -43,6 +43,9 @@ def test_newest_first_with_all_fields(client, history):
         "previous_data",
         "new_data",
         "reason",
+        "actor",
+        "remote_addr",
+        "request_id",
     }
     stamps = [e["timestamp"] for e in items]
     assert stamps == sorted(stamps, reverse=True)

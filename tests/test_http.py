@@ -89,8 +89,9 @@ def _database_settings(app: Flask) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("path", ["/api/v1/boom", "/boom"])
-def test_unexpected_errors_never_show_internals(failing_app, path):
-    response = failing_app.test_client().get(path)
+def test_unexpected_errors_never_show_internals(failing_app, staff_factory, path):
+    secret = staff_factory.token(staff_factory.account("admin"))
+    response = failing_app.test_client().get(path, headers={"Authorization": f"Bearer {secret}"})
     assert response.status_code == 500
     assert b"hunter2" not in response.data
     assert b"Traceback" not in response.data
@@ -104,7 +105,9 @@ def test_an_unreachable_database_is_503_not_500():
             "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         }
     )
-    response = unreachable.test_client().get("/api/v1/users")
+    response = unreachable.test_client().get(
+        "/api/v1/users", headers={"Authorization": "Bearer pa_anything"}
+    )
     assert response.status_code == 503
     assert response.mimetype == PROBLEM
     assert response.headers["Retry-After"]

@@ -46,6 +46,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     security_headers.init_app(app)
     errors.init_app(app)
 
+    from webapp import auth
+
+    auth.init_app(app)
+
     from webapp.api import bp as api_bp
     from webapp.web import bp as web_bp
 

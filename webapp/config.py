@@ -66,6 +66,18 @@ def settings_from_environment() -> dict[str, Any]:
         },
         # Request bodies larger than this are refused with 413 before parsing.
         "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 64 * 1024),
+        # Sign-in sessions: cookie flags, idle and absolute timeouts.
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        # Also set automatically for requests that arrive over HTTPS.
+        "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
+        "SESSION_IDLE_MINUTES": _int("SESSION_IDLE_MINUTES", 30),
+        "SESSION_MAX_HOURS": _int("SESSION_MAX_HOURS", 12),
+        # Failed sign-ins allowed per account and per address within the window.
+        "LOGIN_RATE_LIMIT": _int("LOGIN_RATE_LIMIT", 5),
+        "LOGIN_RATE_WINDOW_SECONDS": _int("LOGIN_RATE_WINDOW_SECONDS", 60),
+        # Reverse proxies in front of the app whose X-Forwarded-For is trusted.
+        "PROXY_COUNT": _int("PROXY_COUNT", 0),
         # List pages: default and largest number of items.
         "PAGE_SIZE_DEFAULT": 50,
         "PAGE_SIZE_MAX": 200,

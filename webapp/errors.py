@@ -66,6 +66,16 @@ def init_app(app: Flask) -> None:
         return _server_error()
 
 
+def error_page(status: int, detail: str) -> Response:
+    """An HTML error page with ``status``."""
+    return Response(
+        render_template(
+            "error.html", status=status, title=HTTPStatus(status).phrase, detail=detail
+        ),
+        status=status,
+    )
+
+
 def _server_error(
     status: int = 500,
     detail: str = "An unexpected error occurred. Quote the request id when reporting it.",

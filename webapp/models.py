@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from flask_login import UserMixin
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -19,11 +21,13 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.extensions import db
 
 OPERATIONS: tuple[str, ...] = ("create", "update", "delete", "restore")
+ROLES: tuple[str, ...] = ("admin", "support", "auditor")
+CHANNELS: tuple[str, ...] = ("web", "api", "cli")
 
 
 class User(db.Model):
@@ -103,11 +107,22 @@ class UserAudit(db.Model):
     changed_fields: Mapped[list[str]] = mapped_column(ARRAY(Text))
     version: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str | None] = mapped_column(Text)
+    # Who made the change and from where. The label is copied, not joined, so
+    # it still says who it was after the account is renamed or deactivated.
+    actor_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("staff.id", ondelete="RESTRICT")
+    )
+    actor_label: Mapped[str | None] = mapped_column(String(100))
+    channel: Mapped[str | None] = mapped_column(String(8))
+    channel_detail: Mapped[str | None] = mapped_column(String(100))
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(128))
 
     __table_args__ = (
         CheckConstraint(
             "operation in ('create', 'update', 'delete', 'restore')", name="operation_known"
         ),
+        CheckConstraint("channel in ('web', 'api', 'cli')", name="channel_known"),
         CheckConstraint(
             "(operation = 'create') = (previous_data is null)", name="previous_data_iff_not_create"
         ),
@@ -115,8 +130,95 @@ class UserAudit(db.Model):
         Index("ix_user_audit_timestamp_id", "timestamp", "id"),
         Index("ix_user_audit_user_id_timestamp_id", "user_id", "timestamp", "id"),
         Index("ix_user_audit_operation_timestamp_id", "operation", "timestamp", "id"),
+        Index("ix_user_audit_actor_id_timestamp_id", "actor_id", "timestamp", "id"),
         Index("ix_user_audit_changed_fields", "changed_fields", postgresql_using="gin"),
     )
 
     def __repr__(self) -> str:
         return f"<UserAudit {self.id} {self.operation} user={self.user_id} v{self.version}>"
+
+
+class Staff(UserMixin, db.Model):
+    """A person who signs in: support staff, auditors and admins."""
+
+    __tablename__ = "staff"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    # Bumped when the password changes or the account is deactivated: every
+    # session that carries an older number stops working at once.
+    session_version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __mapper_args__: dict[str, Any] = {"eager_defaults": True}  # noqa: RUF012
+    __table_args__ = (
+        CheckConstraint("role in ('admin', 'support', 'auditor')", name="role_known"),
+        Index("uq_staff_lower_username", text("lower(username)"), unique=True),
+    )
+
+    @property
+    def is_active(self) -> bool:  # read by Flask-Login
+        return bool(self.active)
+
+    def get_id(self) -> str:
+        """The session key: id and session version (see services.staff)."""
+        return f"{self.id}:{self.session_version}"
+
+    def __repr__(self) -> str:
+        return f"<Staff {self.id} {self.username} {self.role}>"
+
+
+class ApiToken(db.Model):
+    """A bearer token for scripts; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    staff_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("staff.id", ondelete="RESTRICT"))
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The first characters, enough to recognise a token in a list.
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    staff: Mapped[Staff] = relationship(lazy="joined")
+
+    __mapper_args__: dict[str, Any] = {"eager_defaults": True}  # noqa: RUF012
+    __table_args__ = (Index("ix_api_tokens_staff_id", "staff_id"),)
+
+
+class SecurityEvent(db.Model):
+    """Sign-ins, account and token changes, refusals. Rows are only ever inserted."""
+
+    __tablename__ = "security_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    timestamp: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()")
+    )
+    event: Mapped[str] = mapped_column(String(40))
+    # The account the event is about (the one signing in, created, revoked...).
+    staff_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("staff.id", ondelete="RESTRICT")
+    )
+    # The username given or affected, kept as text: failed sign-ins name
+    # accounts that may not exist.
+    username: Mapped[str | None] = mapped_column(String(64))
+    actor_label: Mapped[str | None] = mapped_column(String(100))
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+    __table_args__ = (
+        Index("ix_security_events_timestamp_id", "timestamp", "id"),
+        # Rate limiting counts recent failures per account and per address.
+        Index("ix_security_events_event_username", "event", text("lower(username)"), "timestamp"),
+        Index("ix_security_events_event_remote_addr", "event", "remote_addr", "timestamp"),
+    )

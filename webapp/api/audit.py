@@ -5,15 +5,18 @@ from __future__ import annotations
 from flask import Response, jsonify
 
 from webapp.api import bp
-from webapp.api.representations import audit_entry_json
+from webapp.api.representations import audit_entry_json, security_event_json
 from webapp.api.request_input import page_limit, query_args, single
-from webapp.services import audit_log
+from webapp.auth.access import requires
+from webapp.auth.permissions import AUDIT_READ, SECURITY_EVENTS_READ
+from webapp.services import audit_log, security_events
 
 
 @bp.get("/audit")
+@requires(AUDIT_READ)
 def list_audit_entries() -> Response:
     args = query_args(
-        {"user_id", "operation", "since", "until", "field", "limit", "cursor"},
+        {"user_id", "operation", "since", "until", "field", "actor", "limit", "cursor"},
         repeatable={"operation", "field"},
     )
     audit_filter = audit_log.parse_audit_filter(args)
@@ -21,3 +24,11 @@ def list_audit_entries() -> Response:
         audit_filter, limit=page_limit(args), cursor=single(args, "cursor")
     )
     return jsonify(items=[audit_entry_json(e) for e in page.items], next_cursor=page.next_cursor)
+
+
+@bp.get("/security-events")
+@requires(SECURITY_EVENTS_READ)
+def list_security_events() -> Response:
+    args = query_args({"limit", "cursor"})
+    page = security_events.list_events(limit=page_limit(args), cursor=single(args, "cursor"))
+    return jsonify(items=[security_event_json(e) for e in page.items], next_cursor=page.next_cursor)

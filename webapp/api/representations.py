@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from webapp.models import User, UserAudit
+from webapp.models import SecurityEvent, User, UserAudit
 from webapp.timestamps import iso_utc
 
 
@@ -31,6 +31,28 @@ def audit_entry_json(entry: UserAudit) -> dict[str, Any]:
         "previous_data": entry.previous_data,
         "new_data": entry.new_data,
         "reason": entry.reason,
+        "actor": {
+            "id": entry.actor_id,
+            "label": entry.actor_label,
+            "channel": entry.channel,
+            "channel_detail": entry.channel_detail,
+        },
+        "remote_addr": entry.remote_addr,
+        "request_id": entry.request_id,
+    }
+
+
+def security_event_json(event: SecurityEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "timestamp": iso_utc(event.timestamp),
+        "event": event.event,
+        "staff_id": event.staff_id,
+        "username": event.username,
+        "actor": event.actor_label,
+        "remote_addr": event.remote_addr,
+        "request_id": event.request_id,
+        "details": event.details,
     }
 
 

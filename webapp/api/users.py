@@ -14,6 +14,8 @@ from webapp.api.request_input import (
     read_json_object,
     single,
 )
+from webapp.auth.access import requires
+from webapp.auth.permissions import HISTORY_READ, PROFILES_READ, PROFILES_WRITE
 from webapp.models import User
 from webapp.services import audit_log, users
 
@@ -28,6 +30,7 @@ def _user_response(user: User, status: int = 200) -> Response:
 
 
 @bp.get("/users")
+@requires(PROFILES_READ)
 def list_users() -> Response:
     args = query_args({"q", "include_deleted", "limit", "cursor"})
     page = users.list_users(
@@ -40,6 +43,7 @@ def list_users() -> Response:
 
 
 @bp.post("/users")
+@requires(PROFILES_WRITE)
 def create_user() -> Response:
     body = read_json_object(_PROFILE_BODY)
     reason = body.pop("reason", None)
@@ -50,17 +54,20 @@ def create_user() -> Response:
 
 
 @bp.get("/users/<int:user_id>")
+@requires(PROFILES_READ)
 def get_user(user_id: int) -> Response:
     query_args(())
     return _user_response(users.get_user(user_id))
 
 
 @bp.put("/users/<int:user_id>")
+@requires(PROFILES_WRITE)
 def replace_user(user_id: int) -> Response:
     return _update(user_id, partial=False)
 
 
 @bp.patch("/users/<int:user_id>")
+@requires(PROFILES_WRITE)
 def patch_user(user_id: int) -> Response:
     return _update(user_id, partial=True)
 
@@ -76,6 +83,7 @@ def _update(user_id: int, *, partial: bool) -> Response:
 
 
 @bp.delete("/users/<int:user_id>")
+@requires(PROFILES_WRITE)
 def delete_user(user_id: int) -> Response:
     expected = if_match_version()
     reason = _optional_reason()
@@ -84,6 +92,7 @@ def delete_user(user_id: int) -> Response:
 
 
 @bp.post("/users/<int:user_id>/restore")
+@requires(PROFILES_WRITE)
 def restore_user(user_id: int) -> Response:
     expected = if_match_version()
     reason = _optional_reason()
@@ -91,6 +100,7 @@ def restore_user(user_id: int) -> Response:
 
 
 @bp.get("/users/<int:user_id>/history")
+@requires(HISTORY_READ)
 def user_history(user_id: int) -> Response:
     args = query_args({"limit", "cursor"})
     page = audit_log.user_history(user_id, limit=page_limit(args), cursor=single(args, "cursor"))

@@ -15,13 +15,15 @@ from typing import Any
 from sqlalchemy import event, insert
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
-from webapp.audit.context import current_change
-from webapp.audit.errors import AuditBypassError, HardDeleteRefused
+from webapp.audit.context import Origin, current_actor, current_change, current_origin
+from webapp.audit.errors import AuditBypassError, HardDeleteRefused, UnattributedChangeError
 from webapp.audit.session import AuditedSession, is_audited
 from webapp.audit.snapshot import Snapshot, changed_fields, committed_snapshot, current_snapshot
 from webapp.models import User, UserAudit
 
 _PENDING = "audit.pending_entries"
+# Code that acts without saying from where (a shell, a script) counts as CLI.
+_UNKNOWN_ORIGIN = Origin(channel="cli")
 
 
 @dataclass
@@ -67,6 +69,11 @@ def collect_changes(session: Session, flush_context: UOWTransaction, instances: 
         fields = changed_fields(previous, new)
         if fields:  # a save that changes nothing leaves no trace
             pending.append(PendingEntry(obj, operation_for(previous, new), previous, new, fields))
+    if pending and current_actor() is None:
+        raise UnattributedChangeError(
+            "Refusing to change profiles with no actor: bind one with "
+            "webapp.audit.context.acting_as(...) (requests and CLI commands do)."
+        )
     session.info[_PENDING] = pending
 
 
@@ -76,6 +83,9 @@ def write_entries(session: Session, flush_context: UOWTransaction) -> None:
     pending: list[PendingEntry] = session.info.pop(_PENDING, [])
     if not pending:
         return
+    actor = current_actor()
+    assert actor is not None  # collect_changes refused the flush otherwise
+    origin = current_origin() or _UNKNOWN_ORIGIN
     reason = current_change().reason
     rows = [
         {
@@ -86,6 +96,12 @@ def write_entries(session: Session, flush_context: UOWTransaction) -> None:
             "changed_fields": entry.changed_fields,
             "version": entry.user.version,
             "reason": reason,
+            "actor_id": actor.staff_id,
+            "actor_label": actor.label,
+            "channel": origin.channel,
+            "channel_detail": actor.channel_detail,
+            "remote_addr": origin.remote_addr,
+            "request_id": origin.request_id,
         }
         for entry in pending
     ]

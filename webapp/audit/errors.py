@@ -7,3 +7,7 @@ class AuditBypassError(RuntimeError):
 
 class HardDeleteRefused(AuditBypassError):
     """Audited rows are soft-deleted only; removing them would erase history."""
+
+
+class UnattributedChangeError(AuditBypassError):
+    """A change with no actor: refused rather than recorded as anonymous."""

@@ -6,11 +6,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, func, select, tuple_
 
 from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.extensions import db
-from webapp.models import OPERATIONS, UserAudit
+from webapp.models import OPERATIONS, Staff, UserAudit
 from webapp.services.errors import ValidationFailed
 from webapp.services.pagination import (
     MAX_BIGINT,
@@ -31,6 +31,9 @@ class AuditFilter:
     since: datetime | None = None
     until: datetime | None = None
     fields: tuple[str, ...] = ()
+    #: a staff id, or a label (a username, or e.g. ``cli:root``)
+    actor_id: int | None = None
+    actor_label: str | None = None
 
 
 def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
@@ -38,7 +41,8 @@ def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
 
     Accepts ``user_id``, ``operation`` (repeatable or comma-separated),
     ``since``/``until`` (ISO 8601 dates or datetimes; a date ``until`` covers
-    that whole day) and ``field`` (repeatable: entries that changed any of them).
+    that whole day), ``field`` (repeatable: entries that changed any of them)
+    and ``actor`` (a staff id or a username / actor label).
     """
     errors: dict[str, list[str]] = {}
 
@@ -53,6 +57,21 @@ def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
     operations = _choices(args.get("operation", []), OPERATIONS, "operation", errors)
     fields = _choices(args.get("field", []), SNAPSHOT_FIELDS, "field", errors)
 
+    actor_id, actor_label = None, None
+    raw_actor = _single(args, "actor", errors)
+    if raw_actor:
+        if raw_actor.isascii() and raw_actor.isdigit():
+            if 0 < int(raw_actor) <= MAX_BIGINT:
+                actor_id = int(raw_actor)
+            else:
+                errors.setdefault("actor", []).append("is not a valid staff id")
+        elif len(raw_actor) <= 100 and raw_actor.isprintable():
+            actor_label = raw_actor
+        else:
+            errors.setdefault("actor", []).append(
+                "must be a staff id or a username of at most 100 characters"
+            )
+
     since = _bound(args, "since", end_of_day=False, errors=errors)
     until = _bound(args, "until", end_of_day=True, errors=errors)
     if since and until and since >= until:
@@ -62,7 +81,13 @@ def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
         detail = "; ".join(f"{name} {messages[0]}" for name, messages in errors.items())
         raise ValidationFailed(detail, errors=errors)
     return AuditFilter(
-        user_id=user_id, operations=operations, since=since, until=until, fields=fields
+        user_id=user_id,
+        operations=operations,
+        since=since,
+        until=until,
+        fields=fields,
+        actor_id=actor_id,
+        actor_label=actor_label,
     )
 
 
@@ -76,6 +101,8 @@ def list_entries(
         # index scan starts at ``until`` and walks down to the cursor, a cost
         # that grows with page depth (measured in bench/README.md).
         audit_filter = replace(audit_filter, until=None)
+    if audit_filter.actor_label is not None:
+        audit_filter = _resolve_actor(audit_filter)
     statement = _filtered(audit_filter)
     if after is not None:
         statement = statement.where(tuple_(UserAudit.timestamp, UserAudit.id) < tuple_(*after))
@@ -104,9 +131,26 @@ def _filtered(audit_filter: AuditFilter) -> Select[tuple[UserAudit]]:
         statement = statement.where(UserAudit.timestamp >= audit_filter.since)
     if audit_filter.until is not None:
         statement = statement.where(UserAudit.timestamp < audit_filter.until)
+    if audit_filter.actor_id is not None:
+        statement = statement.where(UserAudit.actor_id == audit_filter.actor_id)
+    elif audit_filter.actor_label is not None:
+        statement = statement.where(
+            func.lower(UserAudit.actor_label) == audit_filter.actor_label.lower()
+        )
     if audit_filter.fields:
         statement = statement.where(UserAudit.changed_fields.overlap(list(audit_filter.fields)))
     return statement
+
+
+def _resolve_actor(audit_filter: AuditFilter) -> AuditFilter:
+    """A username names an account: filter on its id, which is indexed."""
+    assert audit_filter.actor_label is not None
+    staff_id = db.session.scalar(
+        select(Staff.id).where(func.lower(Staff.username) == audit_filter.actor_label.lower())
+    )
+    if staff_id is None:
+        return audit_filter
+    return replace(audit_filter, actor_id=staff_id, actor_label=None)
 
 
 def _single(args: Mapping[str, list[str]], name: str, errors: dict[str, list[str]]) -> str | None:

@@ -99,7 +99,7 @@ def update_user(
         raise AlreadyDeleted(f"Profile {user_id} is deleted; restore it before editing.")
     if "email" in cleaned and cleaned["email"].lower() != user.email.lower():
         _ensure_email_free(cleaned["email"], exclude_id=user.id)
-    with _unit_of_work(why, user):
+    with _unit_of_work(why, user, expected_version):
         for field, value in cleaned.items():
             if getattr(user, field) != value:
                 setattr(user, field, value)
@@ -114,7 +114,7 @@ def delete_user(
     user = _current(user_id, expected_version)
     if user.is_deleted:
         raise AlreadyDeleted(f"Profile {user_id} is already deleted.")
-    with _unit_of_work(why, user):
+    with _unit_of_work(why, user, expected_version):
         user.deleted_at = utcnow()
     return user
 
@@ -128,7 +128,7 @@ def restore_user(
     if not user.is_deleted:
         raise NotDeleted(f"Profile {user_id} is not deleted.")
     _ensure_email_free(user.email, exclude_id=user.id)
-    with _unit_of_work(why, user):
+    with _unit_of_work(why, user, expected_version):
         user.deleted_at = None
     return user
 
@@ -170,7 +170,9 @@ def _duplicate(email: str) -> DuplicateEmail:
 
 
 @contextmanager
-def _unit_of_work(reason: str | None, user: User | None = None) -> Iterator[None]:
+def _unit_of_work(
+    reason: str | None, user: User | None = None, expected_version: int | None = None
+) -> Iterator[None]:
     """Commit what the block changed, with ``reason`` on its audit entries.
 
     The unique index and the version check are the final word under
@@ -186,6 +188,8 @@ def _unit_of_work(reason: str | None, user: User | None = None) -> Iterator[None
         raise StaleVersion(
             "The profile was changed by someone else while saving; nothing was written.",
             current=db.session.get(User, user_id) if user_id is not None else None,
+            # Losing the race against a precondition is still a failed precondition.
+            expected_version=expected_version,
         ) from None
     except IntegrityError as error:
         db.session.rollback()

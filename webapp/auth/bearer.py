@@ -1,0 +1,36 @@
+"""API authentication: ``Authorization: Bearer <token>`` and nothing else."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, g, request
+
+from webapp.api.problems import problem
+from webapp.audit.context import Actor, bind_actor
+from webapp.auth import is_api_request
+from webapp.services.api_tokens import resolve_bearer
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="profile-audit"'}
+
+
+def unauthorized(detail: str) -> Response:
+    return problem(401, detail=detail, headers=_CHALLENGE)
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def authenticate_api_request() -> Response | None:
+        if not is_api_request():
+            return None
+        header = request.headers.get("Authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            return unauthorized("Send an API token: Authorization: Bearer <token>.")
+        token = resolve_bearer(secret.strip())
+        if token is None:
+            return unauthorized("The API token is unknown, revoked or expired.")
+        g.api_staff = token.staff
+        g.api_token = token
+        g.actor_token = bind_actor(
+            Actor(staff_id=token.staff.id, label=token.staff.username, channel_detail=token.name)
+        )
+        return None

@@ -1,0 +1,220 @@
+"""Staff accounts: creation, sign-in, roles, passwords, deactivation."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from webapp.extensions import db
+from webapp.models import ROLES, Staff
+from webapp.services.errors import Conflict, NotFound, ServiceError, ValidationFailed
+from webapp.services.pagination import MAX_BIGINT
+from webapp.services.security_events import count_recent, record_event
+from webapp.timestamps import utcnow
+
+USERNAME_MAX = 64
+PASSWORD_MIN = 12
+PASSWORD_MAX = 1024
+# Compared against when the account does not exist, so a wrong username costs
+# as much time as a wrong password and reveals nothing.
+_DUMMY_HASH = generate_password_hash("not a real password, only for timing")
+
+
+class InvalidCredentials(ServiceError):
+    code = "invalid-credentials"
+    title = "Sign-in failed"
+
+
+class TooManyAttempts(ServiceError):
+    code = "too-many-attempts"
+    title = "Too many sign-in attempts"
+
+
+def hash_password(password: str) -> str:
+    """A salted scrypt hash (werkzeug's current parameters)."""
+    return generate_password_hash(password, method="scrypt")
+
+
+def clean_username(value: object) -> str:
+    if not isinstance(value, str):
+        raise _invalid("username", "must be a string")
+    text = value.strip()
+    if not 1 <= len(text) <= USERNAME_MAX or not all(
+        ch.isascii() and (ch.isalnum() or ch in "._-") for ch in text
+    ):
+        raise _invalid(
+            "username", f"must be 1 to {USERNAME_MAX} letters, digits, dots, dashes or underscores"
+        )
+    return text
+
+
+def clean_role(value: object) -> str:
+    if value not in ROLES:
+        raise _invalid("role", f"must be one of {', '.join(ROLES)}")
+    return str(value)
+
+
+def clean_password(value: object) -> str:
+    if not isinstance(value, str):
+        raise _invalid("password", "must be a string")
+    if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
+        raise _invalid("password", f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")
+    if "\x00" in value:
+        raise _invalid("password", "must not contain NUL characters")
+    return value
+
+
+def get_staff(staff_id: int) -> Staff:
+    staff = db.session.get(Staff, staff_id) if 0 < staff_id <= MAX_BIGINT else None
+    if staff is None:
+        raise NotFound(f"There is no staff account with id {staff_id}.")
+    return staff
+
+
+def find_by_username(username: str) -> Staff | None:
+    return db.session.scalar(
+        select(Staff).where(func.lower(Staff.username) == username.strip().lower())
+    )
+
+
+def list_staff() -> list[Staff]:
+    return list(db.session.scalars(select(Staff).order_by(func.lower(Staff.username))))
+
+
+def count_staff() -> int:
+    return db.session.scalar(select(func.count()).select_from(Staff)) or 0
+
+
+def create_staff(username: object, password: object, role: object) -> Staff:
+    """Create an active account; ``Conflict`` if the username is taken (any case)."""
+    name = clean_username(username)
+    secret = clean_password(password)
+    chosen_role = clean_role(role)
+    if find_by_username(name) is not None:
+        raise _taken(name)
+    staff = Staff(username=name, password_hash=hash_password(secret), role=chosen_role)
+    db.session.add(staff)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise _taken(name) from None
+    record_event(
+        "staff_created",
+        staff_id=staff.id,
+        username=name,
+        details={"role": chosen_role},
+        commit=False,
+    )
+    db.session.commit()
+    return staff
+
+
+def set_role(staff_id: int, role: object) -> Staff:
+    staff = get_staff(staff_id)
+    new_role = clean_role(role)
+    if staff.role != new_role:
+        old_role = staff.role
+        staff.role = new_role
+        record_event(
+            "role_changed",
+            staff_id=staff.id,
+            username=staff.username,
+            details={"from": old_role, "to": new_role},
+            commit=False,
+        )
+        db.session.commit()
+    return staff
+
+
+def set_password(staff_id: int, password: object) -> Staff:
+    """Change the password and end every session of the account."""
+    staff = get_staff(staff_id)
+    staff.password_hash = hash_password(clean_password(password))
+    staff.session_version += 1
+    record_event("password_changed", staff_id=staff.id, username=staff.username, commit=False)
+    db.session.commit()
+    return staff
+
+
+def deactivate(staff_id: int) -> Staff:
+    """Stop the account: its sessions end at once, its tokens stop working."""
+    staff = get_staff(staff_id)
+    if staff.active:
+        staff.active = False
+        staff.session_version += 1
+        record_event("staff_deactivated", staff_id=staff.id, username=staff.username, commit=False)
+        db.session.commit()
+    return staff
+
+
+def authenticate(username: object, password: object, *, remote_addr: str | None) -> Staff:
+    """Check a sign-in attempt; every outcome is a security event.
+
+    Failures get one message whether or not the account exists. Too many
+    recent failures for the account or the address refuse further attempts
+    for the rest of the window, even with the right password.
+    """
+    name = username.strip()[:USERNAME_MAX] if isinstance(username, str) else ""
+    secret = password if isinstance(password, str) else ""
+    config = current_app.config
+    since = utcnow() - timedelta(seconds=config["LOGIN_RATE_WINDOW_SECONDS"])
+    limit = config["LOGIN_RATE_LIMIT"]
+    if (name and count_recent("login_failed", since=since, username=name) >= limit) or (
+        remote_addr and count_recent("login_failed", since=since, remote_addr=remote_addr) >= limit
+    ):
+        record_event("login_throttled", username=name or None)
+        raise TooManyAttempts("Too many failed sign-in attempts. Wait a minute and try again.")
+
+    staff = find_by_username(name) if name else None
+    password_ok = check_password_hash(staff.password_hash if staff else _DUMMY_HASH, secret)
+    if staff is None or not staff.active or not password_ok or not secret:
+        record_event(
+            "login_failed",
+            staff_id=staff.id if staff else None,
+            username=name or None,
+            details={"reason": _failure_reason(staff, password_ok)},
+        )
+        raise InvalidCredentials("Unknown username or wrong password.")
+    staff.last_login_at = utcnow()
+    record_event("login_succeeded", staff_id=staff.id, username=staff.username, commit=False)
+    db.session.commit()
+    return staff
+
+
+def staff_for_session(key: str) -> Staff | None:
+    """The active account a session key still belongs to, else ``None``."""
+    staff_id, _, version = key.partition(":")
+    if not staff_id.isdigit() or not version.isdigit():
+        return None
+    staff = db.session.get(Staff, int(staff_id)) if int(staff_id) <= MAX_BIGINT else None
+    if staff is None or not staff.active:
+        return None
+    if not hmac.compare_digest(str(staff.session_version), version):
+        return None
+    return staff
+
+
+def _failure_reason(staff: Staff | None, password_ok: bool) -> str:
+    # Stored for auditors only; the person signing in always sees one message.
+    if staff is None:
+        return "unknown username"
+    if not staff.active:
+        return "account deactivated"
+    return "wrong password"
+
+
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{field} {message}", errors={field: [message]})
+
+
+def _taken(username: str) -> Conflict:
+    return Conflict(
+        f"The username {username} is already taken.",
+        errors={"username": ["is already taken"]},
+    )
