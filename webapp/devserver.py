@@ -4,12 +4,17 @@ Without ``DATABASE_URL`` an embedded PostgreSQL is started with its data under
 ``instance/pgdata`` (kept for the next run; ``EMBEDDED_PGDATA`` moves it).
 Migrations are applied, then the app is served until Ctrl-C, which stops the
 app and the embedded server.
+
+On a database without any staff account, an ``admin`` account is created with
+a random password, shown once. With the embedded server, the ``DATABASE_URL``
+to export for ``flask`` commands in another terminal is shown on every run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -18,6 +23,58 @@ from types import FrameType
 from webapp.config import PROJECT_ROOT
 
 DATABASE_NAME = "profile_audit"
+FIRST_ADMIN = "admin"
+
+
+def create_first_admin() -> str | None:
+    """Create ``admin`` with a random password if there is no staff account at all.
+
+    Returns the password, or ``None`` when accounts already exist. Needs an
+    application context.
+    """
+    from webapp.cli import acting_from_cli
+    from webapp.services import staff
+    from webapp.services.errors import Conflict
+
+    if staff.count_staff():
+        return None
+    # Random on every new database: a fixed default would be a known way in.
+    password = secrets.token_urlsafe(15)
+    with acting_from_cli():
+        try:
+            staff.create_staff(FIRST_ADMIN, password, "admin")
+        except Conflict:
+            # Another server on the same database created it first.
+            return None
+    return password
+
+
+def _announce_first_admin(password: str, sign_in_url: str) -> None:
+    # Printed, not logged: a log line may be shipped and kept somewhere.
+    rule = "=" * 64
+    print(
+        f"\n{rule}\n"
+        "  First run: an administrator account was created.\n\n"
+        f"    Sign in at  {sign_in_url}\n"
+        f"    Username    {FIRST_ADMIN}\n"
+        f"    Password    {password}\n\n"
+        "  The password is shown only this once. Once signed in, create\n"
+        "  personal accounts under Staff (or with `flask staff create`).\n"
+        f"{rule}\n",
+        flush=True,
+    )
+
+
+def _browser_host(host: str) -> str:
+    # A wildcard address is where to listen, not where a browser can go.
+    if host in {"0.0.0.0", "::", ""}:  # noqa: S104 - compared against, not bound to
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _single_quoted(text: str) -> str:
+    # Always quoted, so the line pastes into any POSIX shell as printed.
+    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -56,7 +113,18 @@ def main() -> int:
         app = create_app()
         with app.app_context():
             upgrade()
-        log.info("Profile Audit on http://%s:%d (Ctrl-C stops it)", host, port)
+            first_password = create_first_admin()
+        base_url = f"http://{_browser_host(host)}:{port}"
+        if first_password is not None:
+            _announce_first_admin(first_password, f"{base_url}/login")
+        if server is not None:
+            log.info(
+                "For flask commands in another terminal (e.g. an API token):\n"
+                "  export DATABASE_URL=%s\n"
+                "  .venv/bin/flask token create admin --name my-script",
+                _single_quoted(os.environ["DATABASE_URL"]),
+            )
+        log.info("Profile Audit on %s (Ctrl-C stops it)", base_url)
         app.run(host=host, port=port, use_reloader=False, threaded=True)
     except KeyboardInterrupt:
         pass
