@@ -425,7 +425,7 @@ def test_expired_token_gets_401(app, runner, engine: Engine):
 
 def test_security_events_name_the_cli_user(app, runner, database):
     create(runner, "alice", "support")
-    invoke(runner, "staff", "set-role", "alice", "admin")
+    invoke(runner, "staff", "set-role", "alice", "auditor")
     invoke(runner, "staff", "set-password", "alice", "--password-stdin", input=NEW_PASSWORD)
     make_token(runner, "alice")
     invoke(runner, "token", "revoke", "1")
@@ -541,3 +541,15 @@ def test_flask_without_database_url_is_a_one_line_error():
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("Error: DATABASE_URL is not set.")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_last_active_admin_cannot_be_demoted_or_deactivated(runner):
+    create(runner, "root", "admin")
+
+    demoted = invoke(runner, "staff", "set-role", "root", "support")
+    deactivated = invoke(runner, "staff", "deactivate", "root")
+
+    assert demoted.exit_code == deactivated.exit_code == 1
+    assert "last active admin" in demoted.stderr
+    create(runner, "second", "admin")
+    assert invoke(runner, "staff", "deactivate", "root").exit_code == 0

@@ -40,7 +40,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
-    csrf.init_app(app)
 
     request_id.init_app(app)
     security_headers.init_app(app)
@@ -49,6 +48,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from webapp import auth
 
     auth.init_app(app)
+    # After the request id and origin exist, so a CSRF refusal carries them.
+    csrf.init_app(app)
 
     from webapp.api import bp as api_bp
     from webapp.web import bp as web_bp

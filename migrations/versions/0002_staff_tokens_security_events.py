@@ -25,7 +25,10 @@ def upgrade():
         sa.Column("active", sa.Boolean(), server_default=sa.text("true"), nullable=False),
         sa.Column("session_version", sa.Integer(), server_default=sa.text("1"), nullable=False),
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         sa.Column("last_login_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint(
@@ -46,13 +49,19 @@ def upgrade():
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("prefix", sa.String(length=16), nullable=False),
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
-            ["staff_id"], ["staff.id"], name=op.f("fk_api_tokens_staff_id_staff"), ondelete="RESTRICT"
+            ["staff_id"],
+            ["staff.id"],
+            name=op.f("fk_api_tokens_staff_id_staff"),
+            ondelete="RESTRICT",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_tokens")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_api_tokens_token_hash")),
@@ -128,7 +137,14 @@ def downgrade():
     op.drop_index("ix_user_audit_actor_id_timestamp_id", table_name="user_audit")
     op.drop_constraint(op.f("fk_user_audit_actor_id_staff"), "user_audit", type_="foreignkey")
     op.drop_constraint(op.f("ck_user_audit_channel_known"), "user_audit", type_="check")
-    for column in ("request_id", "remote_addr", "channel_detail", "channel", "actor_label", "actor_id"):
+    for column in (
+        "request_id",
+        "remote_addr",
+        "channel_detail",
+        "channel",
+        "actor_label",
+        "actor_id",
+    ):
         op.drop_column("user_audit", column)
     op.drop_table("security_events")
     op.drop_table("api_tokens")

@@ -45,7 +45,7 @@ def requires(permission: str) -> Callable[[F], F]:
             if staff is None:
                 if is_api_request():
                     abort(401)
-                return redirect(url_for("web.login", next=request.full_path))
+                return redirect(url_for("web.login", next=request.full_path.rstrip("?")))
             if not role_allows(staff.role, permission):
                 record_event(
                     "forbidden",

@@ -82,7 +82,9 @@ def _touch() -> None:
 def init_app(app: Flask) -> None:
     app.session_interface = SessionInterface()
     app.permanent_session_lifetime = timedelta(hours=app.config["SESSION_MAX_HOURS"])
-    login_manager.init_app(app)
+    # No template hook: pages get the account from the view, and the hook
+    # would reload it (and fail again) while rendering a database error page.
+    login_manager.init_app(app, add_context_processor=False)
 
     @app.before_request
     def check_web_session() -> Response | None:
@@ -95,7 +97,7 @@ def init_app(app: Flask) -> None:
             record_event("session_expired", staff_id=staff.id, username=staff.username)
             end_session()
             flash("Your session has expired. Please sign in again.", "info")
-            return redirect(url_for("web.login", next=request.full_path))
+            return redirect(url_for("web.login", next=request.full_path.rstrip("?")))
         _touch()
         g.actor_token = bind_actor(Actor(staff_id=staff.id, label=staff.username))
         return None

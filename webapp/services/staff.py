@@ -119,6 +119,7 @@ def set_role(staff_id: int, role: object) -> Staff:
     staff = get_staff(staff_id)
     new_role = clean_role(role)
     if staff.role != new_role:
+        _keep_an_admin(staff)
         old_role = staff.role
         staff.role = new_role
         record_event(
@@ -146,6 +147,7 @@ def deactivate(staff_id: int) -> Staff:
     """Stop the account: its sessions end at once, its tokens stop working."""
     staff = get_staff(staff_id)
     if staff.active:
+        _keep_an_admin(staff)
         staff.active = False
         staff.session_version += 1
         record_event("staff_deactivated", staff_id=staff.id, username=staff.username, commit=False)
@@ -198,6 +200,22 @@ def staff_for_session(key: str) -> Staff | None:
     if not hmac.compare_digest(str(staff.session_version), version):
         return None
     return staff
+
+
+def _keep_an_admin(staff: Staff) -> None:
+    """Refuse to demote or deactivate the last active admin: no one could manage staff."""
+    if staff.role != "admin" or not staff.active:
+        return
+    others = db.session.scalar(
+        select(func.count())
+        .select_from(Staff)
+        .where(Staff.role == "admin", Staff.active.is_(True), Staff.id != staff.id)
+    )
+    if not others:
+        raise Conflict(
+            f"{staff.username} is the last active admin; make another admin first.",
+            errors={"role": ["the last active admin must stay an admin"]},
+        )
 
 
 def _failure_reason(staff: Staff | None, password_ok: bool) -> str:

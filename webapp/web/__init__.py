@@ -1,12 +1,61 @@
-"""HTML pages for support staff and auditors."""
+"""HTML pages for support staff, auditors and admins.
+
+Views are thin: read the form, call a service, then redirect with a message
+(post/redirect/get) or render the form again with the service's complaints.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from typing import Any
+
+from flask import Blueprint, Response
+from sqlalchemy.exc import SQLAlchemyError
+
+from webapp.auth import permissions
+from webapp.auth.access import can, current_staff
+from webapp.errors import error_page
+from webapp.services.errors import ServiceError
+from webapp.timestamps import UTC, iso_utc
+from webapp.web.refusals import status_for
 
 bp = Blueprint("web", __name__)
 
 
-@bp.get("/")
-def index() -> str:
-    return render_template("index.html")
+@bp.errorhandler(ServiceError)
+def refused(error: ServiceError) -> Response:
+    """A refusal no view showed in place (an unknown id, a bad cursor...)."""
+    return error_page(status_for(error), error.detail)
+
+
+@bp.app_context_processor
+def signed_in_context() -> dict[str, Any]:
+    """Who is signed in and what they may do, for the header of every page."""
+    try:
+        staff = current_staff()
+    except SQLAlchemyError:
+        # The page being rendered may be the one that reports the database
+        # outage; it must still render, just without the account menu.
+        staff = None
+    return {"signed_in": staff, "can": can if staff else _nothing, "perm": permissions}
+
+
+def _nothing(permission: str) -> bool:
+    return False
+
+
+@bp.app_template_filter("utc")
+def utc_seconds(value: Any) -> str:
+    """A timestamp as ISO 8601 UTC to the second, for reading in tables."""
+    if value is None:
+        return ""
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@bp.app_template_filter("iso")
+def utc_precise(value: Any) -> str:
+    """A timestamp as full-precision ISO 8601 UTC (``datetime`` attributes)."""
+    return iso_utc(value) or ""
+
+
+# The view modules attach their routes to ``bp`` when imported.
+from webapp.web import admin, home, security_events, sign_in  # noqa: E402, F401

@@ -1,0 +1,391 @@
+"""Dashboard sign-in: the form, the session cookie, timeouts, rate limits and the
+security events every outcome leaves behind."""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from datetime import timedelta
+
+import pytest
+from conftest import PASSWORD
+
+from webapp.audit.context import Actor, Origin, acting_as
+from webapp.services import staff as staff_service
+from webapp.timestamps import iso_utc, utcnow
+
+CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+PAGE_ALERT = re.compile(r'<p class="alert alert-error" role="alert">([^<]*)</p>')
+GENERIC_FAILURE = "Unknown username or wrong password."
+
+
+def form_token(client, path="/login", **kwargs):
+    """The CSRF token of the form on ``path``, as a browser would submit it."""
+    page = client.get(path, **kwargs)
+    assert page.status_code == 200, page.status_code
+    return CSRF_FIELD.search(page.get_data(as_text=True)).group(1)
+
+
+def page_token(client, path="/"):
+    """The CSRF token a signed-in page carries in its meta tag."""
+    page = client.get(path)
+    assert page.status_code == 200, page.status_code
+    return CSRF_META.search(page.get_data(as_text=True)).group(1)
+
+
+def sign_in(client, username, password=PASSWORD, *, next_path=None, **kwargs):
+    data = {"csrf_token": form_token(client, **kwargs), "username": username}
+    data["password"] = password
+    if next_path is not None:
+        data["next"] = next_path
+    return client.post("/login", data=data, **kwargs)
+
+
+def from_address(address):
+    return {"environ_base": {"REMOTE_ADDR": address}}
+
+
+def alert_text(response):
+    found = PAGE_ALERT.search(response.get_data(as_text=True))
+    return html.unescape(found.group(1)) if found else None
+
+
+def events(database):
+    return database.rows("SELECT * FROM security_events ORDER BY id")
+
+
+def event_names(database):
+    return [row["event"] for row in events(database)]
+
+
+@pytest.fixture
+def browser(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def as_cli(app):
+    """Call services directly, as an admin at the command line would."""
+
+    def run(service, *args):
+        with app.app_context(), acting_as(Actor(None, "ops"), Origin("cli")):
+            return service(*args)
+
+    return run
+
+
+# --- signing in -------------------------------------------------------------
+
+
+def test_sign_in_starts_a_session_and_goes_home(staff_factory, browser, database):
+    ada = staff_factory.account("support", "ada")
+    assert browser.get("/").status_code == 302
+
+    response = sign_in(browser, "ada")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+    home = browser.get("/")
+    assert home.status_code == 200
+    text = home.get_data(as_text=True)
+    assert "Welcome, ada" in text
+    assert ">support</span>" in text
+
+    [event] = [row for row in events(database) if row["event"] == "login_succeeded"]
+    assert (event["staff_id"], event["username"]) == (ada.id, "ada")
+    assert event["remote_addr"] == "127.0.0.1"
+    assert event["request_id"]
+    assert database.scalar("SELECT last_login_at FROM staff WHERE id = :id", id=ada.id)
+
+
+def test_session_cookie_flags(staff_factory, browser):
+    staff_factory.account("support", "ada")
+    response = sign_in(browser, "ada")
+    [cookie] = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("session=")]
+    flags = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert "httponly" in flags
+    assert "samesite=lax" in flags
+    assert "secure" not in flags
+
+
+def test_session_cookie_is_secure_over_https(staff_factory, browser):
+    staff_factory.account("support", "ada")
+    https = {"base_url": "https://localhost"}
+    response = sign_in(browser, "ada", headers={"Referer": "https://localhost/login"}, **https)
+    assert response.status_code == 302
+    [cookie] = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("session=")]
+    assert "secure" in {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_sign_in_rotates_the_session(staff_factory, browser):
+    staff_factory.account("support", "ada")
+    old_token = form_token(browser)
+    with browser.session_transaction() as session:
+        session["planted"] = "by someone else"
+    before = browser.get_cookie("session").value
+
+    response = browser.post(
+        "/login", data={"csrf_token": old_token, "username": "ada", "password": PASSWORD}
+    )
+    assert response.status_code == 302
+    assert browser.get_cookie("session").value != before
+    with browser.session_transaction() as session:
+        assert "planted" not in session
+    # The CSRF token of the anonymous session is dead too.
+    refused = browser.post("/logout", data={"csrf_token": old_token})
+    assert refused.status_code == 400
+    assert browser.get("/").status_code == 200
+
+
+def test_wrong_password_and_unknown_user_look_the_same(staff_factory, browser, database):
+    staff_factory.account("support", "ada")
+    wrong_password = sign_in(browser, "ada", "not the password at all")
+    unknown_user = sign_in(browser, "nobody", "not the password at all")
+
+    assert wrong_password.status_code == unknown_user.status_code == 401
+    assert alert_text(wrong_password) == alert_text(unknown_user) == GENERIC_FAILURE
+    assert browser.get("/").status_code == 302
+    reasons = [row["details"]["reason"] for row in events(database)]
+    assert reasons == ["wrong password", "unknown username"]
+
+
+def test_a_deactivated_account_cannot_sign_in(staff_factory, browser, database, as_cli):
+    ada = staff_factory.account("support", "ada")
+    as_cli(staff_service.deactivate, ada.id)
+
+    response = sign_in(browser, "ada")
+    assert response.status_code == 401
+    assert alert_text(response) == GENERIC_FAILURE
+    assert browser.get("/").status_code == 302
+    [failed] = [row for row in events(database) if row["event"] == "login_failed"]
+    assert failed["details"] == {"reason": "account deactivated"}
+
+
+def test_an_empty_form_is_refused_in_place(browser, database):
+    response = browser.post(
+        "/login", data={"csrf_token": form_token(browser), "username": "", "password": ""}
+    )
+    assert response.status_code == 400
+    assert "This field is required." in response.get_data(as_text=True)
+    assert event_names(database) == []
+
+
+def test_signing_in_returns_to_the_page_asked_for(staff_factory, browser):
+    staff_factory.account("auditor", "ada")
+    bounced = browser.get("/security-events?limit=5")
+    assert bounced.status_code == 302
+    assert bounced.headers["Location"].startswith("/login?next=")
+
+    login_page = browser.get(bounced.headers["Location"]).get_data(as_text=True)
+    next_value = html.unescape(
+        re.search(r'name="next" type="hidden" value="([^"]*)"', login_page)[1]
+    )
+    assert next_value == "/security-events?limit=5"
+    response = sign_in(browser, "ada", next_path=next_value)
+    assert response.headers["Location"] == "/security-events?limit=5"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example",
+        "//evil.example/path",
+        "https://evil.example",
+        "http://evil.example/",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "https:evil.example",
+        "javascript:alert(1)",
+        "/\r\nLocation: https://evil.example",
+        "evil.example",
+        "",
+    ],
+)
+def test_next_never_leaves_the_site(staff_factory, browser, target):
+    staff_factory.account("support", "ada")
+    response = sign_in(browser, "ada", next_path=target)
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+
+
+def test_next_in_the_query_string_is_checked_too(staff_factory, browser):
+    staff_factory.account("support", "ada")
+    token = form_token(browser)
+    response = browser.post(
+        "/login?next=//evil.example",
+        data={"csrf_token": token, "username": "ada", "password": PASSWORD},
+    )
+    assert response.headers["Location"] == "/"
+
+
+def test_the_sign_in_page_sends_a_signed_in_user_home(staff_factory, browser):
+    staff_factory.account("support", "ada")
+    sign_in(browser, "ada")
+    response = browser.get("/login?next=https://evil.example")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+
+
+# --- signing out and losing the session --------------------------------------
+
+
+def test_logout_ends_the_session(staff_factory, browser, database):
+    ada = staff_factory.account("support", "ada")
+    sign_in(browser, "ada")
+    token = page_token(browser)
+
+    response = browser.post("/logout", data={"csrf_token": token})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/login"
+    assert "You have signed out." in browser.get("/login").get_data(as_text=True)
+    assert browser.get("/").status_code == 302
+
+    [logout] = [row for row in events(database) if row["event"] == "logout"]
+    assert (logout["staff_id"], logout["username"]) == (ada.id, "ada")
+
+
+def test_logout_needs_a_post_with_a_csrf_token(staff_factory, browser):
+    staff_factory.account("support", "ada")
+    sign_in(browser, "ada")
+    assert browser.get("/logout").status_code == 405
+    assert browser.post("/logout").status_code == 400
+    assert browser.get("/").status_code == 200
+
+
+def test_a_session_ends_at_once_when_the_account_is_deactivated(staff_factory, browser, as_cli):
+    ada = staff_factory.account("support", "ada")
+    sign_in(browser, "ada")
+    assert browser.get("/").status_code == 200
+
+    as_cli(staff_service.deactivate, ada.id)
+    response = browser.get("/")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
+
+
+def test_a_session_ends_at_once_when_the_password_changes(staff_factory, browser, as_cli):
+    ada = staff_factory.account("support", "ada")
+    sign_in(browser, "ada")
+    assert browser.get("/").status_code == 200
+
+    as_cli(staff_service.set_password, ada.id, "a brand new passphrase")
+    assert browser.get("/").status_code == 302
+    assert sign_in(browser, "ada").status_code == 401
+    assert sign_in(browser, "ada", "a brand new passphrase").status_code == 302
+    assert browser.get("/").status_code == 200
+
+
+def _ago(**delta):
+    return iso_utc(utcnow() - timedelta(**delta))
+
+
+def test_an_idle_session_expires(app, staff_factory, browser, database):
+    staff_factory.account("support", "ada")
+    sign_in(browser, "ada")
+    idle = app.config["SESSION_IDLE_MINUTES"]
+
+    with browser.session_transaction() as session:
+        session["seen_at"] = _ago(minutes=idle - 2)
+    assert browser.get("/").status_code == 200
+
+    with browser.session_transaction() as session:
+        session["seen_at"] = _ago(minutes=idle + 1)
+    response = browser.get("/")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
+    assert "Your session has expired" in browser.get("/login").get_data(as_text=True)
+    assert browser.get("/").status_code == 302
+    assert event_names(database).count("session_expired") == 1
+
+
+def test_a_session_expires_after_its_maximum_age_even_when_busy(app, staff_factory, browser):
+    staff_factory.account("support", "ada")
+    sign_in(browser, "ada")
+    with browser.session_transaction() as session:
+        session["signed_in_at"] = _ago(hours=app.config["SESSION_MAX_HOURS"], minutes=1)
+        session["seen_at"] = _ago(seconds=5)
+    assert browser.get("/").status_code == 302
+    assert browser.get("/").status_code == 302
+
+
+def test_a_session_with_unreadable_times_is_ended(staff_factory, browser):
+    staff_factory.account("support", "ada")
+    sign_in(browser, "ada")
+    with browser.session_transaction() as session:
+        session["seen_at"] = "yesterday-ish"
+    assert browser.get("/").status_code == 302
+
+
+# --- rate limiting ------------------------------------------------------------
+
+
+def test_too_many_failures_for_an_account_lock_it_for_a_while(
+    app, staff_factory, browser, database
+):
+    staff_factory.account("support", "ada")
+    limit = app.config["LOGIN_RATE_LIMIT"]
+    # A different address each time: the limit follows the account.
+    for attempt in range(limit):
+        wrong = sign_in(
+            browser, "ada", f"wrong password {attempt}", **from_address(f"10.0.0.{attempt}")
+        )
+        assert wrong.status_code == 401
+
+    throttled = sign_in(browser, "ada", **from_address("10.0.1.1"))
+    assert throttled.status_code == 429
+    assert throttled.headers["Retry-After"]
+    assert "Too many failed sign-in attempts" in alert_text(throttled)
+    assert browser.get("/").status_code == 302
+    assert event_names(database) == ["login_failed"] * limit + ["login_throttled"]
+
+
+def test_too_many_failures_from_an_address_block_it(app, staff_factory, browser, database):
+    staff_factory.account("support", "ada")
+    limit = app.config["LOGIN_RATE_LIMIT"]
+    for attempt in range(limit):
+        response = sign_in(browser, f"guess{attempt}", "whatever", **from_address("192.0.2.7"))
+        assert response.status_code == 401
+
+    assert sign_in(browser, "ada", **from_address("192.0.2.7")).status_code == 429
+    # Someone else, elsewhere, is not affected.
+    other = app.test_client()
+    assert sign_in(other, "ada", **from_address("198.51.100.1")).status_code == 302
+    names = event_names(database)
+    assert names[:limit] == ["login_failed"] * limit
+    assert names[limit:] == ["login_throttled", "login_succeeded"]
+
+
+# --- what is recorded ---------------------------------------------------------
+
+
+def test_every_outcome_is_a_security_event_and_no_password_is_kept(
+    app, staff_factory, browser, database, caplog, as_cli
+):
+    caplog.set_level(logging.DEBUG)
+    wrong = "Wr0ng-but-secret-passphrase"
+    staff_factory.account("support", "ada")
+    sign_in(browser, "ada", wrong)
+    sign_in(browser, "ghost", wrong)
+    sign_in(browser, "ada")
+    browser.post("/logout", data={"csrf_token": page_token(browser)})
+    sign_in(browser, "ada")
+    with browser.session_transaction() as session:
+        session["seen_at"] = _ago(days=1)
+    browser.get("/")
+
+    rows = events(database)
+    assert [row["event"] for row in rows] == [
+        "login_failed",
+        "login_failed",
+        "login_succeeded",
+        "logout",
+        "login_succeeded",
+        "session_expired",
+    ]
+    assert all(row["remote_addr"] == "127.0.0.1" and row["request_id"] for row in rows)
+    for secret in (wrong, PASSWORD):
+        assert secret not in repr(rows)
+        assert secret not in caplog.text
+    assert "security event login_failed" in caplog.text

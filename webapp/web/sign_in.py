@@ -1,0 +1,77 @@
+"""Signing in and out of the dashboard."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import current_app, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response
+
+from webapp.auth.access import current_staff
+from webapp.auth.web_session import end_session, start_session
+from webapp.services.security_events import record_event
+from webapp.services.staff import InvalidCredentials, TooManyAttempts, authenticate
+from webapp.web import bp
+from webapp.web.forms import SignInForm
+
+
+def safe_next(target: str | None) -> str:
+    """``target`` if it is a path on this site, else the home page.
+
+    Only a path that starts with exactly one slash is accepted: ``//host``
+    and ``/\\host`` are read by browsers as another site, and anything with a
+    scheme or host is another site outright.
+    """
+    fallback = url_for("web.index")
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return fallback
+    if "\\" in target or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+        return fallback
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return fallback
+    # A bare trailing "?" (from a request without a query string) is noise.
+    return target.removesuffix("?")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    """The sign-in form; a success starts a fresh session and goes where the user was headed."""
+    form = SignInForm()
+    if request.method == "GET":
+        form.next.data = request.args.get("next", "")
+    target = safe_next(form.next.data or request.args.get("next"))
+    if current_staff() is not None:
+        return redirect(target)
+    if request.method == "GET":
+        return render_template("login.html", form=form), 200
+    if not form.validate():
+        return render_template("login.html", form=form), 400
+    try:
+        staff = authenticate(
+            form.username.data, form.password.data, remote_addr=request.remote_addr
+        )
+    except TooManyAttempts as error:
+        return (
+            render_template("login.html", form=form, message=error.detail),
+            429,
+            # Failures older than the window no longer count against anyone.
+            {"Retry-After": str(current_app.config["LOGIN_RATE_WINDOW_SECONDS"])},
+        )
+    except InvalidCredentials as error:
+        return render_template("login.html", form=form, message=error.detail), 401
+    start_session(staff)
+    return redirect(target)
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    """End the session (POST only, so another site cannot sign anyone out)."""
+    staff = current_staff()
+    if staff is not None:
+        record_event("logout", staff_id=staff.id, username=staff.username)
+    end_session()
+    # After end_session: it clears the session, flashed messages included.
+    flash("You have signed out.", "info")
+    return redirect(url_for("web.login"))
