@@ -99,6 +99,8 @@ def _empty_tables(engine: Engine) -> None:
 class StaffFactory:
     """Makes staff accounts (password ``PASSWORD``) and API tokens for them."""
 
+    password = PASSWORD
+
     def __init__(self, app: Flask, engine: Engine) -> None:
         self.app = app
         self.engine = engine
