@@ -18,7 +18,9 @@
   // After a swap replaced the focused element, put focus somewhere sensible:
   // the first field with an error, else an element marked data-focus-after-swap.
   document.addEventListener("htmx:afterSettle", function (event) {
-    const target = event.detail.target;
+    // event.target: after an outerHTML swap detail.target is the removed element,
+    // and a history restore has none.
+    const target = event.target;
     if (!target || (document.activeElement && document.activeElement !== document.body &&
         document.contains(document.activeElement))) return;
     const next = target.querySelector("[aria-invalid='true'], [data-focus-after-swap]") ||
@@ -48,5 +50,5 @@
     });
   }
   document.addEventListener("DOMContentLoaded", function () { relative(document); });
-  document.addEventListener("htmx:afterSettle", function (event) { relative(event.detail.target); });
+  document.addEventListener("htmx:afterSettle", function (event) { relative(event.target); });
 })();

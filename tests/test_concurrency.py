@@ -37,7 +37,7 @@ from webapp.services import users
 from webapp.services.errors import DuplicateEmail, ServiceError, StaleVersion
 
 if TYPE_CHECKING:
-    from conftest import Database
+    from tests.conftest import Database
 
 T = TypeVar("T")
 TIMEOUT = 10.0  # seconds any one wait may take before the test is declared stuck

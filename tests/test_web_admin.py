@@ -8,8 +8,8 @@ import re
 from itertools import product
 
 import pytest
-from conftest import PASSWORD
 
+from tests.conftest import PASSWORD
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.services import api_tokens
 from webapp.services import staff as staff_service

@@ -9,8 +9,8 @@ import re
 from datetime import timedelta
 
 import pytest
-from conftest import PASSWORD
 
+from tests.conftest import PASSWORD
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.services import staff as staff_service
 from webapp.timestamps import iso_utc, utcnow
