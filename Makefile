@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run test lint format clean
+.PHONY: help install run test lint format clean chromium screenshots
 
 help:
 	@echo "make run    serve the app on http://127.0.0.1:$${PORT:-5000} (embedded PostgreSQL unless DATABASE_URL is set)"
 	@echo "make test   run the whole test suite (throwaway embedded PostgreSQL unless TEST_DATABASE_URL is set)"
 	@echo "make lint   ruff checks"
+	@echo "make screenshots   pictures of the main pages in screenshots/"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed")'
@@ -25,16 +26,23 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-$(CHROMIUM):
-	@command -v apt-get >/dev/null || { echo "The browser tests need Chromium at $(CHROMIUM) (set CHROMIUM=...)"; exit 1; }
-	$(SUDO) apt-get update -qq
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+# Debian's Chromium for the browser tests (Playwright never downloads one).
+chromium:
+	@[ -x "$(CHROMIUM)" ] || { \
+	  command -v apt-get >/dev/null || { echo "No apt-get: install Chromium yourself and set CHROMIUM=..."; exit 1; }; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 run: $(STAMP)
 	$(BIN)/python -m webapp.devserver
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP)
+	@$(MAKE) --no-print-directory chromium || echo "Chromium is not available: the browser tests will be skipped."
 	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Screenshots of the main pages at desktop and phone widths, into screenshots/.
+screenshots: $(STAMP) chromium
+	SCREENSHOT_DIR=screenshots CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q tests/browser/screenshots.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

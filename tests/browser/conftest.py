@@ -55,7 +55,14 @@ def playwright_instance() -> Iterator[Playwright]:
 @pytest.fixture(scope="session")
 def browser(playwright_instance: Playwright) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"Browser tests need Chromium at {CHROMIUM} (make test installs it).")
+        message = (
+            f"Chromium not found at {CHROMIUM}, so the browser tests were skipped: "
+            "install Debian's chromium package or set CHROMIUM to a Chromium binary."
+        )
+        # CI sets REQUIRE_BROWSER_TESTS: there, not running them is a failure.
+        if os.environ.get("REQUIRE_BROWSER_TESTS"):
+            pytest.fail(message)
+        pytest.skip(message)
     chromium = playwright_instance.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield chromium
     chromium.close()

@@ -1,0 +1,68 @@
+"""Screenshots of the main pages for people to look at: ``make screenshots``.
+
+Not part of the suite (the file name does not start with ``test_``); run
+through pytest for the live server, database and browser fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from playwright.sync_api import Page
+
+from webapp.audit.context import Actor, Origin, acting_as
+from webapp.services import users
+
+OUTPUT = Path(os.environ.get("SCREENSHOT_DIR", "screenshots"))
+WIDTHS = {"desktop": 1280, "phone": 390}
+
+
+@pytest.fixture
+def sample_profiles(app: Flask, staff_factory) -> int:
+    """A few profiles with some history; returns the id of the busiest."""
+    editor = staff_factory.account("support", "sam")
+    with app.app_context(), acting_as(Actor(editor.id, editor.username), Origin("web")):
+        for name, email in [
+            ("Grace Hopper", "grace@example.com"),
+            ("Alan Turing", "alan@example.com"),
+            ("Katherine Johnson", "katherine@example.com"),
+        ]:
+            users.create_user({"name": name, "email": email}, reason="onboarding")
+        ada = users.create_user({"name": "Ada Lovelace", "email": "ada@example.com"})
+        users.update_user(ada.id, {"name": "Augusta Ada King"}, reason="legal name")
+        users.update_user(ada.id, {"email": "ada.king@example.com"}, reason="new address")
+        users.delete_user(ada.id, reason="duplicate account")
+        users.restore_user(ada.id, reason="deleted by mistake")
+        return ada.id
+
+
+def _shoot(page: Page, name: str) -> None:
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    for label, width in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=OUTPUT / f"{name}-{label}.png", full_page=True)
+
+
+def test_screenshots(page: Page, sign_in, sample_profiles: int) -> None:
+    sign_in(page, "admin")
+
+    page.goto("/users")
+    _shoot(page, "profiles-list")
+
+    page.locator(f"#user-{sample_profiles}").get_by_role("link", name="Edit").click()
+    page.locator(f"#edit-{sample_profiles}-name").fill(" ")
+    page.locator(f"#edit-{sample_profiles}-email").fill("not-an-email")
+    page.get_by_role("button", name="Save").click()
+    page.locator("[aria-invalid='true']").first.wait_for()
+    _shoot(page, "edit-form-with-errors")
+
+    page.goto(f"/users/{sample_profiles}")
+    _shoot(page, "profile-history")
+
+    page.goto(f"/audit?user_id={sample_profiles}&operation=update&operation=restore")
+    _shoot(page, "timeline-filtered")
+
+    assert len(list(OUTPUT.glob("*.png"))) >= 8
