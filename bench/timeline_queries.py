@@ -47,7 +47,12 @@ from webapp.config import database_url
 from webapp.extensions import db
 from webapp.local_database import drop_database, ensure_database, start_embedded_server
 from webapp.models import UserAudit
-from webapp.services.audit_log import AuditFilter, _filtered, list_entries, parse_audit_filter
+from webapp.services.audit_log import (
+    AuditFilter,
+    filtered_statement,
+    list_entries,
+    parse_audit_filter,
+)
 from webapp.services.pagination import encode_time_id_cursor
 
 DATABASE_NAME = "profile_audit_bench"
@@ -390,9 +395,8 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def count_matching(audit_filter: AuditFilter) -> int:
     """How many entries ``audit_filter`` matches in all."""
-    return (
-        db.session.scalar(select(func.count()).select_from(_filtered(audit_filter).subquery())) or 0
-    )
+    matching = filtered_statement(audit_filter).subquery()
+    return db.session.scalar(select(func.count()).select_from(matching)) or 0
 
 
 def deep_cursor(audit_filter: AuditFilter, pages_before: int) -> str:
@@ -402,7 +406,7 @@ def deep_cursor(audit_filter: AuditFilter, pages_before: int) -> str:
     the timed query then follows the cursor like any client would.
     """
     last = db.session.execute(
-        _filtered(audit_filter)
+        filtered_statement(audit_filter)
         .with_only_columns(UserAudit.timestamp, UserAudit.id)
         .order_by(UserAudit.timestamp.desc(), UserAudit.id.desc())
         .offset(pages_before * PAGE_SIZE - 1)

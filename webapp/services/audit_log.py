@@ -101,9 +101,7 @@ def list_entries(
         # index scan starts at ``until`` and walks down to the cursor, a cost
         # that grows with page depth (measured in bench/README.md).
         audit_filter = replace(audit_filter, until=None)
-    if audit_filter.actor_label is not None:
-        audit_filter = _resolve_actor(audit_filter)
-    statement = _filtered(audit_filter)
+    statement = filtered_statement(audit_filter)
     if after is not None:
         statement = statement.where(tuple_(UserAudit.timestamp, UserAudit.id) < tuple_(*after))
     statement = statement.order_by(UserAudit.timestamp.desc(), UserAudit.id.desc()).limit(limit + 1)
@@ -119,6 +117,14 @@ def user_history(user_id: int, *, limit: int, cursor: str | None = None) -> Page
     """One profile's entries, newest first; ``NotFound`` for an unknown profile."""
     get_user(user_id)
     return list_entries(AuditFilter(user_id=user_id), limit=limit, cursor=cursor)
+
+
+def filtered_statement(audit_filter: AuditFilter) -> Select[tuple[UserAudit]]:
+    """The entries ``audit_filter`` selects, unordered and unpaged: the one
+    definition of the filter that the timeline, its chart and exports share."""
+    if audit_filter.actor_label is not None:
+        audit_filter = _resolve_actor(audit_filter)
+    return _filtered(audit_filter)
 
 
 def _filtered(audit_filter: AuditFilter) -> Select[tuple[UserAudit]]:

@@ -2,15 +2,124 @@
 
 from __future__ import annotations
 
-from flask import Response
+from collections.abc import Callable, Iterator
+
+from flask import Response, current_app, request, stream_with_context
 
 from webapp.auth.access import requires
 from webapp.auth.permissions import AUDIT_READ
+from webapp.errors import error_page
+from webapp.models import OPERATIONS
+from webapp.services import audit_export, audit_views
+from webapp.services.audit_log import AuditFilter, list_entries
+from webapp.services.errors import ValidationFailed
+from webapp.services.pagination import parse_limit
+from webapp.timestamps import utcnow
 from webapp.web import bp
-from webapp.web.rendering import render_page
+from webapp.web.rendering import render_page, wants_fragment
+
+TEMPLATE = "audit/timeline.html"
+
+
+def _query() -> audit_views.TimelineQuery:
+    """The filter in this request's query string."""
+    return audit_views.read_timeline_query(request.args.to_dict(flat=False))
 
 
 @bp.get("/audit")
 @requires(AUDIT_READ)
 def audit_timeline() -> Response:
-    return render_page("audit/timeline.html")
+    """Entries matching the filter in the URL, newest first, with their activity.
+
+    htmx asks for the results block when the filter changes and for the
+    next rows (``cursor``) when the reader scrolls to the end; anything
+    else, a history restore included, gets the whole page.
+    """
+    query = _query()
+    cursor = request.args.get("cursor") or None
+    config = current_app.config
+    context = {
+        "query": query,
+        "operations": OPERATIONS,
+        "snapshot_fields": audit_views.SNAPSHOT_FIELDS,
+        "quick_ranges": audit_views.quick_ranges(),
+        "fragment": wants_fragment(),
+        "cursor": cursor,
+        "limit_param": request.args.get("limit") or None,
+    }
+    block = "rows" if cursor else "results"
+    try:
+        limit = parse_limit(request.args.get("limit"), default=25, maximum=config["PAGE_SIZE_MAX"])
+    except ValidationFailed as error:
+        query.errors.setdefault("limit", []).extend(error.errors.get("limit", [error.detail]))
+        return render_page(TEMPLATE, "results", status=400, **context)
+    if query.errors:
+        return render_page(TEMPLATE, "results", status=400, **context)
+    if query.audit_filter is None:
+        # A search that matched several profiles or none: nothing to list yet.
+        return render_page(TEMPLATE, "results", **context)
+    try:
+        page = list_entries(query.audit_filter, limit=limit, cursor=cursor)
+    except ValidationFailed:
+        query.errors["cursor"] = [
+            "This link to older entries is not valid; start again from the newest."
+        ]
+        return render_page(TEMPLATE, "results", status=400, **context)
+    extra = {"limit": context["limit_param"]} if context["limit_param"] else {}
+    next_query = query.with_params(**extra, cursor=page.next_cursor) if page.next_cursor else None
+    return render_page(
+        TEMPLATE,
+        block,
+        **context,
+        entries=audit_views.entry_views(page.items),
+        next_query=next_query,
+        activity=None if cursor else audit_views.activity(query.audit_filter),
+    )
+
+
+def _export(kind: str, mimetype: str, lines: Callable[[AuditFilter], Iterator[str]]) -> Response:
+    """Stream the filter's entries as a download; a bad filter is a 400 page."""
+    query = _query()
+    if query.errors or query.audit_filter is None:
+        problems = [f"{name}: {m}" for name, messages in query.errors.items() for m in messages]
+        if not problems:
+            problems = [f"The user “{query.user_search}” does not name exactly one profile."]
+        return error_page(400, "The export was not made. " + " ".join(problems))
+    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    response = Response(stream_with_context(lines(query.audit_filter)), mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{kind}"'
+    return response
+
+
+@bp.get("/audit/export.csv")
+@requires(AUDIT_READ)
+def audit_export_csv() -> Response:
+    """Every entry of the filter as CSV, streamed; cells safe to open in a spreadsheet."""
+    return _export("csv", "text/csv", audit_export.csv_lines)
+
+
+@bp.get("/audit/export.ndjson")
+@requires(AUDIT_READ)
+def audit_export_ndjson() -> Response:
+    """Every entry of the filter as newline-delimited JSON, streamed."""
+    return _export("ndjson", "application/x-ndjson", audit_export.ndjson_lines)
+
+
+@bp.get("/audit/compare")
+@requires(AUDIT_READ)
+def audit_compare() -> Response:
+    """Two versions of one profile side by side; 400 for bad input, 404 for no profile."""
+    comparison = audit_views.compare_versions(
+        request.args.get("user_id"), request.args.get("from"), request.args.get("to")
+    )
+    status = 400 if comparison.errors else 200
+    return render_page("audit/compare.html", status=status, comparison=comparison)
+
+
+@bp.get("/audit/as-of")
+@requires(AUDIT_READ)
+def audit_as_of() -> Response:
+    """A profile as it was at a moment; 400 for bad input, 404 for no profile."""
+    as_of = audit_views.profile_as_of(request.args.get("user_id"), request.args.get("at"))
+    status = 400 if as_of.errors else 200
+    return render_page("audit/as_of.html", status=status, as_of=as_of, now=utcnow())

@@ -1,0 +1,107 @@
+"""The audit timeline in a real browser: filters in the URL, history, infinite scroll."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+
+def make_profiles(client, count: int) -> list[int]:
+    ids = []
+    for number in range(count):
+        response = client.post(
+            "/api/v1/users", json={"name": f"Person {number}", "email": f"p{number}@example.com"}
+        )
+        assert response.status_code == 201
+        ids.append(response.get_json()["id"])
+    return ids
+
+
+@pytest.fixture
+def timeline(page: Page, sign_in, client) -> Page:
+    """An auditor on the timeline, with six profiles created and two renamed."""
+    ids = make_profiles(client, 6)
+    for user_id in ids[:2]:
+        assert client.patch(f"/api/v1/users/{user_id}", json={"name": "Renamed"}).status_code == 200
+    sign_in(page, "auditor")
+    page.goto("/audit")
+    expect(page.locator("li.entry")).to_have_count(8)
+    return page
+
+
+def test_filter_changes_results_and_url(timeline: Page):
+    page = timeline
+    page.get_by_label("update", exact=True).check()
+    page.wait_for_url(re.compile(r"operation=update"))
+    expect(page.locator("li.entry")).to_have_count(2)
+    expect(page.locator("li.entry .op")).to_have_text(["update", "update"])
+    # the export links follow the filter
+    expect(page.get_by_role("link", name="CSV")).to_have_attribute(
+        "href", re.compile(r"/audit/export\.csv\?operation=update$")
+    )
+    csv = page.request.get(page.get_by_role("link", name="CSV").get_attribute("href"))
+    assert csv.status == 200
+    assert len(csv.text().strip().splitlines()) == 1 + 2
+
+    page.get_by_label("User").fill("Person 5")
+    page.get_by_label("update", exact=True).uncheck()
+    page.wait_for_url(re.compile(r"user=Person(%20|\+)5"))
+    expect(page.locator("li.entry")).to_have_count(1)
+
+    # a reload (or a permalink) shows the same filter and results
+    page.reload()
+    expect(page.locator("li.entry")).to_have_count(1)
+    expect(page.get_by_label("User")).to_have_value("Person 5")
+    expect(page.get_by_label("update", exact=True)).not_to_be_checked()
+
+
+def test_back_button_restores_the_previous_filter(page: Page, sign_in, client):
+    make_profiles(client, 3)
+    sign_in(page, "auditor")
+    page.goto("/audit?operation=create")
+    expect(page.locator("li.entry")).to_have_count(3)
+    page.get_by_label("User").fill("Person 1")
+    page.get_by_role("button", name="Apply filter").click()
+    page.wait_for_url(re.compile(r"user=Person(%20|\+)1"))
+    expect(page.locator("li.entry")).to_have_count(1)
+
+    page.go_back()
+    page.wait_for_url(re.compile(r"/audit\?operation=create$"))
+    expect(page.locator("li.entry")).to_have_count(3)
+    expect(page.get_by_label("User")).to_have_value("")
+    expect(page.get_by_label("create", exact=True)).to_be_checked()
+
+    page.go_forward()
+    page.wait_for_url(re.compile(r"user=Person(%20|\+)1"))
+    expect(page.locator("li.entry")).to_have_count(1)
+    expect(page.get_by_label("User")).to_have_value("Person 1")
+
+
+def test_bad_filter_shows_the_message_in_place(timeline: Page):
+    page = timeline
+    page.get_by_label("Actor").fill("x" * 101)
+    page.get_by_role("button", name="Apply filter").click()
+    expect(page.get_by_role("alert")).to_contain_text("at most 100 characters")
+    expect(page.locator("li.entry")).to_have_count(0)
+
+
+def test_load_more_and_infinite_scroll_append(page: Page, sign_in, client):
+    make_profiles(client, 12)
+    sign_in(page, "auditor")
+    page.goto("/audit?limit=3")
+    entries = page.locator("li.entry")
+    expect(entries).to_have_count(3)
+    page.get_by_role("link", name="Load more").click()
+    expect(entries).to_have_count(6)
+    # scrolling to the end fetches the rest
+    for _ in range(10):
+        page.mouse.wheel(0, 10_000)
+        page.wait_for_timeout(150)
+    expect(entries).to_have_count(12)
+    expect(page.get_by_role("link", name="Load more")).to_have_count(0)
+    names = entries.locator(".entry-user").all_inner_texts()
+    assert len(set(names)) == 12
+    # appending does not change the address: reloading starts from the newest
+    assert "cursor" not in page.url
