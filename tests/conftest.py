@@ -195,3 +195,18 @@ class Database:
 @pytest.fixture
 def database(engine: Engine) -> Database:
     return Database(engine)
+
+
+@pytest.fixture
+def signed_in(app: Flask, staff_factory: StaffFactory):
+    """Make a dashboard client signed in as a new account of ``role`` (None: anonymous)."""
+    from tests.web_pages import sign_in
+
+    def make(role: str | None, username: str | None = None) -> FlaskClient:
+        browser = app.test_client()
+        if role is not None:
+            browser.staff = staff_factory.account(role, username)  # type: ignore[attr-defined]
+            sign_in(browser, browser.staff.username, PASSWORD)  # type: ignore[attr-defined]
+        return browser
+
+    return make

@@ -10,40 +10,13 @@ from itertools import product
 import pytest
 
 from tests.conftest import PASSWORD
+from tests.web_pages import CSRF_META, form_token, page_token, sign_in, text_of
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.services import api_tokens
 from webapp.services import staff as staff_service
 
-CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
-CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 SECRET_BOX = re.compile(r'id="new-token-secret"[^>]*?value="(pa_[A-Za-z0-9_-]+)"')
 NEW_PASSWORD = "another long passphrase"
-
-
-def form_token(client, path="/login"):
-    page = client.get(path)
-    assert page.status_code == 200, page.status_code
-    return CSRF_FIELD.search(page.get_data(as_text=True)).group(1)
-
-
-def page_token(client, path="/"):
-    """The CSRF token a signed-in page carries in its meta tag (what htmx sends)."""
-    page = client.get(path)
-    assert page.status_code == 200, page.status_code
-    return CSRF_META.search(page.get_data(as_text=True)).group(1)
-
-
-def sign_in(client, username, password=PASSWORD):
-    response = client.post(
-        "/login",
-        data={"csrf_token": form_token(client), "username": username, "password": password},
-    )
-    assert response.status_code == 302, response.status_code
-    return client
-
-
-def text_of(response):
-    return html.unescape(response.get_data(as_text=True))
 
 
 def event_names(database):
@@ -54,20 +27,6 @@ def accounts(database):
     return database.rows(
         "SELECT id, username, role, active, session_version FROM staff ORDER BY id"
     )
-
-
-@pytest.fixture
-def signed_in(app, staff_factory):
-    """A browser signed in as a new account of ``role`` (``None``: not signed in)."""
-
-    def make(role, username=None):
-        browser = app.test_client()
-        if role is not None:
-            browser.staff = staff_factory.account(role, username)
-            sign_in(browser, browser.staff.username)
-        return browser
-
-    return make
 
 
 @pytest.fixture
@@ -212,7 +171,7 @@ def test_admin_creates_an_account(app, admin, database):
     [created] = database.rows("SELECT * FROM security_events WHERE event = 'staff_created'")
     assert created["actor_label"] == "root"
     assert PASSWORD not in repr(created)
-    sign_in(app.test_client(), "bob")
+    sign_in(app.test_client(), "bob", PASSWORD)
 
 
 @pytest.mark.parametrize(

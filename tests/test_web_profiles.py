@@ -10,52 +10,9 @@ from itertools import product
 
 import pytest
 
+from tests.web_pages import HTMX, form_token, page_token, text_of
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.services import users as user_service
-
-CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
-CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
-HTMX = {"HX-Request": "true"}
-
-
-def form_token(client, path="/login"):
-    page = client.get(path)
-    assert page.status_code == 200, page.status_code
-    return CSRF_FIELD.search(page.get_data(as_text=True)).group(1)
-
-
-def page_token(client, path="/"):
-    """The CSRF token a signed-in page carries in its meta tag (what htmx sends)."""
-    page = client.get(path)
-    assert page.status_code == 200, page.status_code
-    return CSRF_META.search(page.get_data(as_text=True)).group(1)
-
-
-def sign_in(client, username, password):
-    response = client.post(
-        "/login",
-        data={"csrf_token": form_token(client), "username": username, "password": password},
-    )
-    assert response.status_code == 302, response.status_code
-    return client
-
-
-def text_of(response):
-    return html.unescape(response.get_data(as_text=True))
-
-
-@pytest.fixture
-def signed_in(app, staff_factory):
-    """A browser signed in as a new account of ``role`` (``None``: not signed in)."""
-
-    def make(role, username=None):
-        browser = app.test_client()
-        if role is not None:
-            browser.staff = staff_factory.account(role, username)
-            sign_in(browser, browser.staff.username, staff_factory.password)
-        return browser
-
-    return make
 
 
 @pytest.fixture

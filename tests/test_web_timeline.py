@@ -11,23 +11,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
+from tests.web_pages import HTMX
+
 ENTRY_ID = re.compile(r'<li class="entry" id="entry-(\d+)"')
 NEXT_LINK = re.compile(r'<a class="button button-secondary" href="([^"]+)"')
 BAR = re.compile(
     r'<rect class="bar bar-(\w+)"[^>]*data-day="([\d-]+)" data-operation="(\w+)" data-count="(\d+)"'
 )
-HTMX = {"HX-Request": "true"}
-
-
-def sign_in(client, username, password):
-    page = client.get("/login")
-    token = CSRF_FIELD.search(page.get_data(as_text=True)).group(1)
-    response = client.post(
-        "/login", data={"csrf_token": token, "username": username, "password": password}
-    )
-    assert response.status_code == 302, response.status_code
-    return client
 
 
 def body(response):
@@ -36,20 +26,6 @@ def body(response):
 
 def entry_ids(response):
     return [int(found) for found in ENTRY_ID.findall(body(response))]
-
-
-@pytest.fixture
-def signed_in(app, staff_factory):
-    """A browser signed in as a new account of ``role`` (``None``: not signed in)."""
-
-    def make(role, username=None):
-        browser = app.test_client()
-        if role is not None:
-            browser.staff = staff_factory.account(role, username)
-            sign_in(browser, browser.staff.username, staff_factory.password)
-        return browser
-
-    return make
 
 
 @pytest.fixture
