@@ -1,0 +1,475 @@
+"""Benchmark of the auditors' timeline page (``GET /audit``, HTML) and its CSV export.
+
+Fills a throwaway database with the same realistic profiles and audit entries
+as ``bench/timeline_queries.py`` (whose data generation and server handling it
+reuses), creates an auditor account, signs a Flask test client in through
+``/login`` and times whole requests through the application: the first render
+of the page (entries and the activity chart), the same with filters, the htmx
+fragments of the next page and of a page about 1,000 pages deep, and a full
+CSV export. For each case it reports p50/p99 and the SQL statements sent per
+request, and shows the PostgreSQL plans of the page's two queries.
+
+Run from the project root::
+
+    .venv/bin/python bench/timeline_page.py --entries 1000000
+
+Without ``BENCH_DATABASE_URL`` an embedded PostgreSQL is started in a temporary
+directory and deleted afterwards. With it, the database ``profile_audit_bench``
+is (re)created on that server and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import html
+import io
+import re
+import signal
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import psycopg
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_migrate import upgrade
+from sqlalchemy import event
+
+from webapp import create_app
+from webapp.audit.context import Actor, Origin, acting_as
+from webapp.config import database_url
+from webapp.extensions import db
+from webapp.services.pagination import encode_time_id_cursor
+from webapp.services.staff import create_staff
+
+# The project root, so that ``bench`` is importable when this file is run as a script.
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from bench.timeline_queries import (  # noqa: E402
+    _buffers,
+    _execution_ms,
+    _stop_on_sigterm,
+    database_server,
+    explain,
+    generate_data,
+    machine_report,
+    percentile,
+    summarize_plan,
+)
+
+#: the timeline's page size when the URL names none (the page's default)
+PAGE_SIZE = 25
+USERNAME = "bench-auditor"
+PASSWORD = "bench auditor password, long enough"  # noqa: S105
+#: cases whose p99 is above this are flagged
+SLOW_P99_MS = 100.0
+#: the 30-day range used by the filtered cases (as in timeline_queries.py)
+MONTH = {"since": "2025-06-01", "until": "2025-06-30"}
+#: an actor label no staff account has: filtered on ``lower(actor_label)``
+UNKNOWN_ACTOR = "import-job"
+
+CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
+ENTRY_ID = re.compile(r'<li class="entry" id="entry-(\d+)"')
+LOAD_MORE = re.compile(r'<li class="load-more" hx-get="([^"]+)"')
+HTMX = {"HX-Request": "true"}
+
+
+# --------------------------------------------------------------------------- statements
+
+
+@dataclass
+class Statements:
+    """Counts what the application's engine sends; keeps the page's two queries."""
+
+    count: int = 0
+    #: nanoseconds between sending statements and having their rows (driver side)
+    sql_ns: int = 0
+    #: the last entries query (``list_entries``) and the last chart query (``activity``)
+    entries: tuple[str, dict[str, Any]] | None = None
+    chart: tuple[str, dict[str, Any]] | None = None
+    texts: list[str] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.count = 0
+        self.sql_ns = 0
+        self.texts = []
+
+
+def watch_statements(app: Flask) -> Statements:
+    """Listen to every statement the app's engine executes."""
+    statements = Statements()
+
+    def seen(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
+        statements.count += 1
+        conn.info["bench_started_ns"] = time.perf_counter_ns()
+        statements.texts.append(statement.split("\n", 1)[0][:90])
+        text = statement.lstrip()
+        if text.startswith("SELECT user_audit.id"):
+            statements.entries = (statement, dict(parameters or {}))
+        elif "date_trunc" in text:
+            statements.chart = (statement, dict(parameters or {}))
+
+    def done(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
+        started = conn.info.pop("bench_started_ns", None)
+        if started is not None:
+            statements.sql_ns += time.perf_counter_ns() - started
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", seen)
+        event.listen(db.engine, "after_cursor_execute", done)
+    return statements
+
+
+# --------------------------------------------------------------------------- client
+
+
+def create_auditor(app: Flask) -> None:
+    """The auditor account the client signs in with, created as the CLI would."""
+    with app.app_context(), acting_as(Actor(None, "bench"), Origin("cli")):
+        create_staff(USERNAME, PASSWORD, "auditor")
+
+
+def signed_in_client(app: Flask) -> FlaskClient:
+    """A test client signed in through the real form (CSRF included)."""
+    client = app.test_client()
+    page = client.get("/login")
+    found = CSRF_FIELD.search(page.get_data(as_text=True))
+    assert found is not None, "no CSRF token on /login"
+    response = client.post(
+        "/login",
+        data={"csrf_token": found.group(1), "username": USERNAME, "password": PASSWORD},
+    )
+    assert response.status_code == 302, f"sign-in answered {response.status_code}"
+    return client
+
+
+def get(client: FlaskClient, url: str, headers: dict[str, str] | None = None) -> str:
+    """The body of a successful GET (read to the end)."""
+    response = client.get(url, headers=headers or {})
+    body = response.get_data(as_text=True)
+    response.close()
+    assert response.status_code == 200, f"{url} answered {response.status_code}"
+    return body
+
+
+def next_url(body: str) -> str | None:
+    """The URL htmx follows for the next rows, if the body has one."""
+    found = LOAD_MORE.search(body)
+    return html.unescape(found.group(1)) if found else None
+
+
+# --------------------------------------------------------------------------- cases
+
+
+@dataclass(frozen=True)
+class Case:
+    """One request to time."""
+
+    name: str
+    url: str
+    fragment: bool = False
+
+
+@dataclass
+class Result:
+    """Timings of one case."""
+
+    name: str
+    url: str
+    p50_ms: float
+    p99_ms: float
+    statements: int
+    #: median time spent in SQL per request (sent, executed, rows received)
+    sql_ms: float
+    entries: int
+    kb: float
+    entries_plan: str = ""
+    entries_db_ms: float = 0.0
+    entries_buffers: int = 0
+    chart_plan: str = ""
+    chart_db_ms: float = 0.0
+    chart_buffers: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def audit_url(**params: str) -> str:
+    return "/audit" + (f"?{urlencode(params)}" if params else "")
+
+
+def page_cases(busy_user: int, deep_cursor: str, second_page: str) -> list[Case]:
+    """The full pages (with their chart), then the htmx fragments of later pages.
+
+    The first case is timed again after the filtered ones, to show how much the
+    figures drift during a run.
+    """
+    return [
+        Case("page, no filter", audit_url()),
+        Case("fragment, results block (no filter)", audit_url(), fragment=True),
+        Case("page, operation=update", audit_url(operation="update")),
+        Case(f"page, user_id={busy_user}", audit_url(user_id=str(busy_user))),
+        Case("page, since/until (30 days)", audit_url(**MONTH)),
+        Case("page, field=email", audit_url(field="email")),
+        Case(f"page, actor={USERNAME} (an account)", audit_url(actor=USERNAME)),
+        Case(f"page, actor={UNKNOWN_ACTOR} (a label)", audit_url(actor=UNKNOWN_ACTOR)),
+        Case("page, no filter (again, last)", audit_url()),
+        Case("fragment, page 2 (next cursor)", second_page, fragment=True),
+        Case(
+            "fragment, page 1,001 (cursor)",
+            audit_url(cursor=deep_cursor),
+            fragment=True,
+        ),
+    ]
+
+
+def time_case(
+    client: FlaskClient,
+    statements: Statements,
+    case: Case,
+    *,
+    warmup: int,
+    runs: int,
+) -> Result:
+    """Warm-up requests, then ``runs`` timed ones."""
+    headers = HTMX if case.fragment else {}
+    for _ in range(warmup):
+        get(client, case.url, headers)
+    timings: list[float] = []
+    counts: list[int] = []
+    sql: list[float] = []
+    body = ""
+    for _ in range(runs):
+        statements.reset()
+        started = time.perf_counter_ns()
+        body = get(client, case.url, headers)
+        timings.append((time.perf_counter_ns() - started) / 1e6)
+        counts.append(statements.count)
+        sql.append(statements.sql_ns / 1e6)
+    return Result(
+        name=case.name,
+        url=case.url,
+        p50_ms=statistics.median(timings),
+        p99_ms=percentile(timings, 0.99),
+        statements=max(counts),
+        sql_ms=statistics.median(sql),
+        entries=len(ENTRY_ID.findall(body)),
+        kb=len(body.encode()) / 1024,
+    )
+
+
+def explain_queries(url: str, statements: Statements, result: Result) -> None:
+    """Attach the plans of the entries query and of the chart query (when one was sent)."""
+    if statements.entries is not None:
+        plan = explain(url, *statements.entries)
+        result.entries_plan = plan
+        result.entries_db_ms = _execution_ms(plan)
+        result.entries_buffers = _buffers(plan)
+    if statements.chart is not None:
+        plan = explain(url, *statements.chart)
+        result.chart_plan = plan
+        result.chart_db_ms = _execution_ms(plan)
+        result.chart_buffers = _buffers(plan)
+
+
+@dataclass
+class Export:
+    """A full CSV export."""
+
+    url: str
+    rows: int
+    seconds: list[float]
+    megabytes: float
+    statements: int
+    #: seconds spent in SQL in each timed export
+    sql_seconds: list[float]
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / statistics.median(self.seconds)
+
+
+def time_export(client: FlaskClient, statements: Statements, url: str, *, runs: int) -> Export:
+    """Stream the export to the end ``runs`` times (after one untimed run)."""
+    rows, size = 0, 0
+    seconds: list[float] = []
+    sql_seconds: list[float] = []
+    for attempt in range(runs + 1):
+        statements.reset()
+        started = time.perf_counter()
+        response = client.get(url)
+        data = response.get_data()
+        response.close()
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 200, f"{url} answered {response.status_code}"
+        if attempt:
+            seconds.append(elapsed)
+            sql_seconds.append(statements.sql_ns / 1e9)
+        size = len(data)
+        rows = sum(1 for _ in csv.reader(io.StringIO(data.decode()))) - 1
+    return Export(url, rows, seconds, size / 1024 / 1024, statements.count, sql_seconds)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def print_table(results: list[Result], export: Export) -> None:
+    """The results as a Markdown table."""
+    print(
+        "| Request | p50 ms | p99 ms | SQL / request | SQL ms (p50) | Entries | KiB "
+        "| Entries query (DB ms, buffers) | Chart query (DB ms, buffers) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    for r in results:
+        chart = f"{r.chart_db_ms:.1f} ms, {r.chart_buffers:,}" if r.chart_plan else "none"
+        print(
+            f"| {r.name} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.statements} | {r.sql_ms:.1f} "
+            f"| {r.entries} "
+            f"| {r.kb:.0f} | {r.entries_db_ms:.2f} ms, {r.entries_buffers:,} | {chart} |"
+        )
+    print()
+    print(
+        f"CSV export `{export.url}`: {export.rows:,} rows, {export.megabytes:.1f} MiB, "
+        f"{export.statements} SQL statements "
+        f"({statistics.median(export.sql_seconds):.2f} s in SQL); "
+        f"median {statistics.median(export.seconds):.2f} s"
+        f" (max {max(export.seconds):.2f} s) of {len(export.seconds)} runs: "
+        f"{export.rows_per_second:,.0f} rows/s"
+    )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line's options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=1_000_000, help="audit entries")
+    parser.add_argument("--users", type=int, default=100_000, help="profiles")
+    parser.add_argument("--runs", type=int, default=50, help="timed requests per case")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed requests first")
+    parser.add_argument(
+        "--depth", type=int, default=1000, help="pages of 25 read before the deep page"
+    )
+    parser.add_argument("--export-runs", type=int, default=3, help="timed CSV exports")
+    parser.add_argument("--seed", type=float, default=0.42, help="setseed() for the data")
+    parser.add_argument("--plans", action="store_true", help="print every plan in full")
+    parser.add_argument(
+        "--keep-database", action="store_true", help="with BENCH_DATABASE_URL: do not drop it"
+    )
+    args = parser.parse_args(argv)
+    if args.users < 1 or args.entries < args.users:
+        parser.error("--entries must be at least --users (every profile has a create entry)")
+    return args
+
+
+def scalar_row(url: str, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+    """The first row of a query, through a connection of its own."""
+    with psycopg.connect(url, options="-c timezone=UTC") as connection:
+        row = connection.execute(sql, params).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    return tuple(row)
+
+
+def run(args: argparse.Namespace, url: str) -> None:
+    """Generate the data, then time every case and the export."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url), "WTF_CSRF_ENABLED": True})
+    with app.app_context():
+        upgrade()
+    print(f"Generating {args.users:,} profiles and {args.entries:,} audit entries", flush=True)
+    seconds = generate_data(url, users=args.users, entries=args.entries, seed=args.seed)
+    print(f"Data generated in {seconds:.1f} s\n", flush=True)
+    for line in machine_report(url):
+        print(line)
+
+    busy_user, busy_count = scalar_row(
+        url,
+        "SELECT user_id, count(*) FROM user_audit GROUP BY user_id "
+        "ORDER BY count(*) DESC, user_id LIMIT 1",
+    )
+    print(f"Busiest profile: {busy_user} with {busy_count:,} entries")
+    # The cursor a reader holds after scrolling ``depth`` pages of the default size.
+    moment, last_id = scalar_row(
+        url,
+        'SELECT "timestamp", id FROM user_audit ORDER BY "timestamp" DESC, id DESC '
+        "OFFSET %s LIMIT 1",
+        (args.depth * PAGE_SIZE - 1,),
+    )
+    deep_cursor = encode_time_id_cursor(moment, last_id)
+    print(f"Cursor after {args.depth:,} pages: entry {last_id} at {moment.isoformat()}\n")
+
+    create_auditor(app)
+    statements = watch_statements(app)
+    client = signed_in_client(app)
+    second_page = next_url(get(client, audit_url(), HTMX))
+    assert second_page is not None, "the first page has no link to the next one"
+
+    results: list[Result] = []
+    for case in page_cases(busy_user, deep_cursor, second_page):
+        result = time_case(client, statements, case, warmup=args.warmup, runs=args.runs)
+        # One more request, to capture its queries with the values they were sent with.
+        statements.entries = statements.chart = None
+        statements.reset()
+        get(client, case.url, HTMX if case.fragment else {})
+        sent = list(statements.texts)
+        explain_queries(url, statements, result)
+        if result.p99_ms > SLOW_P99_MS:
+            result.notes.append(f"p99 {result.p99_ms:.0f} ms")
+        results.append(result)
+        print(
+            f"== {result.name} ({result.url}): p50 {result.p50_ms:.1f} ms, "
+            f"p99 {result.p99_ms:.1f} ms, {result.statements} statements, "
+            f"{result.entries} entries, {result.kb:.0f} KiB",
+            flush=True,
+        )
+        for line in sent:
+            print(f"   sql: {line}")
+        for label, plan in (("entries", result.entries_plan), ("chart", result.chart_plan)):
+            if not plan:
+                continue
+            summary, warnings = summarize_plan(plan)
+            print(
+                f"   {label} plan: {summary}; {_execution_ms(plan):.2f} ms, "
+                f"{_buffers(plan):,} buffers {'; '.join(warnings)}"
+            )
+            if args.plans or result.notes or warnings:
+                print("      " + plan.replace("\n", "\n      "))
+        print(flush=True)
+
+    export_url = "/audit/export.csv?operation=delete"
+    export = time_export(client, statements, export_url, runs=args.export_runs)
+    if statements.entries is not None:
+        # The last batch of the export (the oldest entries), as it was sent.
+        plan = explain(url, *statements.entries)
+        summary, _ = summarize_plan(plan)
+        print(
+            f"== export, last batch: {summary}; {_execution_ms(plan):.2f} ms, "
+            f"{_buffers(plan):,} buffers"
+        )
+        if args.plans:
+            print("      " + plan.replace("\n", "\n      "))
+        print()
+    print_table(results, export)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    started = time.perf_counter()
+    with database_server(args.keep_database) as url:
+        run(args, url)
+    print(f"\nWhole run: {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
