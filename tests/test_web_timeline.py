@@ -253,7 +253,8 @@ def test_htmx_gets_the_results_fragment(auditor, history):
     assert "<html" not in page
     assert "<form" not in page
     assert 'id="entries"' in page
-    assert "activity-chart" in page
+    # the chart follows in a request of its own, with the same filter
+    assert 'hx-get="/audit/activity?operation=update' in page
     # the quick ranges, which keep the filter, are refreshed out of band
     assert 'id="quick-ranges" hx-swap-oob="true"' in page
     assert "operation=update&amp;since=" in page
@@ -381,24 +382,26 @@ def test_chart_counts_per_day_and_operation(auditor, history, database):
         key = ((day_one + timedelta(days=index % 2)).date().isoformat(), entry["operation"])
         expected[key] = expected.get(key, 0) + 1
 
-    page = body(auditor.get("/audit"))
+    assert 'hx-trigger="load"' in body(auditor.get("/audit"))
+    page = body(auditor.get("/audit/activity", headers=HTMX))
+    assert "<html" not in page
     bars = {(day, operation): int(count) for _, day, operation, count in BAR.findall(page)}
     assert bars == expected
     for operation in ("create", "update", "delete", "restore"):
         total = sum(count for (_, op), count in expected.items() if op == operation)
         assert f'data-total="{operation}">{total}<' in page
 
-    only_updates = body(auditor.get("/audit?operation=update"))
+    only_updates = body(auditor.get("/audit/activity?operation=update"))
     assert {op for _, _, op, _ in BAR.findall(only_updates)} == {"update"}
 
 
 def test_chart_shows_at_most_ninety_days(auditor, history, database):
     entry = database.audit()[0]
     backdate(database, entry["id"], datetime(2020, 1, 1, tzinfo=timezone.utc))
-    page = text_of(auditor.get("/audit"))
+    page = text_of(auditor.get("/audit/activity"))
     assert "the latest 90 days of this filter" in page
     assert "2020-01-01" not in re.search(r"<svg.*?</svg>", page, re.S).group(0)
-    page = text_of(auditor.get("/audit?since=2019-12-30&until=2020-01-02"))
+    page = text_of(auditor.get("/audit/activity?since=2019-12-30&until=2020-01-02"))
     assert "2019-12-30 to 2020-01-02" in page
     assert 'data-day="2020-01-01" data-operation="create" data-count="1"' in page
 
@@ -514,3 +517,12 @@ def test_hostile_input_never_fails(auditor, client, path):
         response.get_data()
         response.close()
         assert response.status_code in (200, 400, 404), path
+
+
+def test_the_chart_has_a_page_of_its_own_without_javascript(auditor, history, signed_in):
+    page = auditor.get("/audit/activity?operation=create")
+    assert page.status_code == 200
+    assert "<html" in body(page)
+    assert "activity-chart" in body(page)
+    assert auditor.get("/audit/activity?operation=erase").status_code == 400
+    assert signed_in("support").get("/audit/activity").status_code == 403

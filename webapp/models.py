@@ -131,6 +131,14 @@ class UserAudit(db.Model):
         Index("ix_user_audit_user_id_timestamp_id", "user_id", "timestamp", "id"),
         Index("ix_user_audit_operation_timestamp_id", "operation", "timestamp", "id"),
         Index("ix_user_audit_actor_id_timestamp_id", "actor_id", "timestamp", "id"),
+        # Actors without an account (cli:<user>) are filtered by label.
+        Index(
+            "ix_user_audit_lower_actor_label_timestamp_id",
+            text("lower(actor_label)"),
+            "timestamp",
+            "id",
+            postgresql_where=text("actor_label IS NOT NULL"),
+        ),
         Index("ix_user_audit_changed_fields", "changed_fields", postgresql_using="gin"),
     )
 

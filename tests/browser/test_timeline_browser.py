@@ -105,3 +105,10 @@ def test_load_more_and_infinite_scroll_append(page: Page, sign_in, client):
     assert len(set(names)) == 12
     # appending does not change the address: reloading starts from the newest
     assert "cursor" not in page.url
+
+
+def test_the_activity_chart_arrives_after_the_entries(timeline: Page):
+    chart = timeline.locator("figure.activity svg.activity-chart")
+    expect(chart).to_be_visible()
+    expect(timeline.locator("#activity a", has_text="Activity chart")).to_have_count(0)
+    expect(timeline.locator("figure.activity [data-total='create']")).not_to_have_text("0")

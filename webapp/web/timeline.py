@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from flask import Response, current_app, request, stream_with_context
+from flask import Response, current_app, request, stream_with_context, url_for
 
 from webapp.auth.access import requires
 from webapp.auth.permissions import AUDIT_READ
@@ -73,7 +73,31 @@ def audit_timeline() -> Response:
         **context,
         entries=audit_views.entry_views(page.items),
         next_query=next_query,
-        activity=None if cursor else audit_views.activity(query.audit_filter),
+        activity_url=None if cursor else f"{url_for('web.audit_activity')}?{query.query_string}",
+    )
+
+
+@bp.get("/audit/activity")
+@requires(AUDIT_READ)
+def audit_activity() -> Response:
+    """The activity chart of the filter in the URL: a fragment for the
+    timeline page, which loads it after the entries, or a page of its own."""
+    query = _query()
+    if query.errors or query.audit_filter is None:
+        return render_page(
+            "audit/activity.html",
+            "activity",
+            status=400 if query.errors else 200,
+            query=query,
+            operations=OPERATIONS,
+            activity=None,
+        )
+    return render_page(
+        "audit/activity.html",
+        "activity",
+        query=query,
+        operations=OPERATIONS,
+        activity=audit_views.activity(query.audit_filter),
     )
 
 
