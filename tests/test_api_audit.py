@@ -7,6 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
+from tests.conftest import append_only_lifted
+
 PROBLEM = "application/problem+json"
 
 
@@ -76,7 +78,7 @@ def test_filter_by_changed_field(client, history):
 
 
 def test_filter_by_date_range(client, history, engine):
-    with engine.begin() as connection:
+    with engine.begin() as connection, append_only_lifted(connection):
         connection.execute(
             text(
                 "UPDATE user_audit SET timestamp = timestamp - interval '10 days' "

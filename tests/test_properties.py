@@ -40,6 +40,7 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import Engine, text
 
+from tests.conftest import append_only_lifted
 from webapp.extensions import db
 from webapp.models import User
 from webapp.services import users
@@ -178,7 +179,7 @@ class ProfileMachine(RuleBasedStateMachine):
         self.engine = engine
         # Tables are emptied before each test by conftest, not before each
         # example, so every example starts from empty tables itself.
-        with engine.begin() as connection:
+        with engine.begin() as connection, append_only_lifted(connection):
             connection.execute(text("TRUNCATE user_audit, users RESTART IDENTITY CASCADE"))
         self.context: AppContext = app.app_context()
         self.context.push()

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
+from tests.conftest import append_only_lifted
 from tests.web_pages import HTMX
 
 ENTRY_ID = re.compile(r'<li class="entry" id="entry-(\d+)"')
@@ -47,7 +48,7 @@ def update(client, user_id, **changes):
 
 def backdate(database, entry_id, moment):
     """Move an entry in time, as if it had been written then."""
-    with database.engine.begin() as connection:
+    with database.engine.begin() as connection, append_only_lifted(connection):
         connection.execute(
             text("UPDATE user_audit SET timestamp = :t WHERE id = :id"),
             {"t": moment, "id": entry_id},

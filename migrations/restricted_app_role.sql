@@ -1,0 +1,21 @@
+-- The stronger setup: the application connects as a role that may only INSERT
+-- and SELECT audit records, so not even a bug or a stolen app credential can
+-- change history. Run as the owner of the tables (the role that runs the
+-- migrations), after `flask db upgrade`; then set a password and point the
+-- app's DATABASE_URL at this role, keeping the owner's URL for migrations:
+--   ALTER ROLE profile_audit_app PASSWORD '...';
+DO $$
+BEGIN
+    CREATE ROLE profile_audit_app LOGIN;
+EXCEPTION WHEN duplicate_object THEN
+    NULL;  -- already there: only the grants below are (re)applied
+END
+$$;
+
+GRANT USAGE ON SCHEMA public TO profile_audit_app;
+-- History: written and read, never changed.
+GRANT SELECT, INSERT ON user_audit, security_events TO profile_audit_app;
+-- Current state: profiles are soft-deleted, accounts deactivated, tokens revoked.
+GRANT SELECT, INSERT, UPDATE ON users, staff, api_tokens TO profile_audit_app;
+GRANT SELECT ON alembic_version TO profile_audit_app;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO profile_audit_app;

@@ -1,0 +1,67 @@
+"""The documented stronger setup: the app connecting as a role that may only
+insert and read audit records still works, and that role cannot change history
+even with the triggers out of the way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import DBAPIError
+
+from webapp import create_app
+
+GRANTS = Path(__file__).resolve().parent.parent / "migrations" / "restricted_app_role.sql"
+
+
+@pytest.fixture
+def restricted_url(app, engine):
+    with engine.begin() as connection:
+        connection.exec_driver_sql(GRANTS.read_text())
+    return make_url(app.config["SQLALCHEMY_DATABASE_URI"]).set(username="profile_audit_app")
+
+
+def test_the_app_works_as_the_restricted_role(restricted_url, staff_factory, database):
+    restricted = create_app({"SQLALCHEMY_DATABASE_URI": restricted_url})
+    secret = staff_factory.token(staff_factory.account("support"))
+    api = restricted.test_client()
+    auth = {"Authorization": f"Bearer {secret}"}
+
+    created = api.post(
+        "/api/v1/users", json={"name": "Ada", "email": "a@example.com"}, headers=auth
+    )
+    assert created.status_code == 201
+    user_id = created.get_json()["id"]
+    assert (
+        api.patch(f"/api/v1/users/{user_id}", json={"name": "Ada K"}, headers=auth).status_code
+        == 200
+    )
+    assert api.delete(f"/api/v1/users/{user_id}", headers=auth).status_code == 204
+    assert [e["operation"] for e in database.audit(user_id)] == ["create", "update", "delete"]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE user_audit SET reason = 'rewritten'",
+        "DELETE FROM user_audit",
+        "TRUNCATE user_audit",
+        "ALTER TABLE user_audit DISABLE TRIGGER USER",
+        "UPDATE security_events SET username = 'x'",
+        "DELETE FROM users",
+    ],
+)
+def test_the_restricted_role_cannot_change_history(restricted_url, client, database, statement):
+    client.post("/api/v1/users", json={"name": "Ada", "email": "a@example.com"})
+    before = database.fingerprint()
+    restricted = create_engine(restricted_url)
+    try:
+        with (
+            pytest.raises(DBAPIError, match=r"permission denied|must be owner"),
+            restricted.begin() as connection,
+        ):
+            connection.execute(text(statement))
+    finally:
+        restricted.dispose()
+    assert database.fingerprint() == before
