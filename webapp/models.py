@@ -117,6 +117,8 @@ class UserAudit(db.Model):
     channel_detail: Mapped[str | None] = mapped_column(String(100))
     remote_addr: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(128))
+    # Written by the database's safety net for a change that bypassed the app.
+    unattributed: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     __table_args__ = (
         CheckConstraint(
@@ -131,6 +133,12 @@ class UserAudit(db.Model):
         Index("ix_user_audit_user_id_timestamp_id", "user_id", "timestamp", "id"),
         Index("ix_user_audit_operation_timestamp_id", "operation", "timestamp", "id"),
         Index("ix_user_audit_actor_id_timestamp_id", "actor_id", "timestamp", "id"),
+        Index(
+            "ix_user_audit_unattributed_timestamp_id",
+            "timestamp",
+            "id",
+            postgresql_where=text("unattributed"),
+        ),
         # Actors without an account (cli:<user>) are filtered by label.
         Index(
             "ix_user_audit_lower_actor_label_timestamp_id",

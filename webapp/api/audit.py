@@ -16,7 +16,17 @@ from webapp.services import audit_log, security_events
 @requires(AUDIT_READ)
 def list_audit_entries() -> Response:
     args = query_args(
-        {"user_id", "operation", "since", "until", "field", "actor", "limit", "cursor"},
+        {
+            "user_id",
+            "operation",
+            "since",
+            "until",
+            "field",
+            "actor",
+            "unattributed",
+            "limit",
+            "cursor",
+        },
         repeatable={"operation", "field"},
     )
     audit_filter = audit_log.parse_audit_filter(args)

@@ -39,6 +39,7 @@ def audit_entry_json(entry: UserAudit) -> dict[str, Any]:
         },
         "remote_addr": entry.remote_addr,
         "request_id": entry.request_id,
+        "unattributed": entry.unattributed,
     }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, insert
+from sqlalchemy import event, insert, text
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from webapp.audit.context import Origin, current_actor, current_change, current_origin
@@ -22,6 +22,8 @@ from webapp.audit.snapshot import Snapshot, changed_fields, committed_snapshot, 
 from webapp.models import User, UserAudit
 
 _PENDING = "audit.pending_entries"
+_CAPTURING_ON = text("SELECT set_config('profile_audit.capturing', 'on', true)")
+_CAPTURING_OFF = text("SELECT set_config('profile_audit.capturing', 'off', true)")
 # Code that acts without saying from where (a shell, a script) counts as CLI.
 _UNKNOWN_ORIGIN = Origin(channel="cli")
 
@@ -74,6 +76,10 @@ def collect_changes(session: Session, flush_context: UOWTransaction, instances: 
             "Refusing to change profiles with no actor: bind one with "
             "webapp.audit.context.acting_as(...) (requests and CLI commands do)."
         )
+    if pending:
+        # Tells the database's safety-net trigger that this flush's writes are
+        # recorded here; transaction-local, and lowered again after the flush.
+        session.connection().execute(_CAPTURING_ON)
     session.info[_PENDING] = pending
 
 
@@ -105,7 +111,9 @@ def write_entries(session: Session, flush_context: UOWTransaction) -> None:
         }
         for entry in pending
     ]
-    session.connection().execute(insert(UserAudit.__table__), rows)
+    connection = session.connection()
+    connection.execute(_CAPTURING_OFF)
+    connection.execute(insert(UserAudit.__table__), rows)
 
 
 @event.listens_for(AuditedSession, "after_rollback")

@@ -34,6 +34,8 @@ class AuditFilter:
     #: a staff id, or a label (a username, or e.g. ``cli:root``)
     actor_id: int | None = None
     actor_label: str | None = None
+    #: only the changes that bypassed the application (True), or no such filter
+    unattributed: bool | None = None
 
 
 def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
@@ -72,6 +74,13 @@ def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
                 "must be a staff id or a username of at most 100 characters"
             )
 
+    unattributed = None
+    raw_unattributed = (_single(args, "unattributed", errors) or "").lower()
+    if raw_unattributed in {"1", "true", "yes"}:
+        unattributed = True
+    elif raw_unattributed not in {"", "0", "false", "no"}:
+        errors.setdefault("unattributed", []).append("must be true or false")
+
     since = _bound(args, "since", end_of_day=False, errors=errors)
     until = _bound(args, "until", end_of_day=True, errors=errors)
     if since and until and since >= until:
@@ -88,6 +97,7 @@ def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
         fields=fields,
         actor_id=actor_id,
         actor_label=actor_label,
+        unattributed=unattributed,
     )
 
 
@@ -137,6 +147,8 @@ def _filtered(audit_filter: AuditFilter) -> Select[tuple[UserAudit]]:
         statement = statement.where(UserAudit.timestamp >= audit_filter.since)
     if audit_filter.until is not None:
         statement = statement.where(UserAudit.timestamp < audit_filter.until)
+    if audit_filter.unattributed:
+        statement = statement.where(UserAudit.unattributed.is_(True))
     if audit_filter.actor_id is not None:
         statement = statement.where(UserAudit.actor_id == audit_filter.actor_id)
     elif audit_filter.actor_label is not None:

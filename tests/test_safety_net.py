@@ -1,0 +1,124 @@
+"""Writes to profiles that bypass the application are still recorded, by a
+database trigger, and flagged as unattributed; the application's own writes
+are recorded once, by the flush listeners."""
+
+from __future__ import annotations
+
+from sqlalchemy import text, update
+
+from webapp.extensions import db
+from webapp.models import User
+
+
+def test_a_raw_update_appears_in_the_timeline_with_its_data(client, engine, database):
+    user = client.post("/api/v1/users", json={"name": "Ada", "email": "ada@example.com"})
+    user_id = user.get_json()["id"]
+    with engine.begin() as connection:  # as psql or any other program would
+        connection.execute(
+            text("UPDATE users SET name = 'Changed behind our back' WHERE id = :id"),
+            {"id": user_id},
+        )
+
+    body = client.get("/api/v1/audit?unattributed=true").get_json()
+    [entry] = body["items"]
+    assert entry["unattributed"] is True
+    assert entry["operation"] == "update"
+    assert entry["previous_data"] == {"name": "Ada", "email": "ada@example.com", "deleted_at": None}
+    assert entry["new_data"]["name"] == "Changed behind our back"
+    assert entry["changed_fields"] == ["name"]
+    assert entry["actor"]["id"] is None
+    assert entry["actor"]["label"] is None
+    history = client.get(f"/api/v1/users/{user_id}/history").get_json()["items"]
+    assert [e["unattributed"] for e in history] == [True, False]
+
+
+def test_raw_inserts_and_soft_deletes_are_named_like_the_apps(engine, database):
+    with engine.begin() as connection:
+        user_id = connection.execute(
+            text(
+                "INSERT INTO users (name, email, version) "
+                "VALUES ('Sneaky', 'sneaky@example.com', 1) RETURNING id"
+            )
+        ).scalar_one()
+        connection.execute(
+            text("UPDATE users SET deleted_at = now() WHERE id = :id"), {"id": user_id}
+        )
+        connection.execute(
+            text("UPDATE users SET deleted_at = NULL WHERE id = :id"), {"id": user_id}
+        )
+    entries = database.audit(user_id)
+    assert [e["operation"] for e in entries] == ["create", "delete", "restore"]
+    assert all(e["unattributed"] for e in entries)
+    assert entries[0]["previous_data"] is None
+    assert entries[1]["new_data"]["deleted_at"].endswith("Z")
+    assert entries[2]["previous_data"] == entries[1]["new_data"]
+
+
+def test_writes_that_change_nothing_tracked_leave_no_entry(client, engine, database):
+    user_id = client.post(
+        "/api/v1/users", json={"name": "Ada", "email": "ada@example.com"}
+    ).get_json()["id"]
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE users SET updated_at = now() WHERE id = :id"), {"id": user_id}
+        )
+    assert len(database.audit(user_id)) == 1
+
+
+def test_the_apps_own_changes_are_recorded_once(client, database):
+    user_id = client.post(
+        "/api/v1/users", json={"name": "Ada", "email": "ada@example.com"}
+    ).get_json()["id"]
+    client.patch(f"/api/v1/users/{user_id}", json={"name": "Ada King"})
+    client.delete(f"/api/v1/users/{user_id}")
+    entries = database.audit(user_id)
+    assert [(e["operation"], e["unattributed"]) for e in entries] == [
+        ("create", False),
+        ("update", False),
+        ("delete", False),
+    ]
+
+
+def test_a_core_statement_through_the_apps_session_is_caught(app_context, database):
+    user = User(name="Ada", email="ada@example.com")
+    db.session.add(user)
+    db.session.commit()
+    # A Core statement on the table skips the ORM events entirely.
+    db.session.connection().execute(
+        update(User.__table__).where(User.__table__.c.id == user.id).values(name="Core")
+    )
+    db.session.commit()
+    entries = database.audit(user.id)
+    assert [(e["operation"], e["unattributed"]) for e in entries] == [
+        ("create", False),
+        ("update", True),
+    ]
+
+
+def test_raw_sql_after_an_app_flush_in_one_transaction_is_still_caught(app_context, database):
+    user = User(name="Ada", email="ada@example.com")
+    db.session.add(user)
+    db.session.flush()
+    db.session.execute(
+        text("UPDATE users SET email = 'other@example.com' WHERE id = :id"), {"id": user.id}
+    )
+    db.session.commit()
+    entries = database.audit(user.id)
+    assert [(e["operation"], e["unattributed"]) for e in entries] == [
+        ("create", False),
+        ("update", True),
+    ]
+
+
+def test_the_timeline_can_show_only_unattributed_changes(client, engine, signed_in):
+    user_id = client.post(
+        "/api/v1/users", json={"name": "Ada", "email": "ada@example.com"}
+    ).get_json()["id"]
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE users SET name = 'Rogue' WHERE id = :id"), {"id": user_id})
+    page = signed_in("auditor").get("/audit?unattributed=true")
+    assert page.status_code == 200
+    text_of_page = page.get_data(as_text=True)
+    assert "Unattributed" in text_of_page
+    assert "Rogue" in text_of_page
+    assert client.get("/api/v1/audit?unattributed=maybe").status_code == 400
