@@ -265,3 +265,11 @@ def test_security_events_api_lists_newest_first_without_secrets(app, staff_facto
     assert secret not in body.get_data(as_text=True)
     assert secret not in caplog.text
     assert "pa_bogus" not in body.get_data(as_text=True)
+
+
+def test_an_unknown_security_event_name_is_refused(app, database):
+    from webapp.services.security_events import record_event
+
+    with app.app_context(), pytest.raises(ValueError, match="unknown security event"):
+        record_event("login_suceeded")
+    assert database.rows("SELECT * FROM security_events") == []

@@ -40,7 +40,9 @@ if TYPE_CHECKING:
     from tests.conftest import Database
 
 T = TypeVar("T")
-TIMEOUT = 10.0  # seconds any one wait may take before the test is declared stuck
+# Only there to turn a hang into a failure: generous, since a loaded 2-core
+# machine can take many seconds for what normally takes one.
+TIMEOUT = 60.0  # seconds any one wait may take before the test is declared stuck
 STALE_PROBLEM = "urn:profile-audit:problem:stale-version"
 
 

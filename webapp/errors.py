@@ -33,12 +33,7 @@ def init_app(app: Flask) -> None:
                 headers["Allow"] = allow
         if _wants_problem_json():
             return problem(status, detail=error.description, headers=headers)
-        response = Response(
-            render_template(
-                "error.html", status=status, title=error.name, detail=error.description
-            ),
-            status=status,
-        )
+        response = error_page(status, error.description or HTTPStatus(status).phrase)
         response.headers.update(headers)
         return response
 
@@ -82,9 +77,4 @@ def _server_error(
 ) -> Response:
     if _wants_problem_json():
         return problem(status, detail=detail)
-    return Response(
-        render_template(
-            "error.html", status=status, title=HTTPStatus(status).phrase, detail=detail
-        ),
-        status=status,
-    )
+    return error_page(status, detail)

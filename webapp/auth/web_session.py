@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Flask, Response, flash, g, redirect, request, session, url_for
+from flask import (
+    Flask,
+    Response,
+    flash,
+    g,
+    has_request_context,
+    redirect,
+    request,
+    session,
+    url_for,
+)
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError
@@ -31,10 +41,8 @@ class SessionInterface(SecureCookieSessionInterface):
     """Marks the cookie Secure whenever the request came over HTTPS."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
-        from flask import request as current_request
-
         return bool(app.config["SESSION_COOKIE_SECURE"]) or (
-            bool(current_request) and current_request.is_secure
+            has_request_context() and request.is_secure
         )
 
 

@@ -19,6 +19,7 @@ from webapp.services.pagination import Page, decode_time_id_cursor, encode_time_
 
 log = logging.getLogger("profile_audit.security")
 
+# Every event the app records; record_event refuses any other name.
 EVENTS: tuple[str, ...] = (
     "login_succeeded",
     "login_failed",
@@ -50,6 +51,9 @@ def record_event(
     It is written with its own INSERT and, by default, committed at once: a
     refused sign-in must leave its trace even though nothing else is saved.
     """
+    if event not in EVENTS:
+        # A misspelt name would silently hide the event from anyone filtering.
+        raise ValueError(f"unknown security event {event!r}")
     origin = current_origin()
     actor = current_actor()
     row = {

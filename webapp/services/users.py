@@ -162,9 +162,9 @@ def _ensure_email_free(email: str, *, exclude_id: int | None = None) -> None:
         raise _duplicate(email)
 
 
-def _duplicate(email: str) -> DuplicateEmail:
+def _duplicate(email: str | None = None) -> DuplicateEmail:
     return DuplicateEmail(
-        f"{email} is already used by another active profile.",
+        f"{email or 'The email'} is already used by another active profile.",
         errors={"email": ["is already used by another active profile"]},
     )
 
@@ -195,10 +195,8 @@ def _unit_of_work(
         db.session.rollback()
         constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
         if constraint == _EMAIL_INDEX:
-            raise DuplicateEmail(
-                "The email is already used by another active profile.",
-                errors={"email": ["is already used by another active profile"]},
-            ) from None
+            # Lost a race with another save of the same email.
+            raise _duplicate() from None
         raise
     except BaseException:
         db.session.rollback()
