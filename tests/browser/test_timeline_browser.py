@@ -112,3 +112,32 @@ def test_the_activity_chart_arrives_after_the_entries(timeline: Page):
     expect(chart).to_be_visible()
     expect(timeline.locator("#activity a", has_text="Activity chart")).to_have_count(0)
     expect(timeline.locator("figure.activity [data-total='create']")).not_to_have_text("0")
+
+
+def test_filter_by_operation_and_date_shows_the_changed_field(timeline: Page, engine):
+    from sqlalchemy import text
+
+    from tests.conftest import append_only_lifted
+
+    # The creates happened "last month"; only today's renames stay in range.
+    with engine.begin() as connection, append_only_lifted(connection):
+        connection.execute(
+            text(
+                "UPDATE user_audit SET timestamp = timestamp - interval '40 days' "
+                "WHERE operation = 'create'"
+            )
+        )
+    page = timeline
+    page.get_by_role("link", name="Today").click()
+    page.wait_for_url(re.compile(r"since="))
+    expect(page.locator("li.entry")).to_have_count(2)
+    page.get_by_label("update", exact=True).check()
+    page.wait_for_url(re.compile(r"operation=update"))
+    entry = page.locator("li.entry").first
+    changed = entry.locator("tr.diff-changed[data-key='name']")
+    expect(changed).to_have_count(1)
+    # Changed characters are marked inside the value: Person 1 -> Renamed.
+    expect(changed).to_contain_text("Renamed")
+    expect(changed.locator("del").first).to_be_visible()
+    expect(changed.locator("ins").first).to_be_visible()
+    expect(entry.locator("tr.diff-changed[data-key='email']")).to_have_count(0)
