@@ -14,7 +14,12 @@ $$;
 
 GRANT USAGE ON SCHEMA public TO profile_audit_app;
 -- History: written and read, never changed.
-GRANT SELECT, INSERT ON user_audit, security_events TO profile_audit_app;
+GRANT SELECT, INSERT ON user_audit, security_events, audit_chain, audit_verifications
+    TO profile_audit_app;
+-- The chain's head moves forward with every append (a trigger refuses going back);
+-- entries the safety net queues are taken off the queue when sealed.
+GRANT SELECT, UPDATE ON audit_chain_head TO profile_audit_app;
+GRANT SELECT, INSERT, DELETE ON audit_chain_pending TO profile_audit_app;
 -- Current state: profiles are soft-deleted, accounts deactivated, tokens revoked.
 GRANT SELECT, INSERT, UPDATE ON users, staff, api_tokens TO profile_audit_app;
 GRANT SELECT ON alembic_version TO profile_audit_app;

@@ -23,6 +23,7 @@ from flask_migrate import upgrade
 from sqlalchemy import Connection, Engine, create_engine, text
 
 from webapp import create_app
+from webapp.audit.chain import GENESIS_HASH
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.config import database_url
 from webapp.extensions import db
@@ -85,13 +86,22 @@ def engine(test_database_url: str, app: Flask) -> Iterator[Engine]:
     eng.dispose()
 
 
-TABLES = "user_audit, users, api_tokens, security_events, staff"
+TABLES = (
+    "audit_chain, audit_chain_pending, audit_verifications, "
+    "user_audit, users, api_tokens, security_events, staff"
+)
 # Hashing is slow on purpose; the suite hashes this password once.
 PASSWORD = "correct horse battery staple"
 _PASSWORD_HASH = hash_password(PASSWORD)
 
 
-APPEND_ONLY_TABLES = ("user_audit", "security_events")
+APPEND_ONLY_TABLES = (
+    "user_audit",
+    "security_events",
+    "audit_chain",
+    "audit_chain_head",
+    "audit_verifications",
+)
 
 
 @contextmanager
@@ -110,6 +120,10 @@ def append_only_lifted(connection: Connection) -> Iterator[Connection]:
 def _empty_tables(engine: Engine) -> None:
     with engine.begin() as connection, append_only_lifted(connection):
         connection.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+        connection.execute(
+            text("UPDATE audit_chain_head SET seq = 0, hash = :genesis"),
+            {"genesis": GENESIS_HASH},
+        )
 
 
 class StaffFactory:

@@ -26,8 +26,10 @@ def test_a_raw_update_appears_in_the_timeline_with_its_data(client, engine, data
     assert entry["previous_data"] == {"name": "Ada", "email": "ada@example.com", "deleted_at": None}
     assert entry["new_data"]["name"] == "Changed behind our back"
     assert entry["changed_fields"] == ["name"]
+    # No account: the database role and channel say where it came from.
     assert entry["actor"]["id"] is None
-    assert entry["actor"]["label"] is None
+    assert entry["actor"]["label"] == f"db:{engine.url.username}"
+    assert entry["actor"]["channel"] == "database"
     history = client.get(f"/api/v1/users/{user_id}/history").get_json()["items"]
     assert [e["unattributed"] for e in history] == [True, False]
 
@@ -52,6 +54,19 @@ def test_raw_inserts_and_soft_deletes_are_named_like_the_apps(engine, database):
     assert entries[0]["previous_data"] is None
     assert entries[1]["new_data"]["deleted_at"].endswith("Z")
     assert entries[2]["previous_data"] == entries[1]["new_data"]
+
+
+def test_a_raw_write_names_the_program_that_made_it(engine, database):
+    with engine.begin() as connection:
+        connection.execute(text("SET LOCAL application_name = 'psql'"))
+        user_id = connection.execute(
+            text(
+                "INSERT INTO users (name, email, version) "
+                "VALUES ('Sneaky', 'sneaky@example.com', 1) RETURNING id"
+            )
+        ).scalar_one()
+    [entry] = database.audit(user_id)
+    assert (entry["channel"], entry["channel_detail"]) == ("database", "psql")
 
 
 def test_writes_that_change_nothing_tracked_leave_no_entry(client, engine, database):
@@ -108,6 +123,9 @@ def test_raw_sql_after_an_app_flush_in_one_transaction_is_still_caught(app_conte
         ("create", False),
         ("update", True),
     ]
+    # The app told the database who was acting in this transaction.
+    assert entries[1]["actor_label"] == entries[0]["actor_label"] is not None
+    assert entries[1]["channel"] == "database"
 
 
 def test_the_timeline_can_show_only_unattributed_changes(client, engine, signed_in):

@@ -334,3 +334,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(stats_command)
     app.cli.add_command(staff_group)
     app.cli.add_command(token_group)
+
+    from webapp.audit_commands import audit_group
+
+    app.cli.add_command(audit_group)

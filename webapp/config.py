@@ -51,6 +51,9 @@ def settings_from_environment() -> dict[str, Any]:
     """
     return {
         "SECRET_KEY": os.environ.get("SECRET_KEY", "dev-only-not-a-secret"),
+        # Keys the audit hash chain (HMAC-SHA-256). Keep it out of the database
+        # and its backups: whoever holds it could re-hash a rewritten history.
+        "AUDIT_CHAIN_KEY": os.environ.get("AUDIT_CHAIN_KEY", "dev-only-audit-chain-key"),
         "SQLALCHEMY_DATABASE_URI": database_url(os.environ.get("DATABASE_URL")),
         "SQLALCHEMY_ENGINE_OPTIONS": {
             # Without pre-ping, a restarted database turns the first request on

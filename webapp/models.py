@@ -15,6 +15,8 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
+    SmallInteger,
     String,
     Text,
     func,
@@ -27,7 +29,8 @@ from webapp.extensions import db
 
 OPERATIONS: tuple[str, ...] = ("create", "update", "delete", "restore")
 ROLES: tuple[str, ...] = ("admin", "support", "auditor")
-CHANNELS: tuple[str, ...] = ("web", "api", "cli")
+# "database": written by the safety-net trigger for a change that bypassed the app.
+CHANNELS: tuple[str, ...] = ("web", "api", "cli", "database")
 
 
 class User(db.Model):
@@ -124,7 +127,7 @@ class UserAudit(db.Model):
         CheckConstraint(
             "operation in ('create', 'update', 'delete', 'restore')", name="operation_known"
         ),
-        CheckConstraint("channel in ('web', 'api', 'cli')", name="channel_known"),
+        CheckConstraint("channel in ('web', 'api', 'cli', 'database')", name="channel_known"),
         CheckConstraint(
             "(operation = 'create') = (previous_data is null)", name="previous_data_iff_not_create"
         ),
@@ -238,3 +241,72 @@ class SecurityEvent(db.Model):
         Index("ix_security_events_event_username", "event", text("lower(username)"), "timestamp"),
         Index("ix_security_events_event_remote_addr", "event", "remote_addr", "timestamp"),
     )
+
+
+class AuditChainLink(db.Model):
+    """One link of the keyed hash chain: entry ``entry_id`` is number ``seq``.
+
+    ``hash`` is HMAC-SHA-256 (key from configuration) over the previous link's
+    hash and the entry's canonical encoding (``webapp.audit.chain``).
+    """
+
+    __tablename__ = "audit_chain"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    entry_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("user_audit.id", ondelete="RESTRICT"), unique=True
+    )
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        CheckConstraint("seq > 0", name="seq_positive"),
+        CheckConstraint("octet_length(hash) = 32", name="hash_sha256"),
+    )
+
+
+class AuditChainHead(db.Model):
+    """The newest link; its single row is locked by every append."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class AuditChainPending(db.Model):
+    """An entry the database's safety net wrote, waiting to be sealed into the chain."""
+
+    __tablename__ = "audit_chain_pending"
+
+    entry_id: Mapped[int] = mapped_column(
+        BigInteger,
+        ForeignKey("user_audit.id", ondelete="RESTRICT"),
+        primary_key=True,
+        autoincrement=False,
+    )
+
+
+class AuditVerification(db.Model):
+    """The outcome of one ``flask audit verify`` run. Rows are only ever inserted."""
+
+    __tablename__ = "audit_verifications"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    entries_checked: Mapped[int] = mapped_column(BigInteger)
+    head_seq: Mapped[int] = mapped_column(BigInteger)
+    head_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    pending_entries: Mapped[int] = mapped_column(BigInteger)
+    drifted_profiles: Mapped[int] = mapped_column(BigInteger)
+    # Set when the run was checked against a saved checkpoint.
+    checkpoint_seq: Mapped[int | None] = mapped_column(BigInteger)
+    first_bad_entry_id: Mapped[int | None] = mapped_column(BigInteger)
+    problem: Mapped[str | None] = mapped_column(Text)
+    verified_by: Mapped[str] = mapped_column(String(100))
+
+    __table_args__ = (Index("ix_audit_verifications_finished_at", "finished_at"),)

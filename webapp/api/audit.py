@@ -5,11 +5,15 @@ from __future__ import annotations
 from flask import Response, jsonify
 
 from webapp.api import bp
-from webapp.api.representations import audit_entry_json, security_event_json
+from webapp.api.representations import (
+    audit_entry_json,
+    security_event_json,
+    verification_json,
+)
 from webapp.api.request_input import page_limit, query_args, single
 from webapp.auth.access import requires
 from webapp.auth.permissions import AUDIT_READ, SECURITY_EVENTS_READ
-from webapp.services import audit_log, security_events
+from webapp.services import audit_integrity, audit_log, security_events
 
 
 @bp.get("/audit")
@@ -34,6 +38,23 @@ def list_audit_entries() -> Response:
         audit_filter, limit=page_limit(args), cursor=single(args, "cursor")
     )
     return jsonify(items=[audit_entry_json(e) for e in page.items], next_cursor=page.next_cursor)
+
+
+@bp.get("/audit/verify")
+@requires(AUDIT_READ)
+def audit_verification() -> Response:
+    """The chain's head now and the result of the last ``flask audit verify``.
+
+    Verification walks the whole log, far too long for a request; a scheduler
+    runs it and this reports what it found.
+    """
+    query_args(set())
+    status = audit_integrity.chain_status()
+    return jsonify(
+        last_verification=verification_json(status.last_verification),
+        head={"seq": status.head.seq, "hash": status.head.hash.hex()},
+        pending_entries=status.pending_entries,
+    )
 
 
 @bp.get("/security-events")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from webapp.models import SecurityEvent, User, UserAudit
+from webapp.models import AuditVerification, SecurityEvent, User, UserAudit
 from webapp.timestamps import iso_utc
 
 
@@ -60,3 +60,22 @@ def security_event_json(event: SecurityEvent) -> dict[str, Any]:
 def etag(user: User) -> str:
     """The strong entity tag of a profile: its version, quoted."""
     return f'"{user.version}"'
+
+
+def verification_json(row: AuditVerification | None) -> dict[str, Any] | None:
+    """The last ``flask audit verify`` run, or None if there has been none."""
+    if row is None:
+        return None
+    return {
+        "ok": row.ok,
+        "started_at": iso_utc(row.started_at),
+        "finished_at": iso_utc(row.finished_at),
+        "entries_checked": row.entries_checked,
+        "head": {"seq": row.head_seq, "hash": row.head_hash.hex()},
+        "pending_entries": row.pending_entries,
+        "drifted_profiles": row.drifted_profiles,
+        "checkpoint_seq": row.checkpoint_seq,
+        "first_bad_entry_id": row.first_bad_entry_id,
+        "problem": row.problem,
+        "verified_by": row.verified_by,
+    }

@@ -3,8 +3,9 @@
 ``before_flush`` sees the objects about to be written and takes their old and
 new snapshots; new rows have no primary key yet, so the entries are written in
 ``after_flush`` (ids and new versions known) with one executemany INSERT in the
-flush's own transaction: the change and its audit entry commit together or not
-at all. ORM statements that would bypass the unit of work are refused.
+flush's own transaction, then appended to the hash chain: the change, its
+audit entry and its link commit together or not at all. ORM statements that
+would bypass the unit of work are refused.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, insert, text
+from sqlalchemy import Connection, event, insert, text
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
+from webapp.audit import chain
 from webapp.audit.context import Origin, current_actor, current_change, current_origin
 from webapp.audit.errors import AuditBypassError, HardDeleteRefused, UnattributedChangeError
 from webapp.audit.session import AuditedSession, is_audited
@@ -22,8 +24,13 @@ from webapp.audit.snapshot import Snapshot, changed_fields, committed_snapshot, 
 from webapp.models import User, UserAudit
 
 _PENDING = "audit.pending_entries"
-_CAPTURING_ON = text("SELECT set_config('profile_audit.capturing', 'on', true)")
-_CAPTURING_OFF = text("SELECT set_config('profile_audit.capturing', 'off', true)")
+# Transaction-local settings the safety-net trigger reads: "capturing" while
+# this flush writes (chain.append lowers it again), and who is acting, which it
+# records for any write of the transaction that bypasses the flush.
+_CAPTURING_ON = text(
+    "SELECT set_config('profile_audit.capturing', 'on', true), "
+    "set_config('profile_audit.actor', :actor, true)"
+)
 # Code that acts without saying from where (a shell, a script) counts as CLI.
 _UNKNOWN_ORIGIN = Origin(channel="cli")
 
@@ -71,15 +78,15 @@ def collect_changes(session: Session, flush_context: UOWTransaction, instances: 
         fields = changed_fields(previous, new)
         if fields:  # a save that changes nothing leaves no trace
             pending.append(PendingEntry(obj, operation_for(previous, new), previous, new, fields))
-    if pending and current_actor() is None:
+    actor = current_actor()
+    if pending and actor is None:
         raise UnattributedChangeError(
             "Refusing to change profiles with no actor: bind one with "
             "webapp.audit.context.acting_as(...) (requests and CLI commands do)."
         )
-    if pending:
-        # Tells the database's safety-net trigger that this flush's writes are
-        # recorded here; transaction-local, and lowered again after the flush.
-        session.connection().execute(_CAPTURING_ON)
+    if pending and actor is not None:
+        # The safety-net trigger leaves this flush's writes to us.
+        session.connection().execute(_CAPTURING_ON, {"actor": actor.label})
     session.info[_PENDING] = pending
 
 
@@ -111,9 +118,20 @@ def write_entries(session: Session, flush_context: UOWTransaction) -> None:
         }
         for entry in pending
     ]
+    table = UserAudit.__table__
     connection = session.connection()
-    connection.execute(_CAPTURING_OFF)
-    connection.execute(insert(UserAudit.__table__), rows)
+    written = connection.execute(
+        insert(table).returning(table.c.id, table.c.timestamp, sort_by_parameter_order=True),
+        rows,
+    )
+    for row, (entry_id, timestamp) in zip(rows, written, strict=True):
+        row.update(id=entry_id, timestamp=timestamp, unattributed=False)
+    append_to_chain(connection, session.audit_chain_key, rows)
+
+
+def append_to_chain(connection: Connection, key: bytes, rows: list[dict[str, Any]]) -> None:
+    """Link the flush's entries into the hash chain (a seam the chain benchmark replaces)."""
+    chain.append(connection, key, rows)
 
 
 @event.listens_for(AuditedSession, "after_rollback")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app
 from flask_sqlalchemy.session import Session as FlaskSession
 from sqlalchemy import inspect
 
@@ -24,6 +25,11 @@ class AuditedSession(FlaskSession):
     ``before_flush`` or ``do_orm_execute`` ever seeing them, so for audited
     models they are refused outright instead of silently leaving no trace.
     """
+
+    @property
+    def audit_chain_key(self) -> bytes:
+        """The key of the audit hash chain; from configuration, never the database."""
+        return current_app.config["AUDIT_CHAIN_KEY"].encode()
 
     def _refuse_if_audited(self, mapper: Any, method: str) -> None:
         if is_audited(mapper):

@@ -10,7 +10,7 @@ from webapp.auth.access import requires
 from webapp.auth.permissions import AUDIT_READ
 from webapp.errors import error_page
 from webapp.models import OPERATIONS
-from webapp.services import audit_export, audit_views
+from webapp.services import audit_export, audit_integrity, audit_views
 from webapp.services.audit_log import AuditFilter, list_entries
 from webapp.services.errors import ValidationFailed
 from webapp.services.pagination import parse_limit
@@ -46,6 +46,8 @@ def audit_timeline() -> Response:
         "fragment": wants_fragment(),
         "cursor": cursor,
         "limit_param": request.args.get("limit") or None,
+        # Called by the template only when it renders the whole page.
+        "verification_status": audit_integrity.verification_status,
     }
     block = "rows" if cursor else "results"
     try:
