@@ -7,7 +7,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from webapp import create_app
 from webapp.config import database_url
@@ -57,3 +57,29 @@ def test_the_timeline_indexes_exist(app, test_database_url):
     assert indexes["ix_user_audit_timestamp_id"] == ["timestamp", "id"]
     assert indexes["ix_user_audit_user_id_timestamp_id"] == ["user_id", "timestamp", "id"]
     assert indexes["ix_user_audit_operation_timestamp_id"] == ["operation", "timestamp", "id"]
+
+
+def test_history_from_before_the_chain_is_queued_and_sealed(scratch_app):
+    """Upgrading a database with history: its entries wait to be sealed, and
+    `flask audit seal` links them so that verification passes."""
+    with scratch_app.app_context():
+        upgrade(revision="0005")
+        with db.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO users (name, email, version) "
+                    "VALUES ('Old', 'old@example.com', 1), ('Older', 'older@example.com', 1)"
+                )
+            )
+        upgrade()
+        with db.engine.connect() as connection:
+            assert (
+                connection.execute(text("SELECT count(*) FROM audit_chain_pending")).scalar() == 2
+            )
+    runner = scratch_app.test_cli_runner()
+    sealed = runner.invoke(args=["audit", "seal"])
+    assert sealed.exit_code == 0, sealed.output
+    assert "2 entries sealed" in sealed.output
+    verified = runner.invoke(args=["audit", "verify"])
+    assert verified.exit_code == 0, verified.output
+    assert "OK: 2 entries verified" in verified.output
