@@ -10,6 +10,8 @@
 * Many clients doing read-modify-write cycles with ``If-Match`` and retrying
   when refused: every success is exactly one audit entry based on what that
   client read, and no success is lost.
+* In the dashboard, several people saving the same loaded version at once:
+  one save goes through, every other one gets the stale-edit refusal.
 
 Threads wait on barriers and events (and, for lock waits, on
 ``pg_stat_activity``), so each interleaving is forced rather than hoped for.
@@ -18,6 +20,7 @@ Threads wait on barriers and events (and, for lock waits, on
 from __future__ import annotations
 
 import contextvars
+import html
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +33,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
+from tests.web_pages import HTMX, page_token
 from webapp.audit.context import change_context
 from webapp.extensions import db
 from webapp.models import User
@@ -390,3 +394,47 @@ def test_read_modify_write_cycles_lose_no_update(
 
     assert total_entries == len(profiles) + len(successes)
     assert len(database.audit()) == total_entries
+
+
+EDITORS = 6
+
+
+def test_simultaneous_html_edits_of_one_loaded_version_let_exactly_one_through(
+    client: FlaskClient, signed_in: Callable[..., FlaskClient], database: Database
+) -> None:
+    """The dashboard's stale-edit refusal under real concurrency: six people
+    opened the same version of a profile and press save at the same moment."""
+    profile = _post_profile(client, "Shared", "shared@example.com")
+    editors = [signed_in("support", f"editor{n}") for n in range(EDITORS)]
+    tokens = [page_token(editor, f"/users/{profile}/edit") for editor in editors]
+    start = threading.Barrier(EDITORS, timeout=TIMEOUT)
+
+    def save(number: int) -> Callable[[], tuple[int, str]]:
+        def run() -> tuple[int, str]:
+            start.wait()
+            answer = editors[number].post(
+                f"/users/{profile}/edit",
+                data={
+                    "csrf_token": tokens[number],
+                    "name": f"Edit by {number}",
+                    "email": "shared@example.com",
+                    "expected_version": "1",
+                },
+                headers={**HTMX, "X-CSRFToken": tokens[number]},
+            )
+            return answer.status_code, html.unescape(answer.get_data(as_text=True))
+
+        return run
+
+    answers = _run_concurrently(*(save(n) for n in range(EDITORS)))
+    saved = [n for n, (status, _) in enumerate(answers) if status == 200]
+    refused = [body for status, body in answers if status == 409]
+    assert len(saved) == 1, [status for status, _ in answers]
+    assert len(refused) == EDITORS - 1
+    assert all("Someone else saved this profile" in body for body in refused)
+    [winner] = saved
+    entries = database.audit(profile)
+    assert [(e["operation"], e["version"]) for e in entries] == [("create", 1), ("update", 2)]
+    assert entries[1]["new_data"]["name"] == f"Edit by {winner}"
+    assert entries[1]["actor_label"] == f"editor{winner}"
+    assert database.user(profile)["version"] == 2
