@@ -240,3 +240,17 @@ def signed_in(app: Flask, staff_factory: StaffFactory):
         return browser
 
     return make
+
+
+def post_profile(client: FlaskClient, name: str, email: str) -> int:
+    """Create a profile through the API; return its id."""
+    response = client.post("/api/v1/users", json={"name": name, "email": email})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["id"]
+
+
+def client_like(app: Flask, template: FlaskClient) -> FlaskClient:
+    """A client of its own (one per thread) that authenticates like ``template``."""
+    fresh = app.test_client()
+    fresh.environ_base.update(template.environ_base)
+    return fresh

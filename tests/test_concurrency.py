@@ -33,6 +33,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
+from tests.conftest import client_like, post_profile
 from tests.web_pages import HTMX, page_token
 from webapp.audit.context import change_context
 from webapp.extensions import db
@@ -53,19 +54,6 @@ STALE_PROBLEM = "urn:profile-audit:problem:stale-version"
 def _create_profile(app: Flask, name: str = "Ada", email: str = "ada@example.com") -> int:
     with app.app_context():
         return users.create_user({"name": name, "email": email}).id
-
-
-def _post_profile(client: FlaskClient, name: str, email: str) -> int:
-    response = client.post("/api/v1/users", json={"name": name, "email": email})
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()["id"]
-
-
-def _client_like(app: Flask, template: FlaskClient) -> FlaskClient:
-    """A client of its own (one per thread) that authenticates like ``template``."""
-    fresh = app.test_client()
-    fresh.environ_base.update(template.environ_base)
-    return fresh
 
 
 def _run_concurrently(*tasks: Callable[[], T]) -> list[T]:
@@ -261,12 +249,12 @@ WRITERS = 8
 def test_only_one_of_simultaneous_patches_with_the_same_if_match_wins(
     app: Flask, client: FlaskClient, database: Database, attempt: int
 ) -> None:
-    user_id = _post_profile(client, "Ada", "ada@example.com")
+    user_id = post_profile(client, "Ada", "ada@example.com")
     start = threading.Barrier(WRITERS, timeout=TIMEOUT)
 
     def writer(index: int) -> Callable[[], tuple[int, int, dict[str, Any], str | None]]:
         def send() -> tuple[int, int, dict[str, Any], str | None]:
-            own_client = _client_like(app, client)
+            own_client = client_like(app, client)
             start.wait()
             response = own_client.patch(
                 f"/api/v1/users/{user_id}",
@@ -324,14 +312,14 @@ def test_read_modify_write_cycles_lose_no_update(
     app: Flask, client: FlaskClient, database: Database
 ) -> None:
     profiles = [
-        _post_profile(client, "First", "first@example.com"),
-        _post_profile(client, "Second", "second@example.com"),
+        post_profile(client, "First", "first@example.com"),
+        post_profile(client, "Second", "second@example.com"),
     ]
     start = threading.Barrier(CLIENTS, timeout=TIMEOUT)
 
     def client_task(number: int) -> Callable[[], tuple[list[Success], int]]:
         def run() -> tuple[list[Success], int]:
-            own_client = _client_like(app, client)
+            own_client = client_like(app, client)
             successes: list[Success] = []
             refusals = 0
             start.wait()
@@ -404,7 +392,7 @@ def test_simultaneous_html_edits_of_one_loaded_version_let_exactly_one_through(
 ) -> None:
     """The dashboard's stale-edit refusal under real concurrency: six people
     opened the same version of a profile and press save at the same moment."""
-    profile = _post_profile(client, "Shared", "shared@example.com")
+    profile = post_profile(client, "Shared", "shared@example.com")
     editors = [signed_in("support", f"editor{n}") for n in range(EDITORS)]
     tokens = [page_token(editor, f"/users/{profile}/edit") for editor in editors]
     start = threading.Barrier(EDITORS, timeout=TIMEOUT)

@@ -9,11 +9,12 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from flask import Flask, Response, g, render_template, request
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from webapp.api.problems import problem
 from webapp.audit.errors import AuditBypassError
+from webapp.extensions import db
 
 
 def _wants_problem_json() -> bool:
@@ -48,10 +49,34 @@ def init_app(app: Flask) -> None:
             "database unavailable (request id %s): %s", g.get("request_id"), error.orig
         )
         response = _server_error(
-            503, "The database is unavailable; nothing was saved. Try again shortly."
+            503,
+            # The connection may have died after COMMIT was sent, so the change
+            # may exist; it never exists without its audit entry either way.
+            "The database is unavailable, so the change could not be confirmed. "
+            "Check the current data and try again shortly.",
         )
         response.headers["Retry-After"] = "5"
         return response
+
+    # Registered after Flask-SQLAlchemy's own teardown (create_app binds the
+    # database first), so it runs before it: Flask runs the last-registered first.
+    @app.teardown_appcontext
+    def close_session(error: BaseException | None) -> None:
+        # By now the response is made, and a change may have committed. If the
+        # connection died since (a restart, a killed backend), ending the
+        # transaction fails; letting that escape would replace the response with
+        # the server's bare error page and leave the broken session registered
+        # for a later request. Drop the connection instead: the pool replaces it.
+        try:
+            db.session.remove()
+        except SQLAlchemyError as failure:
+            app.logger.warning(
+                "could not end the database session (request id %s): %s",
+                g.get("request_id"),
+                getattr(failure, "orig", None) or failure,
+            )
+            db.session().invalidate()
+            db.session.remove()
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
