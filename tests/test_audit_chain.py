@@ -9,6 +9,7 @@ import hmac
 import json
 import re
 import threading
+from datetime import timezone
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import Database, append_only_lifted
 from webapp.audit import chain
-from webapp.models import AuditChainLink, UserAudit
+from webapp.extensions import db
+from webapp.models import User
 
 KEY = b"dev-only-audit-chain-key"
 
@@ -69,24 +71,29 @@ def assert_fails_at(result, entry_id: int | None, words: str) -> None:
     assert words in result.output
 
 
+def canonical_entries(database: Database) -> list[dict]:
+    return database.rows(
+        f"SELECT id, {chain.CANONICAL_ENTRY_SQL} AS canonical FROM user_audit ORDER BY id"
+    )
+
+
 def test_every_entry_is_linked_in_order_with_a_keyed_hash(client, database):
     make_history(client)
-    entries = database.audit()
+    entries = canonical_entries(database)
     chain_links = links(database)
     assert [link["seq"] for link in chain_links] == list(range(1, len(entries) + 1))
     assert [link["entry_id"] for link in chain_links] == [e["id"] for e in entries]
     previous = chain.GENESIS_HASH
     for link, entry in zip(chain_links, entries, strict=True):
-        expected = hmac.new(
-            KEY, previous + chain.canonical_bytes(link["seq"], entry), hashlib.sha256
-        ).digest()
+        message = previous + link["seq"].to_bytes(8, "big") + bytes(entry["canonical"])
+        expected = hmac.new(KEY, message, hashlib.sha256).digest()
         assert bytes(link["hash"]) == expected
         previous = expected
     head = database.rows("SELECT seq, hash FROM audit_chain_head")[0]
     assert (head["seq"], bytes(head["hash"])) == (len(entries), previous)
 
 
-def test_the_canonical_encoding_covers_every_column_of_an_entry(database, engine, client):
+def test_the_canonical_bytes_hold_every_column_of_an_entry(client, database):
     make_history(client, profiles=1)
     columns = {
         row["column_name"]
@@ -95,6 +102,28 @@ def test_the_canonical_encoding_covers_every_column_of_an_entry(database, engine
         )
     }
     assert columns == set(chain.CHAINED_FIELDS)
+    entry = database.audit()[1]
+    canonical = bytes(canonical_entries(database)[1]["canonical"])
+    decoded = json.loads(canonical)
+    assert set(decoded) == columns | {"encoding"}
+    assert decoded["timestamp"] == entry["timestamp"].astimezone(timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ"
+    )
+    assert decoded["new_data"] == entry["new_data"]
+    assert decoded["changed_fields"] == entry["changed_fields"]
+    assert (decoded["version"], decoded["actor_label"]) == (entry["version"], entry["actor_label"])
+
+
+def test_the_canonical_bytes_do_not_depend_on_the_sessions_settings(client, engine, database):
+    make_history(client, profiles=1)
+    expected = [bytes(e["canonical"]) for e in canonical_entries(database)]
+    with engine.connect() as connection:
+        connection.execute(text("SET TIME ZONE 'Asia/Tokyo'"))
+        connection.execute(text("SET DateStyle = 'SQL, DMY'"))
+        seen = connection.execute(
+            text(f"SELECT {chain.CANONICAL_ENTRY_SQL} FROM user_audit ORDER BY id")
+        ).scalars()
+        assert [bytes(c) for c in seen] == expected
 
 
 def test_an_intact_chain_verifies(client, runner, database):
@@ -264,15 +293,15 @@ def test_a_chain_rehashed_without_the_key_is_found(client, runner, engine, datab
     guessed = b"guessed key"
     previous = chain.GENESIS_HASH
     with engine.begin() as connection, append_only_lifted(connection):
-        links_table = AuditChainLink.__table__
         rows = connection.execute(
-            chain.entries_statement()
-            .add_columns(links_table.c.seq)
-            .join(links_table, links_table.c.entry_id == UserAudit.__table__.c.id)
-            .order_by(links_table.c.seq)
+            text(
+                f"SELECT audit_chain.seq, {chain.CANONICAL_ENTRY_SQL} AS canonical "
+                "FROM audit_chain JOIN user_audit ON user_audit.id = audit_chain.entry_id "
+                "ORDER BY audit_chain.seq"
+            )
         ).all()
         for row in rows:
-            previous = chain.link_hash(guessed, previous, row.seq, row._mapping)
+            previous = chain.link_hash(guessed, previous, row.seq, bytes(row.canonical))
             connection.execute(
                 text("UPDATE audit_chain SET hash = :hash WHERE seq = :seq"),
                 {"hash": previous, "seq": row.seq},
@@ -488,3 +517,13 @@ def test_the_badge_is_not_in_fragments(client, signed_in):
     fragment = signed_in("auditor").get("/audit?operation=update", headers={"HX-Request": "true"})
     assert fragment.status_code == 200
     assert "chain-status" not in fragment.get_data(as_text=True)
+
+
+def test_a_flush_of_many_profiles_is_linked_in_one_straight_run(app_context, runner, database):
+    for n in range(2100):  # more rows than one multi-row INSERT carries
+        db.session.add(User(name=f"Bulk {n}", email=f"bulk{n}@example.com"))
+    db.session.commit()
+    entries = database.audit()
+    assert len(entries) == 2100
+    assert [link["entry_id"] for link in links(database)] == [e["id"] for e in entries]
+    assert verify(runner).exit_code == 0

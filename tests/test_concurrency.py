@@ -426,3 +426,43 @@ def test_simultaneous_html_edits_of_one_loaded_version_let_exactly_one_through(
     assert entries[1]["new_data"]["name"] == f"Edit by {winner}"
     assert entries[1]["actor_label"] == f"editor{winner}"
     assert database.user(profile)["version"] == 2
+
+
+@pytest.mark.usefixtures("app_context")  # binds who is acting, where the app needs it
+def test_a_writer_that_waited_for_the_chain_head_links_onto_the_new_head(
+    app: Flask, engine: Engine, database: Database
+) -> None:
+    """The chain's head is read with the lock that serializes appends: a writer
+    that had to wait for it sees the link its predecessor committed, never the
+    head as it was when its statement began."""
+    first_flushed = threading.Event()
+    second_blocked = threading.Event()
+
+    def first() -> None:
+        with app.app_context():
+            db.session.add(User(name="First", email="first@example.com"))
+            db.session.flush()  # entry written and linked, head locked, not committed
+            first_flushed.set()
+            assert second_blocked.wait(TIMEOUT)
+            db.session.commit()
+
+    def second() -> None:
+        with app.app_context():
+            assert first_flushed.wait(TIMEOUT)
+            users.create_user({"name": "Second", "email": "second@example.com"})
+
+    def release_first_once_second_waits() -> None:
+        assert first_flushed.wait(TIMEOUT)
+        _wait_until_a_session_waits_for_a_lock(engine)
+        second_blocked.set()
+
+    _run_concurrently(first, second, release_first_once_second_waits)
+
+    entries = database.audit()
+    assert [e["new_data"]["name"] for e in entries] == ["First", "Second"]
+    chain_links = database.rows("SELECT seq, entry_id FROM audit_chain ORDER BY seq")
+    assert chain_links == [
+        {"seq": 1, "entry_id": entries[0]["id"]},
+        {"seq": 2, "entry_id": entries[1]["id"]},
+    ]
+    assert database.scalar("SELECT seq FROM audit_chain_head") == 2

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, func, select, text
 
 from webapp.audit import chain
-from webapp.audit.chain import CHAINED_FIELDS, GENESIS_HASH, ChainHead
+from webapp.audit.chain import GENESIS_HASH, ChainHead
 from webapp.extensions import db
 from webapp.models import AuditChainLink, AuditChainPending, AuditVerification, UserAudit
 from webapp.timestamps import iso_utc, parse_iso_datetime, utcnow
@@ -148,53 +148,45 @@ def _walk(
     result: Verification,
     progress: Callable[[int], None] | None,
 ) -> Problem | None:
-    entries = UserAudit.__table__
-    links = AuditChainLink.__table__
-    statement = (
-        select(
-            links.c.seq,
-            links.c.hash.label("link_hash"),
-            links.c.entry_id.label("link_entry_id"),
-            *(entries.c[name] for name in CHAINED_FIELDS),
-        )
-        .select_from(links.outerjoin(entries, entries.c.id == links.c.entry_id))
-        .order_by(links.c.seq)
+    statement = text(
+        "SELECT audit_chain.seq, audit_chain.hash, audit_chain.entry_id, user_audit.id, "  # noqa: S608 (constants only)
+        f"{chain.CANONICAL_ENTRY_SQL} AS canonical "
+        "FROM audit_chain LEFT JOIN user_audit ON user_audit.id = audit_chain.entry_id "
+        "ORDER BY audit_chain.seq"
     )
     stream = connection.execution_options(stream_results=True, yield_per=WALK_BATCH)
     expected_seq, previous = 1, GENESIS_HASH
     previous_entry_id: int | None = None
     checkpoint_hash: bytes | None = None
-    for partition in stream.execute(statement).partitions():
-        for row in partition:
-            entry = row._mapping
-            seq = row.seq
+    link_hash, compare_digest = chain.link_hash, hmac.compare_digest  # hot loop
+    for partition in stream.execute(statement).partitions(WALK_BATCH):
+        for seq, stored, link_entry_id, entry_id, canonical in partition:
             if seq != expected_seq:
                 return Problem(
                     f"link {expected_seq} is missing: the chain jumps from link "
                     f"{expected_seq - 1} (entry {previous_entry_id}) to link {seq} "
-                    f"(entry {row.link_entry_id}): an entry and its link were deleted",
-                    row.link_entry_id,
+                    f"(entry {link_entry_id}): an entry and its link were deleted",
+                    link_entry_id,
                     seq,
                 )
-            if row.id is None:
+            if entry_id is None:
                 return Problem(
-                    f"entry {row.link_entry_id} (link {seq}) is missing from the audit table",
-                    row.link_entry_id,
+                    f"entry {link_entry_id} (link {seq}) is missing from the audit table",
+                    link_entry_id,
                     seq,
                 )
-            stored = bytes(row.link_hash)
-            if not hmac.compare_digest(chain.link_hash(key, previous, seq, entry), stored):
+            if not compare_digest(link_hash(key, previous, seq, canonical), stored):
                 return Problem(
-                    f"entry {row.id} (link {seq}) does not match its hash: the entry was "
+                    f"entry {entry_id} (link {seq}) does not match its hash: the entry was "
                     "changed or moved, or the chain was re-hashed without the key",
-                    row.id,
+                    entry_id,
                     seq,
                 )
             if checkpoint is not None and seq == checkpoint.seq:
                 checkpoint_hash = stored
-            previous, previous_entry_id = stored, row.id
+            previous, previous_entry_id = stored, entry_id
             expected_seq += 1
-            result.entries_checked += 1
+        result.entries_checked += len(partition)
         if progress is not None:
             progress(len(partition))
 
