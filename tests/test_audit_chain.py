@@ -7,7 +7,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import pty
 import re
+import subprocess
+import sys
 import threading
 from datetime import timezone
 from pathlib import Path
@@ -24,6 +28,7 @@ from webapp.extensions import db
 from webapp.models import User
 
 KEY = b"dev-only-audit-chain-key"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -527,3 +532,50 @@ def test_a_flush_of_many_profiles_is_linked_in_one_straight_run(app_context, run
     assert len(entries) == 2100
     assert [link["entry_id"] for link in links(database)] == [e["id"] for e in entries]
     assert verify(runner).exit_code == 0
+
+
+def run_verify_command(database_url: str, *, stderr_on_a_terminal: bool) -> tuple[int, str, str]:
+    """``flask audit verify`` as an operator or a scheduler runs it: (status, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "FLASK_APP"}}
+    env["DATABASE_URL"] = database_url
+    command = [sys.executable, "-m", "flask", "audit", "verify"]
+    if not stderr_on_a_terminal:
+        done = subprocess.run(  # noqa: S603 - this interpreter, fixed arguments
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        return done.returncode, done.stdout, done.stderr
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=terminal, text=True
+        )
+        os.close(terminal)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal closes when the command exits
+                break
+            if not chunk:
+                break
+            seen += chunk
+        stdout, _ = process.communicate(timeout=60)
+        return process.returncode, stdout, seen.decode(errors="replace")
+    finally:
+        os.close(controller)
+
+
+def test_the_command_shows_progress_on_a_terminal_and_stays_quiet_in_pipes(
+    client, test_database_url
+):
+    make_history(client, profiles=1)
+    status, stdout, stderr = run_verify_command(test_database_url, stderr_on_a_terminal=True)
+    assert status == 0, stderr
+    assert "Verifying" in stderr
+    assert "100%" in stderr
+    assert "OK: 3 entries verified" in stdout
+
+    status, stdout, stderr = run_verify_command(test_database_url, stderr_on_a_terminal=False)
+    assert status == 0, stderr
+    assert stderr == ""
+    assert stdout.startswith("OK: 3 entries verified")
