@@ -26,6 +26,7 @@ from tests.conftest import Database, append_only_lifted
 from webapp.audit import chain
 from webapp.extensions import db
 from webapp.models import User
+from webapp.services import audit_integrity
 
 KEY = b"dev-only-audit-chain-key"
 ROOT = Path(__file__).resolve().parent.parent
@@ -579,3 +580,65 @@ def test_the_command_shows_progress_on_a_terminal_and_stays_quiet_in_pipes(
     assert status == 0, stderr
     assert stderr == ""
     assert stdout.startswith("OK: 3 entries verified")
+
+
+def verify_in_ranges(app: Flask, **kwargs):
+    with app.app_context():
+        return audit_integrity.verify(db.engine, KEY, workers=3, min_links_per_worker=2, **kwargs)
+
+
+def test_walking_ranges_at_once_checks_every_link(app, client, database):
+    make_history(client, profiles=4)
+    result = verify_in_ranges(app)
+    assert result.ok, result.problem
+    assert result.entries_checked == 12
+    head = database.rows("SELECT seq, hash FROM audit_chain_head")[0]
+    assert (result.head.seq, result.head.hash) == (12, bytes(head["hash"]))
+
+
+@pytest.mark.parametrize("index", [0, 3, 4, 8, 11])  # first, range ends and starts, last
+def test_walking_ranges_at_once_names_an_edited_entry_anywhere(
+    app, client, engine, database, index
+):
+    make_history(client, profiles=4)
+    victim = database.audit()[index]["id"]
+    tamper(engine, f"UPDATE user_audit SET reason = 'edited' WHERE id = {victim}")
+    result = verify_in_ranges(app)
+    assert result.problem is not None
+    assert result.problem.entry_id == victim
+    assert "does not match its hash" in result.problem.reason
+
+
+@pytest.mark.parametrize("index", [3, 4, 7])  # the link on either side of a range boundary
+def test_walking_ranges_at_once_finds_a_deleted_link_at_a_boundary(
+    app, client, engine, database, index
+):
+    make_history(client, profiles=4)
+    victim = database.audit()[index]["id"]
+    tamper(
+        engine,
+        f"DELETE FROM audit_chain WHERE entry_id = {victim}",
+        f"DELETE FROM user_audit WHERE id = {victim}",
+    )
+    result = verify_in_ranges(app)
+    assert result.problem is not None
+    assert f"link {index + 1} is missing" in result.problem.reason
+
+
+def test_saves_during_a_verification_are_not_taken_for_damage(app, client, database):
+    """Verification reads one snapshot: links and head written while it walks
+    are neither walked nor compared with what was."""
+    [user_id, _] = make_history(client)
+    saved: list[int] = []
+
+    def save_while_walking(count: int) -> None:
+        if not saved:
+            answer = client.post(f"/api/v1/users/{user_id}/restore")
+            saved.append(answer.status_code)
+
+    with app.app_context():
+        result = audit_integrity.verify(db.engine, KEY, progress=save_while_walking)
+    assert saved == [200]
+    assert result.ok, result.problem
+    assert result.head.seq == 6
+    assert database.scalar("SELECT seq FROM audit_chain_head") == 7

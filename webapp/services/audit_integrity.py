@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable
+import re
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 
 from webapp.audit import chain
 from webapp.audit.chain import GENESIS_HASH, ChainHead
@@ -117,81 +121,186 @@ def seal_pending(key: bytes) -> int:
 
 
 def verify(
-    connection: Connection,
+    engine: Engine,
     key: bytes,
     *,
     checkpoint: Checkpoint | None = None,
     progress: Callable[[int], None] | None = None,
+    workers: int = 1,
+    min_links_per_worker: int = 50_000,
 ) -> Verification:
     """Walk the whole chain and check everything ``verify`` promises (module doc).
 
-    ``progress`` is called with the number of links checked since its last call.
+    Everything is read in one snapshot (REPEATABLE READ, read only), so saves
+    made meanwhile are simply not seen, never mistaken for damage. With
+    ``workers`` > 1, ranges of links are walked at once on connections sharing
+    that snapshot: a link is checked against the stored hash of the link
+    before it, so ranges need nothing from each other; ranges are at least
+    ``min_links_per_worker`` long, below which another connection costs more
+    than it saves. ``progress`` is called with the number of links checked
+    since its last call.
     """
     result = Verification(started_at=utcnow())
     if checkpoint is not None:
         result.checkpoint_seq = checkpoint.seq
-    result.problem = _walk(connection, key, checkpoint, result, progress)
-    if result.problem is None:
-        result.problem = _check_every_entry_is_chained(connection, result)
-    result.pending_entries = connection.execute(
-        select(func.count()).select_from(AuditChainPending)
-    ).scalar_one()
-    result.drifted_profiles, result.drift_sample = find_drift(connection)
+    with _snapshot_connection(engine) as connection:
+        last_seq = connection.execute(
+            text("SELECT coalesce(max(seq), 0) FROM audit_chain")
+        ).scalar_one()
+        parts = max(1, min(workers, last_seq // max(1, min_links_per_worker)))
+        walked = _walk_ranges(engine, connection, key, last_seq, parts, progress)
+        result.entries_checked = sum(part.checked for part in walked)
+        result.problem = _first_problem(walked)
+        last_hash = connection.execute(
+            text("SELECT hash FROM audit_chain WHERE seq = :seq"), {"seq": last_seq}
+        ).scalar()
+        result.head = ChainHead(last_seq, bytes(last_hash) if last_hash else GENESIS_HASH)
+        if result.problem is None:
+            result.problem = _check_ends(connection, result.head, checkpoint, walked)
+        if result.problem is None:
+            result.problem = _check_every_entry_is_chained(connection, result)
+        result.pending_entries = connection.execute(
+            select(func.count()).select_from(AuditChainPending)
+        ).scalar_one()
+        result.drifted_profiles, result.drift_sample = find_drift(connection)
     result.finished_at = utcnow()
     return result
 
 
-def _walk(
+_SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f-]+")
+
+
+@contextmanager
+def _snapshot_connection(engine: Engine, snapshot: str | None = None) -> Iterator[Connection]:
+    options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+    with engine.connect().execution_options(**options) as connection:
+        if snapshot is not None:  # must be the transaction's first statement
+            # A utility statement takes no parameters; the id is PostgreSQL's own.
+            if not _SNAPSHOT_ID.fullmatch(snapshot):
+                raise ValueError(f"not a snapshot id: {snapshot!r}")
+            connection.execute(text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
+        yield connection
+        connection.rollback()
+
+
+@dataclass
+class _Walked:
+    """What walking links ``first``..``last`` found."""
+
+    first: int
+    last: int
+    checked: int = 0
+    problem: Problem | None = None
+
+
+def _walk_ranges(
+    engine: Engine,
     connection: Connection,
     key: bytes,
-    checkpoint: Checkpoint | None,
-    result: Verification,
+    last_seq: int,
+    parts: int,
     progress: Callable[[int], None] | None,
-) -> Problem | None:
-    statement = text(
-        "SELECT audit_chain.seq, audit_chain.hash, audit_chain.entry_id, user_audit.id, "  # noqa: S608 (constants only)
-        f"{chain.CANONICAL_ENTRY_SQL} AS canonical "
-        "FROM audit_chain LEFT JOIN user_audit ON user_audit.id = audit_chain.entry_id "
-        "ORDER BY audit_chain.seq"
-    )
-    stream = connection.execution_options(stream_results=True, yield_per=WALK_BATCH)
-    expected_seq, previous = 1, GENESIS_HASH
+) -> list[_Walked]:
+    bounds = [last_seq * n // parts for n in range(parts + 1)]
+    ranges = [_Walked(bounds[n] + 1, bounds[n + 1]) for n in range(parts)]
+    lock = threading.Lock()
+
+    def report(count: int) -> None:
+        if progress is not None:
+            with lock:  # progress bars are not thread-safe
+                progress(count)
+
+    if parts == 1:
+        _walk(connection, key, ranges[0], report)
+        return ranges
+    snapshot = connection.execute(text("SELECT pg_export_snapshot()")).scalar_one()
+
+    def walk(part: _Walked) -> _Walked:
+        with _snapshot_connection(engine, snapshot) as own:
+            _walk(own, key, part, report)
+        return part
+
+    with ThreadPoolExecutor(max_workers=parts) as pool:
+        return list(pool.map(walk, ranges))
+
+
+_LINKS_WITH_ENTRIES = text(
+    "SELECT audit_chain.seq, audit_chain.hash, audit_chain.entry_id, user_audit.id, "  # noqa: S608 (constants only)
+    f"{chain.CANONICAL_ENTRY_SQL} AS canonical "
+    "FROM audit_chain LEFT JOIN user_audit ON user_audit.id = audit_chain.entry_id "
+    "WHERE audit_chain.seq BETWEEN :first AND :last ORDER BY audit_chain.seq"
+)
+
+
+def _walk(
+    connection: Connection, key: bytes, part: _Walked, progress: Callable[[int], None]
+) -> None:
+    """Check links ``part.first``..``part.last``; record the first problem in ``part``."""
+    if part.first == 1:
+        previous: bytes | None = GENESIS_HASH
+    else:
+        previous = connection.execute(
+            text("SELECT hash FROM audit_chain WHERE seq = :seq"), {"seq": part.first - 1}
+        ).scalar()
+        # A missing link before this range is reported by the range before it.
+    expected_seq = part.first
     previous_entry_id: int | None = None
-    checkpoint_hash: bytes | None = None
+    stream = connection.execution_options(stream_results=True, yield_per=WALK_BATCH)
+    rows = stream.execute(_LINKS_WITH_ENTRIES, {"first": part.first, "last": part.last})
     link_hash, compare_digest = chain.link_hash, hmac.compare_digest  # hot loop
-    for partition in stream.execute(statement).partitions(WALK_BATCH):
+    for partition in rows.partitions(WALK_BATCH):
         for seq, stored, link_entry_id, entry_id, canonical in partition:
             if seq != expected_seq:
-                return Problem(
+                part.problem = Problem(
                     f"link {expected_seq} is missing: the chain jumps from link "
                     f"{expected_seq - 1} (entry {previous_entry_id}) to link {seq} "
                     f"(entry {link_entry_id}): an entry and its link were deleted",
                     link_entry_id,
                     seq,
                 )
+                return
             if entry_id is None:
-                return Problem(
+                part.problem = Problem(
                     f"entry {link_entry_id} (link {seq}) is missing from the audit table",
                     link_entry_id,
                     seq,
                 )
-            if not compare_digest(link_hash(key, previous, seq, canonical), stored):
-                return Problem(
+                return
+            if previous is not None and not compare_digest(
+                link_hash(key, previous, seq, canonical), stored
+            ):
+                part.problem = Problem(
                     f"entry {entry_id} (link {seq}) does not match its hash: the entry was "
                     "changed or moved, or the chain was re-hashed without the key",
                     entry_id,
                     seq,
                 )
-            if checkpoint is not None and seq == checkpoint.seq:
-                checkpoint_hash = stored
+                return
             previous, previous_entry_id = stored, entry_id
             expected_seq += 1
-        result.entries_checked += len(partition)
-        if progress is not None:
-            progress(len(partition))
+        part.checked += len(partition)
+        progress(len(partition))
+    if expected_seq <= part.last:
+        part.problem = Problem(
+            f"link {expected_seq} is missing: the chain ends at link {expected_seq - 1} "
+            f"(entry {previous_entry_id}) but runs to link {part.last}",
+            previous_entry_id,
+            expected_seq,
+        )
 
-    last = ChainHead(expected_seq - 1, previous)
-    result.head = last
+
+def _first_problem(walked: list[_Walked]) -> Problem | None:
+    problems = [part.problem for part in walked if part.problem is not None]
+    return min(problems, key=lambda problem: problem.seq or 0) if problems else None
+
+
+def _check_ends(
+    connection: Connection,
+    last: ChainHead,
+    checkpoint: Checkpoint | None,
+    walked: list[_Walked],
+) -> Problem | None:
+    """The chain's end against its head row and against a saved checkpoint."""
     head = chain.read_head(connection)
     if head != last:
         missing = (
@@ -205,21 +314,25 @@ def _walk(
             None,
             last.seq,
         )
-    if checkpoint is not None and checkpoint.seq > 0:
-        if last.seq < checkpoint.seq:
-            return Problem(
-                f"the chain ends at link {last.seq}, before the checkpoint's link "
-                f"{checkpoint.seq}: the newest {checkpoint.seq - last.seq} entries were removed",
-                None,
-                last.seq,
-            )
-        if checkpoint_hash != checkpoint.hash:
-            return Problem(
-                f"link {checkpoint.seq} differs from the checkpoint taken "
-                f"{iso_utc(checkpoint.taken_at)}: the chain was rewritten since",
-                None,
-                checkpoint.seq,
-            )
+    if checkpoint is None or checkpoint.seq == 0:
+        return None
+    if last.seq < checkpoint.seq:
+        return Problem(
+            f"the chain ends at link {last.seq}, before the checkpoint's link "
+            f"{checkpoint.seq}: the newest {checkpoint.seq - last.seq} entries were removed",
+            None,
+            last.seq,
+        )
+    stored = connection.execute(
+        text("SELECT hash FROM audit_chain WHERE seq = :seq"), {"seq": checkpoint.seq}
+    ).scalar()
+    if stored is None or bytes(stored) != checkpoint.hash:
+        return Problem(
+            f"link {checkpoint.seq} differs from the checkpoint taken "
+            f"{iso_utc(checkpoint.taken_at)}: the chain was rewritten since",
+            None,
+            checkpoint.seq,
+        )
     return None
 
 
@@ -236,7 +349,7 @@ def _check_every_entry_is_chained(connection: Connection, result: Verification) 
             "ORDER BY a.id LIMIT 1"
         )
     ).scalar()
-    if stray is None:  # counts moved under us: entries written during the walk
+    if stray is None:  # cannot happen within one snapshot; no accusation without an entry
         return None
     return Problem(
         f"entry {stray} is in no link of the chain: it was inserted behind the application's back",
