@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run test lint format clean chromium screenshots
+.PHONY: help install run test lint format clean chromium screenshots fuzz
 
 help:
 	@echo "make run    serve the app on http://127.0.0.1:$${PORT:-5000} (embedded PostgreSQL unless DATABASE_URL is set)"
 	@echo "make test   run the whole test suite (throwaway embedded PostgreSQL unless TEST_DATABASE_URL is set)"
 	@echo "make lint   ruff checks"
+	@echo "make fuzz   fuzz the JSON API against its OpenAPI document"
 	@echo "make screenshots   pictures of the main pages in screenshots/"
 
 $(BIN)/python:
@@ -39,6 +40,11 @@ run: $(STAMP)
 test: $(STAMP)
 	@$(MAKE) --no-print-directory chromium || echo "Chromium is not available: the browser tests will be skipped."
 	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Schemathesis against the live API on a throwaway database: no server error,
+# no response the OpenAPI document does not describe.
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz_api.py
 
 # Screenshots of the main pages at desktop and phone widths, into screenshots/.
 screenshots: $(STAMP) chromium

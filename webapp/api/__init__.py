@@ -38,4 +38,4 @@ def refused(error: ServiceError) -> Response:
     return service_problem(error, 400)
 
 
-from webapp.api import audit, users  # noqa: E402, F401  (routes register on bp)
+from webapp.api import audit, openapi, users  # noqa: E402, F401  (routes register on bp)

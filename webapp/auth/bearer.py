@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 
 from webapp.api.problems import problem
 from webapp.audit.context import Actor, bind_actor
@@ -16,10 +16,16 @@ def unauthorized(detail: str) -> Response:
     return problem(401, detail=detail, headers=_CHALLENGE)
 
 
+def is_public_view() -> bool:
+    """A view marked public (the API's own description: it grants nothing)."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    return bool(getattr(view, "public_api", False))
+
+
 def init_app(app: Flask) -> None:
     @app.before_request
     def authenticate_api_request() -> Response | None:
-        if not is_api_request():
+        if not is_api_request() or is_public_view():
             return None
         header = request.headers.get("Authorization", "")
         scheme, _, secret = header.partition(" ")

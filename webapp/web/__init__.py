@@ -58,4 +58,12 @@ def utc_precise(value: Any) -> str:
 
 
 # The view modules attach their routes to ``bp`` when imported.
-from webapp.web import admin, home, profiles, security_events, sign_in, timeline  # noqa: E402, F401
+from webapp.web import (  # noqa: E402, F401
+    admin,
+    api_docs,
+    home,
+    profiles,
+    security_events,
+    sign_in,
+    timeline,
+)
