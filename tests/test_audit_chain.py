@@ -7,11 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-import pty
 import re
-import subprocess
-import sys
 import threading
 from datetime import timezone
 from pathlib import Path
@@ -23,13 +19,13 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import Database, append_only_lifted
+from tests.flask_commands import run_flask
 from webapp.audit import chain
 from webapp.extensions import db
 from webapp.models import User
 from webapp.services import audit_integrity
 
 KEY = b"dev-only-audit-chain-key"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -536,34 +532,11 @@ def test_a_flush_of_many_profiles_is_linked_in_one_straight_run(app_context, run
 
 
 def run_verify_command(database_url: str, *, stderr_on_a_terminal: bool) -> tuple[int, str, str]:
-    """``flask audit verify`` as an operator or a scheduler runs it: (status, stdout, stderr)."""
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "FLASK_APP"}}
-    env["DATABASE_URL"] = database_url
-    command = [sys.executable, "-m", "flask", "audit", "verify"]
-    if not stderr_on_a_terminal:
-        done = subprocess.run(  # noqa: S603 - this interpreter, fixed arguments
-            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
-        )
-        return done.returncode, done.stdout, done.stderr
-    controller, terminal = pty.openpty()
-    try:
-        process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=terminal, text=True
-        )
-        os.close(terminal)
-        seen = b""
-        while True:
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:  # the terminal closes when the command exits
-                break
-            if not chunk:
-                break
-            seen += chunk
-        stdout, _ = process.communicate(timeout=60)
-        return process.returncode, stdout, seen.decode(errors="replace")
-    finally:
-        os.close(controller)
+    """``flask audit verify`` in a subprocess: (status, stdout, stderr)."""
+    status, stdout, stderr = run_flask(
+        database_url, "audit", "verify", stderr_on_a_terminal=stderr_on_a_terminal
+    )
+    return status, stdout.decode(), stderr
 
 
 def test_the_command_shows_progress_on_a_terminal_and_stays_quiet_in_pipes(

@@ -1,26 +1,36 @@
-"""``flask audit ...``: prove the audit trail is whole, from a shell or a scheduler.
+"""``flask audit ...``: prove the audit trail is whole, export it, from a shell or a scheduler.
 
 ``verify`` exits 0 only when everything checks out, 1 when it finds a problem
 (named on standard error), so a cron job or CI step can alert on it. The
 progress bar appears on a terminal only; pipes and logs get the result line.
+``export`` writes the same rows as the timeline's CSV/NDJSON downloads.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 from flask.cli import AppGroup, with_appcontext
+from sqlalchemy import func, select
 
 from webapp.audit.context import current_actor
 from webapp.cli import operator_command
 from webapp.extensions import db
-from webapp.services import audit_integrity
+from webapp.services import audit_export, audit_integrity
 from webapp.services.audit_integrity import Checkpoint
+from webapp.services.audit_log import AuditFilter, filtered_statement, parse_audit_filter
+from webapp.services.errors import ValidationFailed
 
-audit_group = AppGroup("audit", help="Verify the audit trail's hash chain; checkpoints.")
+audit_group = AppGroup(
+    "audit", help="Verify the audit trail's hash chain; checkpoints; export entries."
+)
 
 
 def _chain_key() -> bytes:
@@ -117,3 +127,204 @@ def _read_checkpoint(path: Path) -> Checkpoint:
         raise click.ClickException(f"Cannot read {path}: {error.strerror}") from None
     except ValueError as error:
         raise click.ClickException(f"{path} is {error}") from None
+
+
+# --- flask audit export -------------------------------------------------------
+
+_FORMATS: dict[str, Callable[[AuditFilter], Iterator[str]]] = {
+    "csv": audit_export.csv_lines,
+    "ndjson": audit_export.ndjson_lines,
+}
+
+
+class BadFilter(click.ClickException):
+    """A filter value the timeline would refuse too: a usage error (status 2), in one line."""
+
+    exit_code = 2
+
+
+def _export_filter(
+    user_id: str | None,
+    operations: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    fields: tuple[str, ...],
+    actor: str | None,
+    unattributed: bool,
+) -> AuditFilter:
+    """The filter of the options, read by the same parser as the timeline's query string."""
+    args = {
+        "user_id": [user_id] if user_id is not None else [],
+        "operation": list(operations),
+        "since": [since] if since is not None else [],
+        "until": [until] if until is not None else [],
+        "field": list(fields),
+        "actor": [actor] if actor is not None else [],
+        "unattributed": ["true"] if unattributed else [],
+    }
+    try:
+        return parse_audit_filter(args)
+    except ValidationFailed as error:
+        # The parser names query-string parameters; say which option was wrong.
+        problems = "; ".join(
+            f"--{name.replace('_', '-')} {messages[0]}" for name, messages in error.errors.items()
+        )
+        raise BadFilter(problems or error.detail) from None
+
+
+def _write_lines(
+    lines: Iterator[str],
+    stream: BinaryIO,
+    progress: Callable[[int], None] | None,
+    *,
+    header_lines: int,
+) -> int:
+    """Write ``lines`` as UTF-8, as the web export sends them; return how many entries."""
+    written = -header_lines
+    step = audit_export.BATCH_SIZE
+    for line in lines:
+        stream.write(line.encode("utf-8"))
+        written += 1
+        # Once per batch: redrawing the bar per row would cost more than the row.
+        if progress is not None and written > 0 and written % step == 0:
+            progress(step)
+    if progress is not None and written > 0:
+        progress(written % step)
+    return max(written, 0)
+
+
+@audit_group.command("export")
+@click.option(
+    "--format",
+    "export_format",
+    type=click.Choice(tuple(_FORMATS), case_sensitive=False),
+    default="csv",
+    show_default=True,
+    help="CSV (as the timeline's download) or one JSON object per line (as the API).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write to this file instead of standard output; it appears only when complete.",
+)
+@click.option("--user-id", help="Only this profile's entries.")
+@click.option(
+    "--operation",
+    "operations",
+    multiple=True,
+    help="create, update, delete or restore; repeatable or comma-separated.",
+)
+@click.option("--since", help="From this date or UTC time on (ISO 8601).")
+@click.option("--until", help="Up to this time; a date covers that whole day.")
+@click.option(
+    "--field",
+    "fields",
+    multiple=True,
+    help="Entries that changed name, email or deleted_at; repeatable.",
+)
+@click.option("--actor", help="A staff id, a username or an actor label such as cli:root.")
+@click.option("--unattributed", is_flag=True, help="Only changes that bypassed the application.")
+@with_appcontext
+@operator_command
+def export_command(
+    export_format: str,
+    output: Path | None,
+    user_id: str | None,
+    operations: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    fields: tuple[str, ...],
+    actor: str | None,
+    unattributed: bool,
+) -> None:
+    """Write the audit entries matching the filters, newest first, as the timeline exports them.
+
+    Filters mean what they mean on the timeline and in the API. Entries are
+    read in batches, so any number of them takes little memory. A bad filter
+    is refused (status 2) before anything is written.
+    """
+    audit_filter = _export_filter(user_id, operations, since, until, fields, actor, unattributed)
+    kind = export_format.lower()
+    lines = _FORMATS[kind](audit_filter)
+    header_lines = 1 if kind == "csv" else 0
+    # One snapshot for the count and every batch: the progress bar's total and
+    # the rows agree, and entries saved meanwhile do not turn up halfway through.
+    db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    try:
+        with _export_progress(audit_filter) as progress:
+            if output is None:
+                _write_stdout(lines, progress, header_lines=header_lines)
+                return
+            count = _write_file(output, lines, progress, header_lines=header_lines)
+    finally:
+        db.session.rollback()
+    click.echo(f"{count} entries written to {output}.", err=True)
+
+
+def _write_stdout(
+    lines: Iterator[str], progress: Callable[[int], None] | None, *, header_lines: int
+) -> None:
+    # Bytes, not text: the export is UTF-8 whatever the locale, as over HTTP.
+    sys.stdout.flush()
+    stream = sys.stdout.buffer
+    try:
+        _write_lines(lines, stream, progress, header_lines=header_lines)
+        stream.flush()
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): stop quietly, as other tools do.
+        _silence_stdout()
+        sys.exit(1)
+
+
+@contextmanager
+def _export_progress(audit_filter: AuditFilter) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on a terminal (after counting the entries); None in pipes and logs."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    total = db.session.scalar(
+        select(func.count()).select_from(filtered_statement(audit_filter).subquery())
+    )
+    with click.progressbar(length=total or 0, label="Exporting", file=sys.stderr) as bar:
+        yield bar.update
+
+
+def _write_file(
+    output: Path,
+    lines: Iterator[str],
+    progress: Callable[[int], None] | None,
+    *,
+    header_lines: int,
+) -> int:
+    """Write to a temporary file beside ``output`` and rename it when complete, so a
+    failure halfway (database gone, disk full) never leaves a truncated export."""
+    directory = output.parent
+    try:
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, renamed or removed
+            dir=directory, prefix=f".{output.name}.", suffix=".part", delete=False
+        )
+    except OSError as error:
+        raise click.ClickException(f"Cannot write to {directory}: {error.strerror}") from None
+    temporary = Path(handle.name)
+    try:
+        with handle:
+            count = _write_lines(lines, handle, progress, header_lines=header_lines)
+        os.replace(temporary, output)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise click.ClickException(f"Cannot write {output}: {error.strerror}") from None
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null so the interpreter's final flush
+    does not report the broken pipe a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real descriptor (e.g. under a test runner)
+        pass

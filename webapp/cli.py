@@ -336,5 +336,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(token_group)
 
     from webapp.audit_commands import audit_group
+    from webapp.demo_commands import demo_group
 
     app.cli.add_command(audit_group)
+    app.cli.add_command(demo_group)
