@@ -13,10 +13,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_flask(database_url: str, *args: str, stderr_on_a_terminal: bool) -> tuple[int, bytes, str]:
-    """``flask ARGS`` from the project root: (status, stdout bytes, stderr text)."""
+def run_flask(
+    database_url: str,
+    *args: str,
+    stderr_on_a_terminal: bool,
+    environment: dict[str, str] | None = None,
+) -> tuple[int, bytes, str]:
+    """``flask ARGS`` from the project root, with ``environment`` added to this
+    process's: (status, stdout bytes, stderr text)."""
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "FLASK_APP"}}
     env["DATABASE_URL"] = database_url
+    env.update(environment or {})
     command = [sys.executable, "-m", "flask", *args]
     if not stderr_on_a_terminal:
         done = subprocess.run(  # noqa: S603 - this interpreter, arguments from the tests

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from webapp.config import PROJECT_ROOT, settings_from_environment
+from webapp.config import PRODUCTION, PROJECT_ROOT, check_settings, settings_from_environment
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -27,6 +27,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if config:
         app.config.update(config)
+    # Before anything is started: a refused setting must stop the process here.
+    check_settings(app.config)
+    # Outside development, keep the values of failed statements (emails) out
+    # of error messages and therefore out of logs and error reports.
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+        "hide_parameters": app.config["APP_ENV"] == PRODUCTION,
+        **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
+    }
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         raise RuntimeError(
             "DATABASE_URL is not set. Use `make run` for a local embedded PostgreSQL, "
@@ -35,9 +43,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     # Importing the listeners registers them on the session class.
     import webapp.audit.capture  # noqa: F401
-    from webapp import errors, request_id, security_headers
+    from webapp import errors, observability, request_id, security_headers
     from webapp.extensions import csrf, db, migrate
 
+    # First: its hooks time the whole request and see the final response.
+    observability.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
 

@@ -315,8 +315,9 @@ def stats_command() -> None:
 def create_cli_app() -> Flask:
     """The application for ``flask`` commands (``FLASK_APP`` in ``.flaskenv``).
 
-    Without a database there is nothing a command can do: say so in one line
-    instead of a traceback from deep inside the app factory.
+    Without a database, or with settings production refuses (a weak key),
+    there is nothing a command can do: say so in one line instead of a
+    traceback from deep inside the app factory.
     """
     from webapp import create_app
     from webapp.config import settings_from_environment
@@ -326,7 +327,10 @@ def create_cli_app() -> Flask:
             "DATABASE_URL is not set. With `make run` serving, export the DATABASE_URL "
             "it prints; otherwise set DATABASE_URL=postgresql://user:password@host/dbname."
         )
-    return create_app()
+    try:
+        return create_app()
+    except RuntimeError as refused:  # the settings check names the setting, never its value
+        raise click.ClickException(str(refused)) from None
 
 
 def init_app(app: Flask) -> None:

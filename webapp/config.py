@@ -2,11 +2,18 @@
 
 Defaults are safe for local development only. A ``.env`` file in the project
 root is honoured so a developer can keep local overrides out of the shell.
+
+``APP_ENV`` is ``development`` unless set: ``make run``, the test suite and
+``flask`` commands on a developer's machine then work with no set-up. A
+deployment sets ``APP_ENV=production``, and ``check_settings`` then refuses to
+start without real keys.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +38,43 @@ def database_url(raw: str | None) -> str | None:
     return raw
 
 
+DEVELOPMENT = "development"
+PRODUCTION = "production"
+APP_ENVS = (DEVELOPMENT, PRODUCTION)
+LOG_FORMATS = ("json", "text")
+
+# Known to anyone who has read this file: fine on a laptop, never in production.
+DEV_SECRET_KEY = "dev-only-not-a-secret"  # noqa: S105 - the refused default
+DEV_AUDIT_CHAIN_KEY = "dev-only-audit-chain-key"
+#: Shortest key accepted outside development (token_urlsafe(32) gives 43).
+MIN_KEY_LENGTH = 32
+#: A long key made of very few characters ("aaaa...", "abab...") is no secret.
+MIN_KEY_DISTINCT_CHARACTERS = 8
+_KEY_ADVICE = (
+    "set a long random value, e.g. the output of "
+    "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+)
+
+
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name)
-    return int(value) if value else default
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        # One clear line instead of int()'s traceback at start-up.
+        raise RuntimeError(f"{name} must be a whole number, not {value!r}.") from None
+
+
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise RuntimeError(f"{name} must be a number, not {value!r}.") from None
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -50,10 +91,12 @@ def settings_from_environment() -> dict[str, Any]:
     ``DATABASE_URL`` before the app is created.
     """
     return {
-        "SECRET_KEY": os.environ.get("SECRET_KEY", "dev-only-not-a-secret"),
+        # "development" or "production"; see check_settings.
+        "APP_ENV": os.environ.get("APP_ENV", DEVELOPMENT).strip().lower(),
+        "SECRET_KEY": os.environ.get("SECRET_KEY", DEV_SECRET_KEY),
         # Keys the audit hash chain (HMAC-SHA-256). Keep it out of the database
         # and its backups: whoever holds it could re-hash a rewritten history.
-        "AUDIT_CHAIN_KEY": os.environ.get("AUDIT_CHAIN_KEY", "dev-only-audit-chain-key"),
+        "AUDIT_CHAIN_KEY": os.environ.get("AUDIT_CHAIN_KEY", DEV_AUDIT_CHAIN_KEY),
         "SQLALCHEMY_DATABASE_URI": database_url(os.environ.get("DATABASE_URL")),
         "SQLALCHEMY_ENGINE_OPTIONS": {
             # Without pre-ping, a restarted database turns the first request on
@@ -62,9 +105,14 @@ def settings_from_environment() -> dict[str, Any]:
             "pool_size": _int("DB_POOL_SIZE", 5),
             "max_overflow": _int("DB_MAX_OVERFLOW", 10),
             "pool_recycle": _int("DB_POOL_RECYCLE", 1800),
+            # Seconds a request waits for a free pooled connection before failing.
+            "pool_timeout": _int("DB_POOL_TIMEOUT", 30),
             "connect_args": {
                 "options": f"-c statement_timeout={_int('DB_STATEMENT_TIMEOUT_MS', 15000)}"
-                " -c timezone=UTC"
+                " -c timezone=UTC",
+                # libpq waits for an unreachable host as long as TCP does (minutes);
+                # a readiness probe and a request must fail faster than that.
+                "connect_timeout": _int("DB_CONNECT_TIMEOUT", 5),
             },
         },
         # Request bodies larger than this are refused with 413 before parsing.
@@ -84,4 +132,73 @@ def settings_from_environment() -> dict[str, Any]:
         # List pages: default and largest number of items.
         "PAGE_SIZE_DEFAULT": 50,
         "PAGE_SIZE_MAX": 200,
+        # "json" or "text"; unset: json in production, text in development.
+        "LOG_FORMAT": (os.environ.get("LOG_FORMAT") or "").strip().lower() or None,
+        # Who may read /metrics without an API token (comma-separated CIDRs).
+        "METRICS_ALLOWED_IPS": os.environ.get("METRICS_ALLOWED_IPS", "127.0.0.1/32,::1/128"),
+        # Error reports to Sentry when set (needs the "sentry" extra).
+        "SENTRY_DSN": os.environ.get("SENTRY_DSN") or None,
+        "SENTRY_TRACES_SAMPLE_RATE": _float("SENTRY_TRACES_SAMPLE_RATE", 0.0),
     }
+
+
+def key_weakness(value: object, development_default: str) -> str | None:
+    """Why ``value`` is not fit to be a production key, or ``None`` if it is."""
+    if not isinstance(value, str) or not value.strip():
+        return "is not set"
+    if value == development_default:
+        return "is the development default"
+    if len(value) < MIN_KEY_LENGTH:
+        return f"is shorter than {MIN_KEY_LENGTH} characters"
+    if len(set(value)) < MIN_KEY_DISTINCT_CHARACTERS:
+        return "is too repetitive to be random"
+    return None
+
+
+def parse_networks(value: str, name: str = "METRICS_ALLOWED_IPS") -> tuple[Any, ...]:
+    """Comma-separated addresses or CIDRs as networks; ``RuntimeError`` on a bad one.
+
+    Host bits in a CIDR (``10.0.0.5/8``) are refused rather than silently
+    widened to the whole network.
+    """
+    networks = []
+    for part in (piece.strip() for piece in value.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=True))
+        except ValueError as error:
+            raise RuntimeError(f"{name}: {part!r} is not an address or CIDR ({error}).") from None
+    return tuple(networks)
+
+
+def check_settings(config: Mapping[str, Any]) -> None:
+    """Refuse to run with settings that are wrong, or unsafe outside development.
+
+    Raises ``RuntimeError`` with a one-line message naming the setting (never
+    its value). Called by ``create_app`` once overrides are applied.
+    """
+    app_env = config.get("APP_ENV")
+    if app_env not in APP_ENVS:
+        raise RuntimeError(f"APP_ENV must be 'development' or 'production', not {app_env!r}.")
+    log_format = config.get("LOG_FORMAT")
+    if log_format is not None and log_format not in LOG_FORMATS:
+        raise RuntimeError(f"LOG_FORMAT must be 'json' or 'text', not {log_format!r}.")
+    parse_networks(config.get("METRICS_ALLOWED_IPS") or "")
+    if app_env == DEVELOPMENT:
+        return
+    for name, default in (
+        ("SECRET_KEY", DEV_SECRET_KEY),
+        ("AUDIT_CHAIN_KEY", DEV_AUDIT_CHAIN_KEY),
+    ):
+        weakness = key_weakness(config.get(name), default)
+        if weakness:
+            raise RuntimeError(
+                f"Refusing to start with APP_ENV={app_env}: {name} {weakness}; {_KEY_ADVICE}."
+            )
+    # One leaked key must not also give away the other.
+    if config["SECRET_KEY"] == config["AUDIT_CHAIN_KEY"]:
+        raise RuntimeError(
+            f"Refusing to start with APP_ENV={app_env}: SECRET_KEY and AUDIT_CHAIN_KEY "
+            "must be different values."
+        )
