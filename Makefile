@@ -1,4 +1,4 @@
-# Profile Audit — everything needs only Python 3.10+ and make.
+# Profile Audit — everything needs only Python 3.11+ and make.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run test lint format clean chromium screenshots fuzz
+.PHONY: help install run test lint format clean chromium screenshots fuzz deploy-check lock
 
 help:
 	@echo "make run    serve the app on http://127.0.0.1:$${PORT:-5000} (embedded PostgreSQL unless DATABASE_URL is set)"
@@ -17,7 +17,7 @@ help:
 	@echo "make screenshots   pictures of the main pages in screenshots/"
 
 $(BIN)/python:
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed")'
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python pyproject.toml
@@ -45,6 +45,15 @@ test: $(STAMP)
 # no response the OpenAPI document does not describe.
 fuzz: $(STAMP)
 	$(BIN)/python tests/fuzz_api.py
+
+# The Dockerfile (hadolint) and the compose file (`docker compose config`),
+# checked without a Docker engine.
+deploy-check: $(STAMP)
+	$(BIN)/python deploy/validate.py
+
+# Regenerate the pinned, hash-checked dependency locks after changing pyproject.toml.
+lock:
+	deploy/lock.sh
 
 # Screenshots of the main pages at desktop and phone widths, into screenshots/.
 screenshots: $(STAMP) chromium
