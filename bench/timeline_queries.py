@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -59,8 +59,8 @@ DATABASE_NAME = "profile_audit_bench"
 PAGE_SIZE = 50
 SLOW_P99_MS = 20.0
 # Two years of history, ending at a fixed moment so that runs are comparable.
-HISTORY_START = datetime(2024, 11, 1, tzinfo=timezone.utc)
-HISTORY_END = datetime(2026, 11, 1, tzinfo=timezone.utc)
+HISTORY_START = datetime(2024, 11, 1, tzinfo=UTC)
+HISTORY_END = datetime(2026, 11, 1, tzinfo=UTC)
 # Profiles are created during the first 90% of the history, oldest id first.
 CREATION_SPAN_FRACTION = 0.9
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -86,7 +86,7 @@ def test_filter_by_date_range(client, history, engine):
                 "WHERE operation = 'create'"
             )
         )
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     recent_start = (now - timedelta(days=1)).date().isoformat()
     old_end = (now - timedelta(days=9)).date().isoformat()
 

@@ -9,7 +9,7 @@ import hmac
 import json
 import re
 import threading
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -108,7 +108,7 @@ def test_the_canonical_bytes_hold_every_column_of_an_entry(client, database):
     canonical = bytes(canonical_entries(database)[1]["canonical"])
     decoded = json.loads(canonical)
     assert set(decoded) == columns | {"encoding"}
-    assert decoded["timestamp"] == entry["timestamp"].astimezone(timezone.utc).strftime(
+    assert decoded["timestamp"] == entry["timestamp"].astimezone(UTC).strftime(
         "%Y-%m-%dT%H:%M:%S.%fZ"
     )
     assert decoded["new_data"] == entry["new_data"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -185,7 +185,7 @@ def test_filter_by_actor_id(auditor, client, history, database):
 
 def test_filter_by_dates_and_quick_ranges(auditor, history, database):
     old_ids = [row["id"] for row in database.audit(history["ada"])]
-    long_ago = datetime(2026, 1, 15, 12, tzinfo=timezone.utc)
+    long_ago = datetime(2026, 1, 15, 12, tzinfo=UTC)
     for offset, entry_id in enumerate(old_ids):
         backdate(database, entry_id, long_ago + timedelta(days=offset))
     response = auditor.get("/audit?since=2026-01-15&until=2026-01-16")
@@ -194,7 +194,7 @@ def test_filter_by_dates_and_quick_ranges(auditor, history, database):
     assert entry_ids(response) == ids_where(database, "timestamp >= '2026-01-16'")
 
     page = auditor.get("/audit?operation=create").get_data(as_text=True)
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     week = f"operation=create&amp;since={today - timedelta(days=6)}&amp;until={today}"
     assert week in page
     recent = auditor.get(f"/audit?since={today - timedelta(days=6)}&until={today}")
@@ -375,7 +375,7 @@ def test_names_and_reasons_are_escaped(auditor, client):
 
 def test_chart_counts_per_day_and_operation(auditor, history, database):
     entries = database.audit()
-    day_one = datetime.now(timezone.utc).replace(hour=10) - timedelta(days=3)
+    day_one = datetime.now(UTC).replace(hour=10) - timedelta(days=3)
     for index, entry in enumerate(entries):
         backdate(database, entry["id"], day_one + timedelta(days=index % 2, minutes=index))
     expected = {}
@@ -398,7 +398,7 @@ def test_chart_counts_per_day_and_operation(auditor, history, database):
 
 def test_chart_shows_at_most_ninety_days(auditor, history, database):
     entry = database.audit()[0]
-    backdate(database, entry["id"], datetime(2020, 1, 1, tzinfo=timezone.utc))
+    backdate(database, entry["id"], datetime(2020, 1, 1, tzinfo=UTC))
     page = text_of(auditor.get("/audit/activity"))
     assert "the latest 90 days of this filter" in page
     assert "2020-01-01" not in re.search(r"<svg.*?</svg>", page, re.S).group(0)
@@ -457,8 +457,8 @@ def test_as_of(auditor, client, database):
     user = create(client, "Ada Lovelace", "ada@example.com")
     update(client, user["id"], name="Ada King")
     first, second = database.audit(user["id"])
-    backdate(database, first["id"], datetime(2026, 3, 1, 12, tzinfo=timezone.utc))
-    backdate(database, second["id"], datetime(2026, 3, 5, 12, tzinfo=timezone.utc))
+    backdate(database, first["id"], datetime(2026, 3, 1, 12, tzinfo=UTC))
+    backdate(database, second["id"], datetime(2026, 3, 5, 12, tzinfo=UTC))
 
     before = text_of(auditor.get(f"/audit/as-of?user_id={user['id']}&at=2026-02-28T23:00:00Z"))
     assert "did not exist yet" in before

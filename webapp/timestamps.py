@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta, timezone
-
-UTC = timezone.utc
+from datetime import UTC, date, datetime, time, timedelta
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
