@@ -195,6 +195,15 @@ def test_a_deleted_newest_entry_is_found_by_the_head(client, runner, engine, dat
     assert_fails_at(verify(runner), None, "the newest 1 entries were removed")
 
 
+def test_a_head_row_moved_back_alone_is_found(client, runner, engine, database):
+    make_history(client)
+    tamper(
+        engine,
+        "UPDATE audit_chain_head SET seq = 4, hash = (SELECT hash FROM audit_chain WHERE seq = 4)",
+    )
+    assert_fails_at(verify(runner), None, "its head row records link 4: the head was rewritten")
+
+
 def test_a_deleted_newest_entry_with_a_rewound_head_is_found_by_a_checkpoint(
     client, runner, engine, database, tmp_path: Path
 ):

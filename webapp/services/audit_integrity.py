@@ -155,13 +155,13 @@ def verify(
             text("SELECT hash FROM audit_chain WHERE seq = :seq"), {"seq": last_seq}
         ).scalar()
         result.head = ChainHead(last_seq, bytes(last_hash) if last_hash else GENESIS_HASH)
-        if result.problem is None:
-            result.problem = _check_ends(connection, result.head, checkpoint, walked)
-        if result.problem is None:
-            result.problem = _check_every_entry_is_chained(connection, result)
         result.pending_entries = connection.execute(
             select(func.count()).select_from(AuditChainPending)
         ).scalar_one()
+        if result.problem is None:
+            result.problem = _check_ends(connection, result.head, checkpoint)
+        if result.problem is None:
+            result.problem = _check_every_entry_is_chained(connection, result)
         result.drifted_profiles, result.drift_sample = find_drift(connection)
     result.finished_at = utcnow()
     return result
@@ -295,10 +295,7 @@ def _first_problem(walked: list[_Walked]) -> Problem | None:
 
 
 def _check_ends(
-    connection: Connection,
-    last: ChainHead,
-    checkpoint: Checkpoint | None,
-    walked: list[_Walked],
+    connection: Connection, last: ChainHead, checkpoint: Checkpoint | None
 ) -> Problem | None:
     """The chain's end against its head row and against a saved checkpoint."""
     head = chain.read_head(connection)
@@ -338,8 +335,7 @@ def _check_ends(
 
 def _check_every_entry_is_chained(connection: Connection, result: Verification) -> Problem | None:
     entries = connection.execute(select(func.count()).select_from(UserAudit)).scalar_one()
-    pending = connection.execute(select(func.count()).select_from(AuditChainPending)).scalar_one()
-    if entries == result.head.seq + pending:
+    if entries == result.head.seq + result.pending_entries:
         return None
     stray = connection.execute(
         text(
