@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
+from flask.testing import FlaskClient, FlaskCliRunner
 from flask_migrate import upgrade
 from sqlalchemy import Connection, Engine, create_engine, text
 
@@ -175,6 +175,12 @@ def staff_factory(app: Flask, engine: Engine) -> StaffFactory:
 def client(staff_factory: StaffFactory) -> FlaskClient:
     """An API client acting as an admin (every permission) through a token."""
     return staff_factory.client("admin", "test-admin")
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    """Runs ``flask`` commands in-process against the test database."""
+    return app.test_cli_runner()
 
 
 @pytest.fixture

@@ -28,11 +28,6 @@ from webapp.services import audit_integrity
 KEY = b"dev-only-audit-chain-key"
 
 
-@pytest.fixture
-def runner(app: Flask) -> FlaskCliRunner:
-    return app.test_cli_runner()
-
-
 def verify(runner: FlaskCliRunner, *args: str):
     result = runner.invoke(args=["audit", "verify", *args])
     assert "Traceback" not in result.output

@@ -33,11 +33,6 @@ def _os_user(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(getpass, "getuser", lambda: OS_USER)
 
 
-@pytest.fixture
-def runner(app: Flask) -> FlaskCliRunner:
-    return app.test_cli_runner()
-
-
 def invoke(runner: FlaskCliRunner, *args: str, input: str | None = None):
     result = runner.invoke(args=list(args), input=input)
     assert "Traceback" not in result.output

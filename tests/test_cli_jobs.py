@@ -34,11 +34,6 @@ def _os_user(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(getpass, "getuser", lambda: OS_USER)
 
 
-@pytest.fixture
-def runner(app: Flask) -> FlaskCliRunner:
-    return app.test_cli_runner()
-
-
 def invoke(runner: FlaskCliRunner, *args: str):
     result = runner.invoke(args=list(args))
     assert "Traceback" not in result.output
