@@ -148,7 +148,9 @@ def _filtered(audit_filter: AuditFilter) -> Select[tuple[UserAudit]]:
     if audit_filter.until is not None:
         statement = statement.where(UserAudit.timestamp < audit_filter.until)
     if audit_filter.unattributed:
-        statement = statement.where(UserAudit.unattributed.is_(True))
+        # The bare column, as the partial index's predicate says it: PostgreSQL
+        # cannot prove "unattributed IS true" implies it and would scan the table.
+        statement = statement.where(UserAudit.unattributed)
     if audit_filter.actor_id is not None:
         statement = statement.where(UserAudit.actor_id == audit_filter.actor_id)
     elif audit_filter.actor_label is not None:
