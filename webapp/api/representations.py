@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Row
+
 from webapp.models import AuditVerification, SecurityEvent, User, UserAudit
 from webapp.timestamps import iso_utc
 
@@ -20,7 +22,8 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
-def audit_entry_json(entry: UserAudit) -> dict[str, Any]:
+def audit_entry_json(entry: UserAudit | Row[Any]) -> dict[str, Any]:
+    """An entry in the API's shape; a row of its columns reads the same (exports)."""
     return {
         "id": entry.id,
         "user_id": entry.user_id,

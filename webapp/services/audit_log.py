@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import Row, Select, func, select, tuple_
 
 from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.extensions import db
@@ -20,6 +21,9 @@ from webapp.services.pagination import (
 )
 from webapp.services.users import get_user
 from webapp.timestamps import parse_time_bound
+
+# An entry as an ORM object or as a row of its columns: both have .timestamp and .id.
+_Entry = TypeVar("_Entry", UserAudit, Row[Any])
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,36 @@ def list_entries(
     audit_filter: AuditFilter, *, limit: int, cursor: str | None = None
 ) -> Page[UserAudit]:
     """Entries matching ``audit_filter``, newest first, one keyset page."""
+    rows = list(db.session.scalars(_page_statement(audit_filter, limit=limit, cursor=cursor)))
+    return _page(rows, limit)
+
+
+def list_entry_rows(
+    audit_filter: AuditFilter, *, limit: int, cursor: str | None = None
+) -> Page[Row[Any]]:
+    """The same page as ``list_entries``, as plain rows of the entries' columns.
+
+    For reading every entry (exports): building, instrumenting and tracking an
+    ORM object per entry cost about a third of an export's time.
+    """
+    statement = _page_statement(audit_filter, limit=limit, cursor=cursor)
+    rows = list(db.session.execute(statement.with_only_columns(*UserAudit.__table__.columns)))
+    return _page(rows, limit)
+
+
+def _page(rows: list[_Entry], limit: int) -> Page[_Entry]:
+    """The first ``limit`` of ``limit + 1`` rows, and a cursor when there were more."""
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_time_id_cursor(last.timestamp, last.id)
+    return Page(items=rows[:limit], next_cursor=next_cursor)
+
+
+def _page_statement(
+    audit_filter: AuditFilter, *, limit: int, cursor: str | None
+) -> Select[tuple[UserAudit]]:
+    """One keyset page of entries, newest first, with one more to tell if another follows."""
     after = decode_time_id_cursor(cursor) if cursor else None
     if after is not None and audit_filter.until is not None and after[0] < audit_filter.until:
         # The cursor is then the tighter upper bound. With both, the backward
@@ -114,13 +148,7 @@ def list_entries(
     statement = filtered_statement(audit_filter)
     if after is not None:
         statement = statement.where(tuple_(UserAudit.timestamp, UserAudit.id) < tuple_(*after))
-    statement = statement.order_by(UserAudit.timestamp.desc(), UserAudit.id.desc()).limit(limit + 1)
-    rows = list(db.session.scalars(statement))
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_time_id_cursor(last.timestamp, last.id)
-    return Page(items=rows[:limit], next_cursor=next_cursor)
+    return statement.order_by(UserAudit.timestamp.desc(), UserAudit.id.desc()).limit(limit + 1)
 
 
 def user_history(user_id: int, *, limit: int, cursor: str | None = None) -> Page[UserAudit]:
