@@ -1,22 +1,30 @@
-"""Benchmark of ``flask audit verify`` on a chain of 1,000,000 audit entries.
+"""Benchmark of exporting and verifying 1,000,000 audit entries.
 
 Fills a throwaway database with the realistic profiles and audit entries of
 ``bench/timeline_queries.py`` (same SQL, same seed), links every entry into the
 hash chain the way the application would have (same ``link_hash``, same key),
-then times ``webapp.services.audit_integrity.verify`` in-process, split into its
-parts (chain walk, every-entry-is-chained check, drift check), and runs the
-real command ``flask audit verify`` once as a subprocess for its wall time,
-output and peak memory (RSS).
+then:
+
+- times ``webapp.services.audit_integrity.verify`` in-process, split into its
+  parts (chain walk, every-entry-is-chained check, drift check), with one and
+  two workers;
+- runs the real commands as an operator would, each as a subprocess, for its
+  wall time, entries per second and peak memory (RSS: its own VmHWM):
+  ``flask audit verify``, ``flask audit export --format csv`` and
+  ``flask audit export --format ndjson`` (every entry, to a file). The exports
+  are the same code as the timeline's downloads; their memory must stay
+  constant (under ``EXPORT_RSS_LIMIT_MIB``) whatever the number of entries.
 
 Run from the project root::
 
-    .venv/bin/python bench/verify_chain.py --entries 1000000
+    .venv/bin/python bench/export_verify.py --entries 1000000
 
 ``--profile`` also runs ``verify`` once under cProfile and prints where the time
-goes. Without ``BENCH_DATABASE_URL`` an embedded PostgreSQL is started in a
-temporary directory and deleted afterwards (also on errors and on SIGTERM).
-With it, the database ``profile_audit_bench`` is (re)created on that server and
-dropped at the end.
+goes. ``--summary FILE`` appends the results as Markdown. Without
+``BENCH_DATABASE_URL`` an embedded PostgreSQL is started in a temporary
+directory and deleted afterwards (also on errors and on SIGTERM). With it, the
+database ``profile_audit_bench`` is (re)created on that server and dropped at
+the end.
 """
 
 from __future__ import annotations
@@ -65,6 +73,10 @@ from bench.timeline_queries import (  # noqa: E402
 READ_BATCH = audit_integrity.WALK_BATCH
 #: Verification slower than this is profiled even without ``--profile``.
 SLOW_SECONDS = 30.0
+#: How often a command's peak memory is read while it runs.
+RSS_POLL_SECONDS = 0.05
+#: An export holds one batch at a time: more than this means memory grows with the log.
+EXPORT_RSS_LIMIT_MIB = 150
 
 
 # --------------------------------------------------------------------------- data
@@ -192,8 +204,8 @@ class CommandRun:
     max_rss_kib: int
 
 
-def run_command(url: str) -> CommandRun:
-    """``flask audit verify`` as an operator runs it, with the benchmark's database."""
+def run_flask(url: str, *arguments: str) -> CommandRun:
+    """``flask <arguments>`` as an operator runs it, with the benchmark's database."""
     environment = dict(os.environ)
     environment["DATABASE_URL"] = url
     # As .flaskenv says, in case the command is not run from the project root.
@@ -202,19 +214,98 @@ def run_command(url: str) -> CommandRun:
     with tempfile.TemporaryFile() as output:
         started = time.perf_counter()
         process = subprocess.Popen(  # noqa: S603 - a fixed command, no shell
-            [str(flask), "audit", "verify"],
+            [str(flask), *arguments],
             cwd=_ROOT,
             env=environment,
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-        # wait4 gives this child's own resource usage: its peak RSS, in KiB on Linux.
-        _, status, usage = os.wait4(process.pid, 0)
+        peak_kib = 0
+        while True:
+            peak_kib = max(peak_kib, _peak_rss_kib(process.pid))
+            pid, status = os.waitpid(process.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(RSS_POLL_SECONDS)
         seconds = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
         output.seek(0)
         text = output.read().decode(errors="replace")
-    return CommandRun(seconds, process.returncode, text, usage.ru_maxrss)
+    return CommandRun(seconds, process.returncode, text, peak_kib)
+
+
+def _peak_rss_kib(pid: int) -> int:
+    """The process's own peak RSS so far (VmHWM), 0 once it has gone.
+
+    Not ``wait4``'s ru_maxrss: Linux carries the parent's peak into a forked
+    child's, so every command would report at least this benchmark's own size.
+    VmHWM belongs to the memory map the command's exec created.
+    """
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class Export:
+    """One ``flask audit export`` run and what it wrote."""
+
+    export_format: str
+    run: CommandRun
+    entries: int
+    size_bytes: int
+
+
+def run_export(url: str, export_format: str, directory: Path) -> Export:
+    """Export every entry to a file; count the entries it holds."""
+    target = directory / f"audit.{export_format}"
+    run = run_flask(url, "audit", "export", "--format", export_format, "--output", str(target))
+    lines = 0
+    with target.open("rb") as written:
+        for _ in written:
+            lines += 1
+    entries = lines - 1 if export_format == "csv" else lines  # CSV has a header line
+    size = target.stat().st_size
+    target.unlink()
+    return Export(export_format, run, entries, size)
+
+
+def write_summary(
+    path: Path,
+    *,
+    machine: list[str],
+    entries: int,
+    verify: CommandRun,
+    exports: list[Export],
+) -> None:
+    """Append the commands' figures to ``path`` as Markdown."""
+    lines = [
+        f"### Export and verify at {entries:,} entries",
+        "",
+        f"{machine[0]}; {machine[1].split(' on ')[0]}. Each command is a subprocess, "
+        "as an operator runs it; peak RSS is its own (VmHWM).",
+        "",
+        "| Command | Status | Entries | Seconds | Entries/s | Peak RSS MiB | Target |",
+        "|---|---:|---:|---:|---:|---:|---|",
+        f"| flask audit verify | {verify.returncode} | {entries:,} | {verify.seconds:.1f} "
+        f"| {entries / verify.seconds:,.0f} | {verify.max_rss_kib / 1024:.0f} | — |",
+    ]
+    for export in exports:
+        rss = export.run.max_rss_kib / 1024
+        verdict = "met" if rss < EXPORT_RSS_LIMIT_MIB and export.entries == entries else "MISSED"
+        lines.append(
+            f"| flask audit export --format {export.export_format} | {export.run.returncode} "
+            f"| {export.entries:,} | {export.run.seconds:.1f} "
+            f"| {export.entries / export.run.seconds:,.0f} | {rss:.0f} "
+            f"| RSS < {EXPORT_RSS_LIMIT_MIB} MiB, every entry: {verdict} |"
+        )
+    with path.open("a", encoding="utf-8") as summary:
+        summary.write("\n".join([*lines, ""]) + "\n")
 
 
 def print_profile(profiler: cProfile.Profile, limit: int = 25) -> None:
@@ -238,6 +329,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="also run verify once under cProfile"
     )
+    parser.add_argument("--summary", type=Path, help="append the results as Markdown to this file")
     args = parser.parse_args(argv)
     if args.users < 1 or args.entries < args.users:
         parser.error("--entries must be at least --users (every profile has a create entry)")
@@ -293,12 +385,40 @@ def main(argv: list[str] | None = None) -> int:
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(f"  benchmark process peak RSS so far: {own / 1024:.0f} MiB\n", flush=True)
 
-        command = run_command(url)
+        command = run_flask(url, "audit", "verify")
         print(f"flask audit verify: exit status {command.returncode}, {command.seconds:.1f} s wall")
-        print(f"  peak RSS {command.max_rss_kib / 1024:.0f} MiB")
+        print(
+            f"  {build.head.seq / command.seconds:,.0f} entries/s, "
+            f"peak RSS {command.max_rss_kib / 1024:.0f} MiB"
+        )
         for line in command.output.strip().splitlines():
             print(f"  > {line}")
         print(flush=True)
+
+        exports: list[Export] = []
+        with tempfile.TemporaryDirectory(prefix="profile-audit-export-") as directory:
+            for export_format in ("csv", "ndjson"):
+                export = run_export(url, export_format, Path(directory))
+                exports.append(export)
+                print(
+                    f"flask audit export --format {export_format}: exit status "
+                    f"{export.run.returncode}, {export.entries:,} entries in "
+                    f"{export.run.seconds:.1f} s = {export.entries / export.run.seconds:,.0f} "
+                    f"entries/s, {export.size_bytes / 2**20:,.0f} MiB written, "
+                    f"peak RSS {export.run.max_rss_kib / 1024:.0f} MiB",
+                    flush=True,
+                )
+                if export.run.returncode or export.entries != build.head.seq:
+                    print(export.run.output)
+        print()
+        if args.summary:
+            write_summary(
+                args.summary,
+                machine=machine_report(url),
+                entries=build.head.seq,
+                verify=command,
+                exports=exports,
+            )
 
         if args.profile or seconds > SLOW_SECONDS:
             profiler = cProfile.Profile()
