@@ -1,0 +1,280 @@
+"""Listing pages send a fixed number of SQL statements, however many rows
+they show: the timeline, the profile list and a profile's history, as HTML
+(whole pages, htmx fragments, next pages) and as JSON.
+
+A statement run per row (a lazy load in a template, a name looked up per
+entry) makes the count grow with the page size, which these tests compare.
+The data is varied on purpose (several accounts, web, API, command line and
+unattributed database writes, deleted and restored profiles), so anything
+loaded per actor, per profile or per kind of entry would show too.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import event, text
+
+from tests.conftest import post_profile
+from tests.web_pages import HTMX, page_token
+from webapp.audit.context import Actor, Origin, acting_as
+from webapp.extensions import db
+from webapp.services import users as user_service
+from webapp.web import profiles as profile_views
+
+SMALL, LARGE = 2, 50
+ENTRY = re.compile(r'<li class="entry" id="entry-\d+"')
+HISTORY_ENTRY = re.compile(r'<li class="history-entry" id="entry-\d+"')
+PROFILE_ROW = re.compile(r'<tr id="user-\d+"')
+TIMELINE_NEXT = re.compile(r'<a class="button button-secondary" href="(/audit\?[^"]+)"')
+HISTORY_NEXT = re.compile(r'href="(/users/\d+\?before=[^"]+)" rel="next"')
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One request's SQL statements and its answer."""
+
+    statements: list[str]
+    body: str
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+
+@contextmanager
+def recorded_statements(app: Flask) -> Iterator[list[str]]:
+    """Every statement the app's engine sends inside the block, in order."""
+    statements: list[str] = []
+
+    def record(connection, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split()))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def measure(app: Flask, client: FlaskClient, url: str, headers: dict | None = None) -> Measured:
+    """The statements of a GET of ``url``, asked once before unmeasured: a
+    token's last use is written at most once a minute, by whichever request
+    comes first, which is bookkeeping, not the page."""
+    assert client.get(url, headers=headers).status_code == 200
+    with recorded_statements(app) as statements:
+        response = client.get(url, headers=headers)
+    assert response.status_code == 200, response.status_code
+    return Measured(list(statements), response.get_data(as_text=True))
+
+
+def assert_constant(measured: dict[int, Measured], most: int) -> None:
+    """The same count for every page size, and no more than ``most``
+    (what the page needs today; a new query per request must be a choice)."""
+    counts = {size: m.count for size, m in measured.items()}
+    largest = measured[max(measured)]
+    listing = "\n".join(largest.statements)
+    assert len(set(counts.values())) == 1, f"counts by page size {counts}:\n{listing}"
+    assert largest.count <= most, f"{largest.count} statements, expected at most {most}:\n{listing}"
+
+
+# --- data -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Log:
+    """The readers of the log, and the profile with the longest history."""
+
+    auditor: FlaskClient
+    support: FlaskClient
+    admin_api: FlaskClient
+    busy_id: int
+
+
+@pytest.fixture
+def log(app, client, staff_factory, signed_in, engine, database) -> Log:
+    """Over 50 profiles and 150 entries, by several accounts through every channel.
+
+    Some profiles are deleted (and some of those restored); some changes are
+    written behind the application's back (unattributed); one profile has a
+    history longer than any page.
+    """
+    admin_api = client
+    support_api = staff_factory.client("support", "api-support")
+    web_support = signed_in("support", "web-support")
+    cli_admin = staff_factory.account("admin", "cli-admin")
+
+    def web_edit(user_id: int, name: str) -> None:
+        current = database.user(user_id)
+        response = web_support.post(
+            f"/users/{user_id}/edit",
+            data={"name": name, "email": current["email"], "expected_version": current["version"]},
+            headers={**HTMX, "X-CSRFToken": page_token(web_support)},
+        )
+        assert response.status_code == 200, response.status_code
+
+    def cli_edit(user_id: int, name: str) -> None:
+        with app.app_context(), acting_as(Actor(cli_admin.id, "cli-admin"), Origin("cli")):
+            user_service.update_user(user_id, {"name": name})
+
+    def raw_edit(user_id: int, name: str) -> None:
+        with engine.begin() as connection:  # as psql would: the trigger records it
+            connection.execute(
+                text("UPDATE users SET name = :name WHERE id = :id"), {"name": name, "id": user_id}
+            )
+
+    def api_edit(api: FlaskClient):
+        def edit(user_id: int, name: str) -> None:
+            assert api.patch(f"/api/v1/users/{user_id}", json={"name": name}).status_code == 200
+
+        return edit
+
+    ids = [
+        post_profile(admin_api if number % 2 else support_api, f"P{number}", f"p{number}@x.example")
+        for number in range(60)
+    ]
+    busy_id = ids[-1]
+    editors = [api_edit(admin_api), api_edit(support_api), web_edit, cli_edit, raw_edit]
+    for number in range(55):
+        editors[number % len(editors)](busy_id, f"Busy {number}")
+    assert admin_api.delete(f"/api/v1/users/{busy_id}").status_code == 204
+    assert support_api.post(f"/api/v1/users/{busy_id}/restore").status_code == 200
+
+    for user_id in ids[:10]:
+        web_edit(user_id, f"Web {user_id}")
+    for user_id in ids[10:20]:
+        assert admin_api.delete(f"/api/v1/users/{user_id}").status_code == 204
+    for user_id in ids[10:15]:
+        assert support_api.post(f"/api/v1/users/{user_id}/restore").status_code == 200
+    for user_id in ids[20:25]:
+        raw_edit(user_id, f"Raw {user_id}")
+    for user_id in ids[25:30]:
+        cli_edit(user_id, f"Cli {user_id}")
+
+    assert database.scalar("SELECT count(*) FROM user_audit") > 150
+    # The newest page mixes profiles, accounts and channels, as the oldest does.
+    newest = database.rows(
+        "SELECT user_id, actor_label, channel FROM user_audit"
+        " ORDER BY timestamp DESC, id DESC LIMIT :n",
+        n=LARGE,
+    )
+    assert len({row["user_id"] for row in newest}) > 20
+    assert len({row["actor_label"] for row in newest}) >= 4
+    assert {row["channel"] for row in newest} == {"web", "api", "cli", "database"}
+    return Log(signed_in("auditor", "audrey"), web_support, admin_api, busy_id)
+
+
+# --- the timeline -------------------------------------------------------------------
+
+
+def timeline(app, log, size, headers=None):
+    measured = measure(app, log.auditor, f"/audit?limit={size}", headers)
+    assert len(ENTRY.findall(measured.body)) == size
+    return measured
+
+
+def test_timeline_page_queries_do_not_grow_with_its_size(app, log):
+    measured = {size: timeline(app, log, size) for size in (SMALL, LARGE)}
+    # The signed-in account, the entries, the last verification run (the badge).
+    assert_constant(measured, most=3)
+
+
+def test_timeline_fragment_queries_do_not_grow_with_its_size(app, log):
+    measured = {size: timeline(app, log, size, HTMX) for size in (SMALL, LARGE)}
+    # The account and the entries: a fragment has no verification badge.
+    assert_constant(measured, most=2)
+
+
+@pytest.mark.parametrize(
+    ("headers", "most"), [(HTMX, 2), (None, 3)], ids=["fragment", "whole-page"]
+)
+def test_timeline_next_page_queries_do_not_grow_with_its_size(app, log, headers, most):
+    measured = {}
+    for size in (SMALL, LARGE):
+        first = timeline(app, log, size, headers)
+        next_url = html.unescape(TIMELINE_NEXT.search(first.body).group(1))
+        measured[size] = measure(app, log.auditor, next_url, headers)
+        assert len(ENTRY.findall(measured[size].body)) == size
+    # As the first page: the cursor is decoded, not looked up.
+    assert_constant(measured, most=most)
+
+
+def test_timeline_json_queries_do_not_grow_with_its_size(app, log):
+    measured = {}
+    for size in (SMALL, LARGE):
+        measured[size] = measure(app, log.admin_api, f"/api/v1/audit?limit={size}")
+        assert measured[size].body.count('"operation"') == size
+    # The token with its account (one join), the entries.
+    assert_constant(measured, most=2)
+
+
+# --- the profile list ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("query", ["", "?deleted=1"], ids=["active", "with-deleted"])
+def test_profile_list_page_queries_do_not_grow_with_its_size(app, log, monkeypatch, query):
+    measured = {}
+    for size in (SMALL, LARGE):
+        monkeypatch.setattr(profile_views, "PAGE_SIZE", size)
+        # Support staff, so every row has its edit, delete or restore buttons.
+        measured[size] = measure(app, log.support, f"/users{query}")
+        assert len(PROFILE_ROW.findall(measured[size].body)) == size
+    # The signed-in account, the profiles.
+    assert_constant(measured, most=2)
+
+
+def test_profile_list_json_queries_do_not_grow_with_its_size(app, log):
+    measured = {}
+    for size in (SMALL, LARGE):
+        url = f"/api/v1/users?include_deleted=true&limit={size}"
+        measured[size] = measure(app, log.admin_api, url)
+        assert measured[size].body.count('"email"') == size
+    # The token with its account, the profiles.
+    assert_constant(measured, most=2)
+
+
+# --- a profile's history ------------------------------------------------------------------
+
+
+def test_history_json_queries_do_not_grow_with_its_size(app, log):
+    measured = {}
+    for size in (SMALL, LARGE):
+        url = f"/api/v1/users/{log.busy_id}/history?limit={size}"
+        measured[size] = measure(app, log.admin_api, url)
+        assert measured[size].body.count('"operation"') == size
+    # The token with its account, the profile (a 404 if there is none), its entries.
+    assert_constant(measured, most=3)
+
+
+def test_profile_page_history_queries_do_not_grow_with_its_size(app, log, monkeypatch):
+    measured = {}
+    for size in (SMALL, LARGE):
+        monkeypatch.setattr(profile_views, "HISTORY_PAGE_SIZE", size)
+        measured[size] = measure(app, log.auditor, f"/users/{log.busy_id}")
+        assert len(HISTORY_ENTRY.findall(measured[size].body)) == size
+    # The signed-in account, the profile, its entries (read once for both the
+    # history and who changed each field last).
+    assert_constant(measured, most=3)
+
+
+def test_older_history_fragment_queries_do_not_grow_with_its_size(app, log, monkeypatch):
+    # The link from a small first page leaves room for a full older page.
+    monkeypatch.setattr(profile_views, "HISTORY_PAGE_SIZE", SMALL)
+    first = measure(app, log.auditor, f"/users/{log.busy_id}")
+    older_url = html.unescape(HISTORY_NEXT.search(first.body).group(1))
+    measured = {}
+    for size in (SMALL, LARGE):
+        monkeypatch.setattr(profile_views, "HISTORY_PAGE_SIZE", size)
+        measured[size] = measure(app, log.auditor, older_url, HTMX)
+        assert len(HISTORY_ENTRY.findall(measured[size].body)) == size
+    # The signed-in account, the profile, the older entries.
+    assert_constant(measured, most=3)
