@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 # The browser tests drive this Chromium; on Debian it is installed if missing.
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run test lint format clean chromium screenshots fuzz deploy-check lock
+.PHONY: help install run test lint format clean chromium wrk screenshots fuzz deploy-check lock bench
 
 help:
 	@echo "make run    serve the app on http://127.0.0.1:$${PORT:-5000} (embedded PostgreSQL unless DATABASE_URL is set)"
@@ -15,6 +16,7 @@ help:
 	@echo "make lint   ruff checks"
 	@echo "make fuzz   fuzz the JSON API against its OpenAPI document"
 	@echo "make screenshots   pictures of the main pages in screenshots/"
+	@echo "make bench  every benchmark, one table of figures (about 45 minutes; BENCH_ARGS=--quick)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
@@ -27,12 +29,24 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# The benchmarks' own extras (the audit libraries they compare against).
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
 # Debian's Chromium for the browser tests (Playwright never downloads one).
 chromium:
 	@[ -x "$(CHROMIUM)" ] || { \
 	  command -v apt-get >/dev/null || { echo "No apt-get: install Chromium yourself and set CHROMIUM=..."; exit 1; }; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The HTTP load generator of the benchmarks; on Debian it is installed if missing.
+wrk:
+	@command -v wrk >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "No apt-get: install wrk yourself"; exit 1; }; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 
 run: $(STAMP)
 	$(BIN)/python -m webapp.devserver
@@ -58,6 +72,11 @@ lock:
 # Screenshots of the main pages at desktop and phone widths, into screenshots/.
 screenshots: $(STAMP) chromium
 	SCREENSHOT_DIR=screenshots CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q tests/browser/screenshots.py
+
+# Benchmarks against the peers and at scale, on their own embedded PostgreSQL
+# (bench/README.md). They print figures and never fail on speed.
+bench: $(BENCH_STAMP) wrk
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
