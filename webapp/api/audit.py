@@ -34,7 +34,7 @@ def list_audit_entries() -> Response:
         repeatable={"operation", "field"},
     )
     audit_filter = audit_log.parse_audit_filter(args)
-    page = audit_log.list_entries(
+    page = audit_log.list_entry_rows(
         audit_filter, limit=page_limit(args), cursor=single(args, "cursor")
     )
     return jsonify(items=[audit_entry_json(e) for e in page.items], next_cursor=page.next_cursor)
