@@ -1,0 +1,803 @@
+"""Benchmark of the write overhead of audit capture, at the ORM level.
+
+Four variants on the same PostgreSQL, each on a table with the columns,
+constraints and indexes of ``users`` (``CREATE TABLE ... (LIKE users INCLUDING
+ALL)``, so only the audit differs), written by the same ORM code (load the
+profile, set attributes, commit) through sessions built like ``db.session``,
+each on an engine of its own with the app's engine options:
+
+(a) no audit at all;
+(b) Profile Audit as shipped: the real ``User`` model and ``db.session`` with the
+    app's flush listeners, the hash chain and the safety-net trigger on ``users``;
+(c) SQLAlchemy-Continuum with its default options (validity strategy, version
+    table plus transaction table); its listeners are attached to its own mapped
+    class, session class and engine only, so they cost the other variants nothing;
+(d) a plain PL/pgSQL AFTER INSERT/UPDATE/DELETE row trigger writing the
+    operation, a timestamp and ``to_jsonb(OLD)``/``to_jsonb(NEW)`` to a log table:
+    the floor of auditing inside the database.
+
+Three workloads, each transaction timed from session creation to the session's
+removal: a single-profile update (the name; rotating over 100 profiles), a batch
+update of 500 profiles in one transaction (one flush), and a single insert.
+Interleaved rounds, the order of the variants rotating from round to round, so
+that a machine getting busier or tables growing weigh on all alike. Reported:
+median transactions/s over rounds (rows/s for the batch), p50/p99 per
+transaction, time relative to (a), SQL statements and this process's CPU time
+per transaction, whether the targets are met ((b) at most 1.3x (a) on single
+updates, and never slower than (c)), and the bytes per audit row of each
+variant's audit storage after VACUUM (heap, indexes and TOAST).
+
+Run from the project root::
+
+    .venv/bin/python bench/write_overhead.py            # about 3-4 minutes
+    .venv/bin/python bench/write_overhead.py --quick    # smoke run, about 30 s
+
+(``--quick`` runs two short rounds with 50-row batches: it checks that the
+script works, its numbers mean little.)
+
+``--summary FILE`` appends the results as Markdown to FILE. Without
+``BENCH_DATABASE_URL`` an embedded PostgreSQL is started in a temporary
+directory and deleted afterwards (also on errors and on SIGTERM). With it, the
+database ``profile_audit_bench`` is (re)created on that server and dropped at
+the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import version as installed_version
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask_migrate import upgrade
+from flask_sqlalchemy.session import Session as FlaskSession
+from flask_sqlalchemy.session import _app_ctx_id
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Engine,
+    Identity,
+    Integer,
+    MetaData,
+    String,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Mapper,
+    configure_mappers,
+    declared_attr,
+    mapped_column,
+    scoped_session,
+    sessionmaker,
+)
+from sqlalchemy_continuum import versioning_manager
+
+from webapp import create_app
+from webapp.audit.context import Actor, Origin, acting_as
+from webapp.config import database_url
+from webapp.extensions import db
+from webapp.models import User
+
+# The project root, so that ``bench`` is importable when this file is run as a script.
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from bench.timeline_queries import (  # noqa: E402
+    _stop_on_sigterm,
+    database_server,
+    machine_report,
+    percentile,
+)
+
+BATCH_ROWS = 500
+ROTATING_PROFILES = 100
+TARGET_SINGLE_UPDATE = 1.3
+
+NO_AUDIT = "(a) no audit"
+PROFILE_AUDIT = "(b) Profile Audit"
+CONTINUUM = "(c) Continuum"
+TRIGGER = "(d) PL/pgSQL trigger"
+VARIANT_NAMES = (NO_AUDIT, PROFILE_AUDIT, CONTINUUM, TRIGGER)
+
+# Bind keys: each scratch variant gets an engine of its own, created by
+# Flask-SQLAlchemy from the same options as the app's.
+BIND_KEYS = {NO_AUDIT: "bench_no_audit", CONTINUUM: "bench_continuum", TRIGGER: "bench_trigger"}
+TABLES = {
+    NO_AUDIT: "users_no_audit",
+    PROFILE_AUDIT: "users",
+    CONTINUUM: "users_continuum",
+    TRIGGER: "users_trigger",
+}
+TRIGGER_LOG = "users_trigger_log"
+
+SCRATCH_SQL = [
+    *(
+        f"CREATE TABLE {TABLES[name]} (LIKE users INCLUDING ALL)"
+        for name in (NO_AUDIT, CONTINUUM, TRIGGER)
+    ),
+    f"""CREATE TABLE {TRIGGER_LOG} (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        operation text NOT NULL,
+        at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        old_data jsonb,
+        new_data jsonb
+    )""",
+    f"""CREATE FUNCTION {TRIGGER_LOG}_row() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {TRIGGER_LOG} (operation, old_data, new_data)
+        VALUES (TG_OP,
+                CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
+                CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END);
+        RETURN NULL;
+    END
+    $$""",
+    f"CREATE TRIGGER {TRIGGER_LOG} AFTER INSERT OR UPDATE OR DELETE ON {TABLES[TRIGGER]} "
+    f"FOR EACH ROW EXECUTE FUNCTION {TRIGGER_LOG}_row()",
+]
+
+
+# --------------------------------------------------------------------------- models
+
+
+class ProfileColumns:
+    """The columns and mapper options of ``webapp.models.User``, for the scratch tables.
+
+    Constraints and indexes come from ``LIKE users INCLUDING ALL``, so they are
+    not declared here (nothing is created from this metadata but Continuum's tables).
+    """
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), active_history=True)
+    email: Mapped[str] = mapped_column(String(255), active_history=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+    deleted_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), active_history=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:  # noqa: N805
+        return {"version_id_col": cls.__table__.c.version, "eager_defaults": True}  # type: ignore[attr-defined]
+
+
+class NoAuditBase(DeclarativeBase):
+    metadata = MetaData(info={"bind_key": BIND_KEYS[NO_AUDIT]})
+
+
+class TriggerBase(DeclarativeBase):
+    metadata = MetaData(info={"bind_key": BIND_KEYS[TRIGGER]})
+
+
+class ContinuumBase(DeclarativeBase):
+    metadata = MetaData(info={"bind_key": BIND_KEYS[CONTINUUM]})
+
+
+class NoAuditProfile(ProfileColumns, NoAuditBase):
+    __tablename__ = TABLES[NO_AUDIT]
+
+
+class TriggerProfile(ProfileColumns, TriggerBase):
+    __tablename__ = TABLES[TRIGGER]
+
+
+class ContinuumSession(FlaskSession):
+    """The session class Continuum's listeners are attached to, and no other."""
+
+
+def continuum_model(engine: Engine) -> type[ProfileColumns]:
+    """The Continuum-versioned profile class, its version and transaction tables created.
+
+    Does what ``make_versioned()`` does, but attaches the listeners to this one
+    class, session class and engine: by default they go on every mapper, session
+    and engine of the process and would slow the other variants down too.
+    """
+    manager = versioning_manager
+    manager.user_cls = None  # no relationship to a user table
+    manager.apply_class_configuration_listeners(Mapper)
+
+    class ContinuumProfile(ProfileColumns, ContinuumBase):
+        __tablename__ = TABLES[CONTINUUM]
+        __versioned__: dict[str, Any] = {}  # noqa: RUF012
+
+    configure_mappers()
+    manager.track_operations(ContinuumProfile)
+    manager.track_session(ContinuumSession)
+    event.listen(engine, "before_execute", manager.track_association_operations)
+    event.listen(engine, "rollback", manager.clear_connection)
+    event.listen(engine, "set_connection_execution_options", manager.track_cloned_connections)
+    version_table = manager.version_class_map[ContinuumProfile].__table__
+    transaction_table = manager.transaction_cls.__table__
+    ContinuumBase.metadata.create_all(engine, tables=[version_table, transaction_table])
+    return ContinuumProfile
+
+
+def continuum_tables() -> tuple[str, str]:
+    """Names of Continuum's version table and transaction table."""
+    version_class = next(iter(versioning_manager.version_class_map.values()))
+    return version_class.__table__.name, versioning_manager.transaction_cls.__table__.name
+
+
+# --------------------------------------------------------------------------- variants
+
+
+@dataclass
+class Variant:
+    """One way of auditing: its mapped class, sessions, and what it has written."""
+
+    name: str
+    model: Any
+    sessions: scoped_session[Any]
+    engine: Engine
+    profile_ids: list[int] = field(default_factory=list)
+    #: numbers the names and emails written, so every variant writes the same data
+    serial: int = 0
+    inserted: int = 0
+
+
+def scoped_sessions(session_class: type[FlaskSession]) -> scoped_session[Any]:
+    """Sessions made the way Flask-SQLAlchemy makes ``db.session``, of another class."""
+    # The same options as the application's sessions (expire_on_commit among them).
+    options = {k: v for k, v in db.session.session_factory.kw.items() if k != "class_"}
+    factory = sessionmaker(**{**options, "class_": session_class})
+    return scoped_session(factory, scopefunc=_app_ctx_id)
+
+
+def update_one(variant: Variant, profile_id: int) -> None:
+    """One transaction: load a profile, change its name, commit."""
+    session = variant.sessions()
+    profile = session.get(variant.model, profile_id)
+    variant.serial += 1
+    profile.name = f"Bench Person {variant.serial}"
+    session.commit()
+    # As at the end of a request: the session goes, its connection back to the pool.
+    variant.sessions.remove()
+
+
+def update_batch(variant: Variant, profile_ids: list[int]) -> None:
+    """One transaction: load profiles, change every name, commit (one flush)."""
+    session = variant.sessions()
+    model = variant.model
+    for profile in session.scalars(
+        select(model).where(model.id.in_(profile_ids)).order_by(model.id)
+    ):
+        variant.serial += 1
+        profile.name = f"Bench Person {variant.serial}"
+    session.commit()
+    variant.sessions.remove()
+
+
+def insert_one(variant: Variant) -> None:
+    """One transaction: create a profile, commit."""
+    session = variant.sessions()
+    variant.inserted += 1
+    number = variant.inserted
+    session.add(variant.model(name=f"New Person {number}", email=f"new{number}@example.com"))
+    session.commit()
+    variant.sessions.remove()
+
+
+def seed(variant: Variant, profiles: int) -> None:
+    """The profiles the updates change, created by the variant's own ORM code."""
+    session = variant.sessions()
+    model = variant.model
+    session.add_all(
+        model(name=f"Person {n}", email=f"person{n}@example.com") for n in range(profiles)
+    )
+    session.commit()
+    variant.profile_ids = list(session.scalars(select(model.id).order_by(model.id)))
+    variant.sessions.remove()
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclass
+class Block:
+    """One round of one variant in one workload."""
+
+    seconds: float
+    latencies_ms: list[float]
+    #: this process's CPU time (the ORM, the listeners, the driver), not the server's
+    cpu_seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return len(self.latencies_ms) / self.seconds
+
+
+@dataclass
+class Workload:
+    """A kind of transaction, and its blocks per variant."""
+
+    name: str
+    #: rows changed per transaction
+    rows: int
+    #: transactions per variant and round
+    transactions: int
+    run: Callable[[Variant, int], None]
+    blocks: dict[str, list[Block]] = field(
+        default_factory=lambda: {name: [] for name in VARIANT_NAMES}
+    )
+    statements: dict[str, int] = field(default_factory=dict)
+
+
+def single_update(variant: Variant, n: int) -> None:
+    update_one(variant, variant.profile_ids[n % ROTATING_PROFILES])
+
+
+def batch_update(variant: Variant, n: int) -> None:
+    # Alternate halves: consecutive batches change different rows.
+    half = len(variant.profile_ids) // 2
+    start = (n % 2) * half
+    update_batch(variant, variant.profile_ids[start : start + half])
+
+
+def single_insert(variant: Variant, n: int) -> None:
+    insert_one(variant)
+
+
+def run_block(workload: Workload, variant: Variant, transactions: int) -> Block:
+    """``transactions`` transactions of ``workload`` by ``variant``, each timed."""
+    # Garbage left by the previous block is collected outside the timing.
+    gc.collect()
+    latencies: list[float] = []
+    cpu_started = time.process_time()
+    started = time.perf_counter()
+    for n in range(transactions):
+        moment = time.perf_counter_ns()
+        workload.run(variant, n)
+        latencies.append((time.perf_counter_ns() - moment) / 1e6)
+    return Block(time.perf_counter() - started, latencies, time.process_time() - cpu_started)
+
+
+def count_statements(workload: Workload, variant: Variant) -> int:
+    """SQL statements (and COMMIT) one untimed transaction of ``workload`` sends."""
+    count = 0
+
+    def counted(*args: Any) -> None:
+        nonlocal count
+        count += 1
+
+    # On the Engine class: Continuum writes through a session of its own whose
+    # connection does not report to the variant's engine's listeners.
+    event.listen(Engine, "before_cursor_execute", counted)
+    event.listen(Engine, "commit", counted)
+    try:
+        workload.run(variant, 0)
+    finally:
+        event.remove(Engine, "before_cursor_execute", counted)
+        event.remove(Engine, "commit", counted)
+    return count
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def schema_check(app: Flask) -> list[str]:
+    """Differences between the tables' columns, constraints, indexes and triggers."""
+    with app.app_context(), db.engine.connect() as connection:
+
+        def shape(table: str) -> dict[str, list[str]]:
+            def rows(sql: str) -> list[str]:
+                result = connection.execute(text(sql), {"t": table}).scalars()
+                return sorted(str(value).replace(table, "T") for value in result)
+
+            return {
+                "columns": rows(
+                    "SELECT attname || ' ' || format_type(atttypid, atttypmod) || "
+                    "CASE WHEN attnotnull THEN ' not null' ELSE '' END || ' ' "
+                    "|| CAST(attidentity AS text) "
+                    "FROM pg_attribute WHERE attrelid = CAST(:t AS regclass) AND attnum > 0 "
+                    "AND NOT attisdropped"
+                ),
+                "defaults": rows(
+                    "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef "
+                    "WHERE adrelid = CAST(:t AS regclass)"
+                ),
+                "constraints": rows(
+                    "SELECT CAST(contype AS text) || ' ' || pg_get_constraintdef(oid) "
+                    # Constraint triggers are compared with the triggers.
+                    "FROM pg_constraint WHERE conrelid = CAST(:t AS regclass) AND contype <> 't'"
+                ),
+                # The index names differ; their definitions must not.
+                "indexes": rows(
+                    "SELECT regexp_replace(indexdef, 'INDEX \\S+ ON', 'INDEX ON') "
+                    "FROM pg_indexes WHERE tablename = :t"
+                ),
+                "triggers": rows(
+                    "SELECT tgname FROM pg_trigger WHERE tgrelid = CAST(:t AS regclass) "
+                    "AND NOT tgisinternal"
+                ),
+            }
+
+        reference = shape("users")
+        problems = []
+        for name in (NO_AUDIT, CONTINUUM, TRIGGER):
+            other = shape(TABLES[name])
+            for aspect, values in reference.items():
+                expected = values
+                if aspect == "triggers":
+                    # users carries the safety net, the trigger variant its log trigger.
+                    expected = [TRIGGER_LOG.replace(TABLES[name], "T")] if name == TRIGGER else []
+                if other[aspect] != expected:
+                    problems.append(f"{name}: {aspect} {other[aspect]} instead of {expected}")
+        return problems
+
+
+def version_check(app: Flask) -> str:
+    """Whether every variant's table ends with the same rows and version counters."""
+    with app.app_context(), db.engine.connect() as connection:
+        counters = {
+            name: tuple(
+                connection.execute(
+                    text(f"SELECT count(*), sum(version), max(version) FROM {TABLES[name]}")
+                ).one()
+            )
+            for name in VARIANT_NAMES
+        }
+    if len(set(counters.values())) == 1:
+        rows, total, highest = counters[NO_AUDIT]
+        return (
+            f"Version counters: identical in all four tables ({rows:,} profiles, "
+            f"versions summing to {total:,}, highest {highest:,})."
+        )
+    return "Version counters DIFFER between the tables: " + ", ".join(
+        f"{name} {value}" for name, value in counters.items()
+    )
+
+
+# --------------------------------------------------------------------------- storage
+
+
+@dataclass
+class Storage:
+    """The relations holding one variant's audit rows."""
+
+    label: str
+    relations: list[str]
+    rows_relation: str
+    rows: int = 0
+    bytes: int = 0
+
+    @property
+    def per_row(self) -> float:
+        return self.bytes / self.rows if self.rows else float("nan")
+
+
+def measure_storage(app: Flask) -> list[Storage]:
+    """Each variant's audit storage after VACUUM: heap, indexes and TOAST per audit row."""
+    version_table, transaction_table = continuum_tables()
+    storages = [
+        Storage(f"{PROFILE_AUDIT}: entries (user_audit)", ["user_audit"], "user_audit"),
+        Storage(
+            f"{PROFILE_AUDIT}: entries + chain (user_audit, audit_chain)",
+            ["user_audit", "audit_chain"],
+            "user_audit",
+        ),
+        Storage(
+            f"{CONTINUUM}: {version_table} + {transaction_table}",
+            [version_table, transaction_table],
+            version_table,
+        ),
+        Storage(f"{TRIGGER}: {TRIGGER_LOG}", [TRIGGER_LOG], TRIGGER_LOG),
+    ]
+    relations = sorted({relation for storage in storages for relation in storage.relations})
+    with app.app_context():
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            for relation in relations:
+                connection.execute(text(f'VACUUM (ANALYZE) "{relation}"'))
+        with db.engine.connect() as connection:
+            for storage in storages:
+                storage.bytes = sum(
+                    connection.execute(
+                        text("SELECT pg_total_relation_size(CAST(:r AS regclass))"),
+                        {"r": f'"{relation}"'},
+                    ).scalar_one()
+                    for relation in storage.relations
+                )
+                storage.rows = connection.execute(
+                    text(f'SELECT count(*) FROM "{storage.rows_relation}"')
+                ).scalar_one()
+    return storages
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class Row:
+    """The summary of one variant in one workload."""
+
+    per_second: float
+    p50: float
+    p99: float
+    ratio: float
+    round_ratios: list[float]
+    transactions: int
+    cpu_ms: float
+
+
+def summarize(workload: Workload) -> dict[str, Row]:
+    rows: dict[str, Row] = {}
+    baseline = workload.blocks[NO_AUDIT]
+    for name in VARIANT_NAMES:
+        blocks = workload.blocks[name]
+        latencies = [value for block in blocks for value in block.latencies_ms]
+        per_second = statistics.median(block.per_second for block in blocks)
+        rows[name] = Row(
+            per_second=per_second,
+            p50=statistics.median(latencies),
+            p99=percentile(latencies, 0.99),
+            # Time relative to (a): how many times as long a transaction takes.
+            ratio=statistics.median(block.per_second for block in baseline) / per_second,
+            # Paired by round: both ran in the same round, under the same conditions.
+            round_ratios=[
+                plain.per_second / block.per_second
+                for plain, block in zip(baseline, blocks, strict=True)
+            ],
+            transactions=len(latencies),
+            cpu_ms=sum(block.cpu_seconds for block in blocks) * 1000 / len(latencies),
+        )
+    return rows
+
+
+def results_tables(workloads: list[Workload], storages: list[Storage]) -> list[str]:
+    """The results as Markdown: throughput and latency, targets, storage."""
+    lines = [
+        "| Workload | Variant | Txn/s (median) | Rows/s (median) | p50 ms | p99 ms "
+        "| Time x (a) | Per-round x (a), min..max | Statements/txn | Client CPU ms/txn | Txns |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    summaries = {workload.name: summarize(workload) for workload in workloads}
+    for workload in workloads:
+        for name, row in summaries[workload.name].items():
+            ratios = row.round_ratios
+            lines.append(
+                f"| {workload.name} | {name} | {row.per_second:,.1f} "
+                f"| {row.per_second * workload.rows:,.0f} | {row.p50:.2f} | {row.p99:.2f} "
+                f"| {row.ratio:.2f}x | {min(ratios):.2f}..{max(ratios):.2f} "
+                f"| {workload.statements.get(name, 0):,} | {row.cpu_ms:.2f} "
+                f"| {row.transactions:,} |"
+            )
+    lines.append("")
+    lines.append(
+        "Time x (a): median txn/s of (a) over the variant's; per round: the same, paired by "
+        "round. p99: nearest rank (the maximum when a variant ran fewer than 100 transactions). "
+        "Statements: SQL statements and COMMIT of one transaction (the pool's ping not counted)."
+    )
+    lines.append("")
+    single = summaries[workloads[0].name]
+    ours = single[PROFILE_AUDIT].ratio
+    lines.append(
+        f"- Target: {PROFILE_AUDIT} ≤ {TARGET_SINGLE_UPDATE:.1f}x {NO_AUDIT} on single-profile "
+        f"updates: {ours:.2f}x — {'met' if ours <= TARGET_SINGLE_UPDATE else 'MISSED'}"
+    )
+    comparisons = [
+        f"{workload.name} {summaries[workload.name][PROFILE_AUDIT].ratio:.2f}x vs "
+        f"{summaries[workload.name][CONTINUUM].ratio:.2f}x"
+        for workload in workloads
+    ]
+    never_slower = all(
+        summaries[w.name][PROFILE_AUDIT].ratio <= summaries[w.name][CONTINUUM].ratio
+        for w in workloads
+    )
+    lines.append(
+        f"- Target: {PROFILE_AUDIT} never slower than {CONTINUUM}: "
+        + "; ".join(comparisons)
+        + f" — {'met' if never_slower else 'MISSED'}"
+    )
+    lines.append("")
+    lines.append("| Audit storage (after VACUUM) | Audit rows | Total size | Bytes/audit row |")
+    lines.append("|---|---:|---:|---:|")
+    for storage in storages:
+        lines.append(
+            f"| {storage.label} | {storage.rows:,} | {storage.bytes / 1024 / 1024:,.1f} MiB "
+            f"| {storage.per_row:,.0f} |"
+        )
+    return lines
+
+
+def server_version(app: Flask) -> str:
+    with app.app_context(), db.engine.connect() as connection:
+        return str(connection.execute(text("SHOW server_version")).scalar_one()).split()[0]
+
+
+# --------------------------------------------------------------------------- main
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Transactions per variant and round, per workload."""
+
+    updates: int
+    batches: int
+    inserts: int
+    warmup: int
+    #: rows per batch; the profiles seeded are twice as many
+    batch_rows: int = BATCH_ROWS
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line's options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=8, help="rounds of every workload")
+    parser.add_argument(
+        "--quick", action="store_true", help="a tiny run (about 30 s) to check that it works"
+    )
+    parser.add_argument("--summary", type=Path, help="append the results as Markdown to this file")
+    return parser.parse_args(argv)
+
+
+@contextmanager
+def benchmark_database() -> Iterator[str]:
+    """``database_server``, whose stopping and deleting a late SIGTERM cannot interrupt."""
+    with ExitStack() as stack:
+        url = stack.enter_context(database_server(keep=False))
+        # Runs first on the way out, before the server is stopped.
+        stack.callback(signal.signal, signal.SIGTERM, signal.SIG_IGN)
+        yield url
+
+
+@contextmanager
+def engines_disposed(app: Flask) -> Iterator[None]:
+    """Close every pooled connection before the server is stopped."""
+    try:
+        yield
+    finally:
+        with app.app_context():
+            for engine in db.engines.values():
+                engine.dispose()
+
+
+def setup_variants(app: Flask, profiles: int) -> dict[str, Variant]:
+    """Migrate, create the scratch tables and Continuum's, seed every variant's profiles."""
+    upgrade()
+    with db.engine.begin() as connection:
+        for statement in SCRATCH_SQL:
+            connection.execute(text(statement))
+    problems = schema_check(app)
+    if problems:
+        raise SystemExit("The tables differ:\n  " + "\n  ".join(problems))
+    continuum = continuum_model(db.engines[BIND_KEYS[CONTINUUM]])
+    variants = {
+        NO_AUDIT: Variant(
+            NO_AUDIT,
+            NoAuditProfile,
+            scoped_sessions(FlaskSession),
+            db.engines[BIND_KEYS[NO_AUDIT]],
+        ),
+        # The application's own session and model, listeners and all.
+        PROFILE_AUDIT: Variant(PROFILE_AUDIT, User, db.session, db.engine),
+        CONTINUUM: Variant(
+            CONTINUUM,
+            continuum,
+            scoped_sessions(ContinuumSession),
+            db.engines[BIND_KEYS[CONTINUUM]],
+        ),
+        TRIGGER: Variant(
+            TRIGGER,
+            TriggerProfile,
+            scoped_sessions(FlaskSession),
+            db.engines[BIND_KEYS[TRIGGER]],
+        ),
+    }
+    for variant in variants.values():
+        seed(variant, profiles)
+    return variants
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    rounds = 2 if args.quick else args.rounds
+    # --quick checks the code paths: Continuum's 500-row batches alone would take longer.
+    sizes = Sizes(20, 1, 10, 5, batch_rows=50) if args.quick else Sizes(300, 2, 200, 50)
+    started = time.perf_counter()
+    with benchmark_database() as url:
+        app = create_app(
+            {
+                "SQLALCHEMY_DATABASE_URI": database_url(url),
+                "SQLALCHEMY_BINDS": {key: database_url(url) for key in BIND_KEYS.values()},
+            }
+        )
+        actor = Actor(staff_id=None, label="cli:bench", channel_detail="bench")
+        with (
+            engines_disposed(app),
+            app.app_context(),
+            acting_as(actor, Origin(channel="cli")),
+        ):
+            variants = setup_variants(app, max(2 * sizes.batch_rows, ROTATING_PROFILES))
+            workloads = [
+                Workload("single-profile update", 1, sizes.updates, single_update),
+                Workload(
+                    f"{sizes.batch_rows}-row batch update",
+                    sizes.batch_rows,
+                    sizes.batches,
+                    batch_update,
+                ),
+                Workload("single insert", 1, sizes.inserts, single_insert),
+            ]
+            for workload in workloads:
+                for variant in variants.values():
+                    # The counted transaction warms the batch up; the others get more.
+                    workload.statements[variant.name] = count_statements(workload, variant)
+                    if workload.rows == 1:
+                        run_block(workload, variant, sizes.warmup)
+            for round_number in range(rounds):
+                # Rotate the order, so no variant always follows the same one.
+                shift = round_number % len(VARIANT_NAMES)
+                order = VARIANT_NAMES[shift:] + VARIANT_NAMES[:shift]
+                for workload in workloads:
+                    for name in order:
+                        block = run_block(workload, variants[name], workload.transactions)
+                        workload.blocks[name].append(block)
+                print(
+                    f"  round {round_number + 1}/{rounds}: "
+                    + "; ".join(
+                        f"{workload.name} "
+                        + ", ".join(
+                            f"{name[:3]} {workload.blocks[name][-1].per_second:,.0f}/s"
+                            for name in VARIANT_NAMES
+                        )
+                        for workload in workloads
+                    )
+                    + f" (load average {os.getloadavg()[0]:.2f})",
+                    flush=True,
+                )
+            versions = version_check(app)
+            storages = measure_storage(app)
+            postgres = server_version(app)
+        machine = machine_report(url)
+    print()
+    for line in machine:
+        if line.startswith(("Machine", "PostgreSQL", "Settings")):
+            print(line)
+    print(
+        f"SQLAlchemy {installed_version('SQLAlchemy')}, "
+        f"SQLAlchemy-Continuum {installed_version('SQLAlchemy-Continuum')}; "
+        f"{rounds} rounds; per variant and round: {sizes.updates} single updates, "
+        f"{sizes.batches} batches of {sizes.batch_rows}, {sizes.inserts} inserts"
+    )
+    print(versions)
+    print()
+    tables = results_tables(workloads, storages)
+    print("\n".join(tables))
+    if args.summary is not None:
+        summary = [
+            "### Write overhead",
+            "",
+            f"{machine[0].removeprefix('Machine: ')}; PostgreSQL {postgres}; "
+            f"SQLAlchemy-Continuum {installed_version('SQLAlchemy-Continuum')}; "
+            f"{rounds} rounds.",
+            "",
+            *tables,
+            "",
+        ]
+        with args.summary.open("a", encoding="utf-8") as file:
+            file.write("\n".join(summary) + "\n")
+    print(f"\nWhole run: {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
