@@ -1,0 +1,1138 @@
+"""HTTP throughput and latency of the application under gunicorn, next to the stack's floor.
+
+Five requests, each measured with wrk against two servers on 127.0.0.1 in the
+same run:
+
+- the application, started with the real ``gunicorn.conf.py`` (production
+  settings, random keys made at run time, ``WEB_CONCURRENCY`` fixed, gunicorn's
+  access log off as by default; the app writes its own request line);
+- the floor, ``bench/floor_app.py``: Flask + psycopg sending the same SQL with
+  nothing else (no authentication, no ORM, no audit), same worker count and
+  worker class.
+
+The requests: one profile (``GET /api/v1/users/<id>``, ids drawn over all
+profiles), the first page of profiles (``GET /api/v1/users``), a profile update
+(``PATCH /api/v1/users/<id>`` with ``If-Match``), the auditors' timeline page
+(``GET /audit``, HTML, signed in through the real ``/login`` form) and the
+timeline as JSON (``GET /api/v1/audit``). Rounds interleave the two servers
+for each request (the order alternating from round to round); the table shows
+medians over rounds of req/s and of each run's p50/p99, and the ratio
+app/floor (target: at least 0.7).
+
+Updates never race: each wrk thread writes its own disjoint set of profiles,
+skips a profile whose request is still in flight, and follows the versions in
+the responses' ETags, starting from versions read from the database just
+before each run (``bench/wrk/patch_profile.lua``). Any 412, 409 or 5xx is
+reported; there must be none.
+
+When a request reaches less than 0.7 of its floor (or with ``--profile``), the
+application is also run in-process against Flask's test client: SQL statements
+per request, and where the time goes (pyinstrument, by area and by function).
+
+Run from the project root (wrk must be installed)::
+
+    .venv/bin/python bench/http_load.py            # about 4-5 minutes
+    .venv/bin/python bench/http_load.py --quick    # about 1 minute
+
+Without ``BENCH_DATABASE_URL`` an embedded PostgreSQL is started in a temporary
+directory and deleted afterwards (also on errors and on SIGTERM). With it, the
+database ``profile_audit_bench`` is (re)created on that server and dropped at
+the end. Both gunicorn servers are stopped by PID with SIGTERM at the end,
+also on errors and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from flask_migrate import upgrade
+from sqlalchemy import event
+
+from webapp import create_app
+from webapp.audit.context import Actor, Origin, acting_as
+from webapp.config import database_url
+from webapp.extensions import db
+from webapp.services.api_tokens import create_token
+from webapp.services.staff import create_staff
+
+# The project root, so that ``bench`` is importable when this file is run as a script.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import floor_app  # noqa: E402
+from bench.timeline_queries import (  # noqa: E402
+    _stop_on_sigterm,
+    database_server,
+    generate_data,
+    machine_report,
+)
+
+WRK_DIR = ROOT / "bench" / "wrk"
+TARGET_RATIO = 0.7
+BOOT_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
+WRK_TIMEOUT = "5s"
+PASSWORD = "http load bench password, long enough"  # noqa: S105
+SUPPORT, AUDITOR = "bench-support", "bench-auditor"
+#: profiles the update runs write (split between wrk's threads)
+PATCH_PROFILES = 1_000
+APP, FLOOR = "app", "floor"
+
+CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
+LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
+WORKER_PID = re.compile(r"Booting worker with pid: (\d+)")
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclass
+class Server:
+    """A gunicorn master started by this script, with its log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    port: int = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def worker_pids(self) -> set[int]:
+        return {int(pid) for pid in WORKER_PID.findall(self.log_text())}
+
+    def stop(self) -> None:
+        """SIGTERM to the master (graceful); SIGKILL to it and its workers only if it hangs."""
+        if self.process.poll() is not None:
+            return
+        print(f"Stopping {self.name} gunicorn (pid {self.process.pid})", flush=True)
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        workers = self.worker_pids()
+        self.process.kill()
+        self.process.wait(timeout=5)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - loopback only
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+    except OSError:
+        return 0, b""
+
+
+def start_server(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    workdir: Path,
+    ready_path: str,
+    workers: int,
+) -> Server:
+    """Start gunicorn on 127.0.0.1:<free port>, wait for its workers and ``ready_path``."""
+    log = workdir / f"{name}-gunicorn.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(name, process, log)
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                tail = server.log_text()[-3000:]
+                raise RuntimeError(f"{name} gunicorn exited with {process.returncode}:\n{tail}")
+            found = LISTENING.search(server.log_text())
+            if found and len(server.worker_pids()) >= workers:
+                server.port = int(found.group(1))
+                if http_get(server.base + ready_path)[0] == 200:
+                    return server
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"{name} gunicorn was not ready within {BOOT_TIMEOUT:.0f} s:\n"
+            f"{server.log_text()[-3000:]}"
+        )
+    except BaseException:
+        server.stop()
+        raise
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without settings that would change either server."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("FLASK_", "GUNICORN_", "PROMETHEUS_", "DB_", "SENTRY_"))
+        and key
+        not in {
+            "DATABASE_URL",
+            "WEB_CONCURRENCY",
+            "PORT",
+            "LOG_FORMAT",
+            "APP_ENV",
+            "SECRET_KEY",
+            "AUDIT_CHAIN_KEY",
+        }
+    }
+
+
+def production_environment(url: str, workers: int) -> dict[str, str]:
+    """The app's settings as a deployment has them, with keys made for this run only."""
+    return {
+        "APP_ENV": "production",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "AUDIT_CHAIN_KEY": secrets.token_urlsafe(48),
+        "DATABASE_URL": url,
+        "WEB_CONCURRENCY": str(workers),
+    }
+
+
+def start_app(url: str, workers: int, workdir: Path) -> Server:
+    env = {**clean_environment(), **production_environment(url, workers)}
+    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
+    command += ["--bind", "127.0.0.1:0", "wsgi:app"]
+    return start_server(APP, command, env, workdir, "/readyz", workers)
+
+
+def start_floor(url: str, workers: int, workdir: Path) -> Server:
+    env = {**clean_environment(), "FLOOR_DATABASE_URL": url}
+    # gunicorn would read ./gunicorn.conf.py (the app's hooks) when given no config.
+    config = workdir / "floor-gunicorn.conf.py"
+    config.write_text("# The floor: settings on the command line only.\n")
+    # Same worker count and class as the app; the heartbeat file in RAM as there.
+    command = [sys.executable, "-m", "gunicorn", "-c", str(config), "--workers", str(workers)]
+    command += ["--worker-class", "sync", "--bind", "127.0.0.1:0", "--timeout", "30"]
+    shm = "/dev/shm"  # noqa: S108 - gunicorn's heartbeat files, as gunicorn.conf.py does
+    if os.path.isdir(shm):
+        command += ["--worker-tmp-dir", shm]
+    command += ["bench.floor_app:app"]
+    return start_server(FLOOR, command, env, workdir, "/users", workers)
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+@dataclass
+class Credentials:
+    support_token: str
+    auditor_token: str
+    #: the ``Cookie`` header of an auditor signed in through /login
+    cookie: str = ""
+
+
+def create_accounts(url: str) -> Credentials:
+    """A support account and an auditor, each with an API token, as the CLI would make them."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url)})
+    with app.app_context(), acting_as(Actor(None, "bench"), Origin("cli")):
+        support = create_staff(SUPPORT, PASSWORD, "support")
+        auditor = create_staff(AUDITOR, PASSWORD, "auditor")
+        _, support_token = create_token(support, "http load")
+        _, auditor_token = create_token(auditor, "http load")
+        db.session.remove()
+    return Credentials(support_token, auditor_token)
+
+
+def create_floor_table(url: str) -> None:
+    """A copy of the profiles without triggers: the floor's updates write no audit."""
+    table = floor_app.FLOOR_USERS
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f"DROP TABLE IF EXISTS {table}")
+        connection.execute(f"CREATE TABLE {table} (LIKE users INCLUDING ALL)")
+        connection.execute(f"INSERT INTO {table} OVERRIDING SYSTEM VALUE SELECT * FROM users")
+        connection.execute(f"VACUUM (ANALYZE) {table}")
+
+
+def patch_profile_ids(url: str) -> list[int]:
+    """Active profiles spread over the whole id range, the same in every run."""
+    with psycopg.connect(url) as connection:
+        rows = connection.execute(
+            "SELECT id FROM users WHERE deleted_at IS NULL ORDER BY md5(id::text) LIMIT %s",
+            (PATCH_PROFILES,),
+        ).fetchall()
+    return sorted(row[0] for row in rows)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _cookies(headers: Any) -> dict[str, str]:
+    found = {}
+    for header in headers.get_all("Set-Cookie") or []:
+        name, _, rest = header.partition("=")
+        found[name.strip()] = rest.split(";", 1)[0]
+    return found
+
+
+def sign_in(base: str) -> str:
+    """The ``Cookie`` header of the auditor signed in through the real form (CSRF included).
+
+    Cookies are handled by hand: the session cookie may be marked Secure, which
+    a cookie jar would then never send over plain HTTP on 127.0.0.1.
+    """
+    opener = urllib.request.build_opener(_NoRedirect)
+    with opener.open(base + "/login", timeout=10) as page:
+        cookies = _cookies(page.headers)
+        found = CSRF_FIELD.search(page.read().decode())
+    if found is None:
+        raise RuntimeError("no CSRF token on /login")
+    form = urllib.parse.urlencode(
+        {"csrf_token": found.group(1), "username": AUDITOR, "password": PASSWORD}
+    ).encode()
+    request = urllib.request.Request(  # noqa: S310 - loopback only
+        base + "/login",
+        data=form,
+        headers={
+            "Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items()),
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    try:
+        with opener.open(request, timeout=10) as response:
+            status, headers = response.status, response.headers
+    except urllib.error.HTTPError as error:
+        status, headers = error.code, error.headers
+    if status != 302:
+        raise RuntimeError(f"sign-in answered {status}, not 302")
+    cookies.update(_cookies(headers))
+    cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    status, body = http_get(base + "/audit", {"Cookie": cookie})
+    if status != 200 or b'id="entry-' not in body:
+        raise RuntimeError(f"the timeline answered {status} to the signed-in auditor")
+    return cookie
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+@dataclass
+class WrkSettings:
+    threads: int
+    connections: int
+    duration: int
+
+    def describe(self) -> str:
+        return (
+            f"wrk -t{self.threads} -c{self.connections} -d{self.duration}s --timeout {WRK_TIMEOUT}"
+        )
+
+
+@dataclass
+class WrkRun:
+    """What one wrk run measured (its ``done()`` line)."""
+
+    requests: int
+    seconds: float
+    bytes: int
+    p50_ms: float
+    p99_ms: float
+    statuses: dict[str, int]
+    errors: dict[str, int]
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def bad(self) -> int:
+        """Responses other than 200, socket errors (connect, read, write, timeout), or none."""
+        other = sum(count for status, count in self.statuses.items() if status != "200")
+        sockets = sum(count for name, count in self.errors.items() if name != "status")
+        return other + sockets + (1 if self.requests == 0 else 0)
+
+
+def lua_value(value: Any) -> str:
+    """``value`` (ASCII strings, ints, lists and dicts of them) as a Lua expression."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=True)
+    if isinstance(value, list):
+        return "{" + ",".join(lua_value(item) for item in value) + "}"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"[{lua_value(k)}]={lua_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"no Lua form for {type(value).__name__}")
+
+
+def run_wrk(
+    url: str,
+    script: str,
+    headers: list[str],
+    config: dict[str, Any],
+    settings: WrkSettings,
+    workdir: Path,
+    duration: int | None = None,
+) -> WrkRun:
+    """One wrk run; the script's configuration is written to a Lua file it loads."""
+    config_file = workdir / "wrk-config.lua"
+    config_file.write_text("return " + lua_value(config) + "\n")
+    seconds = duration or settings.duration
+    command = ["wrk", f"-t{settings.threads}", f"-c{settings.connections}", f"-d{seconds}s"]
+    command += ["--timeout", WRK_TIMEOUT, "-s", str(WRK_DIR / script)]
+    for header in headers:
+        command += ["-H", header]
+    command.append(url)
+    finished = subprocess.run(  # noqa: S603 - wrk, arguments built here
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=seconds + 60,
+        env={**os.environ, "BENCH_WRK_CONFIG": str(config_file)},
+    )
+    line = next(
+        (ln for ln in finished.stdout.splitlines() if ln.startswith("WRK_RESULT ")),
+        None,
+    )
+    if finished.returncode != 0 or line is None:
+        raise RuntimeError(
+            f"wrk failed ({finished.returncode}) on {url}:\n{finished.stdout}\n{finished.stderr}"
+        )
+    found = json.loads(line.removeprefix("WRK_RESULT "))
+    return WrkRun(
+        requests=found["requests"],
+        seconds=found["duration_us"] / 1e6,
+        bytes=found["bytes"],
+        p50_ms=found["latency_us"]["p50"] / 1000,
+        p99_ms=found["latency_us"]["p99"] / 1000,
+        statuses={str(k): int(v) for k, v in found["statuses"].items()},
+        errors={str(k): int(v) for k, v in found["errors"].items()},
+    )
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass
+class Target:
+    """One request, as sent to the application and to the floor."""
+
+    key: str
+    name: str
+    script: str
+    app_path: str
+    floor_path: str
+    app_headers: list[str]
+    #: the Lua configuration for a run against ``stack`` (APP or FLOOR)
+    config: Callable[[str], dict[str, Any]] = lambda stack: {}
+    #: the profiles the request writes (updates only)
+    ids: list[int] = field(default_factory=list)
+    runs: dict[str, list[WrkRun]] = field(default_factory=lambda: {APP: [], FLOOR: []})
+
+    def path(self, stack: str) -> str:
+        return self.app_path if stack == APP else self.floor_path
+
+    def headers(self, stack: str) -> list[str]:
+        return self.app_headers if stack == APP else []
+
+
+def current_versions(url: str, stack: str, ids: list[int]) -> dict[int, int]:
+    """The profiles' versions once they stop moving, in the table the given server writes.
+
+    wrk stops counting at its deadline, but the requests then in flight still
+    complete on the server: wait for them, or their versions would be stale.
+    """
+    table = "users" if stack == APP else floor_app.FLOOR_USERS
+    previous: dict[int, int] | None = None
+    deadline = time.monotonic() + 10
+    with psycopg.connect(url, autocommit=True) as connection:
+        while True:
+            rows = connection.execute(
+                f"SELECT id, version FROM {table} WHERE id = ANY(%s)",
+                (ids,),
+            ).fetchall()
+            versions = {row[0]: row[1] for row in rows}
+            if versions == previous or time.monotonic() > deadline:
+                return versions
+            previous = versions
+            time.sleep(0.3)
+
+
+def build_targets(
+    url: str, credentials: Credentials, users: int, seed: int, patch_ids: list[int], threads: int
+) -> list[Target]:
+    support = f"Authorization: Bearer {credentials.support_token}"
+    run_numbers = itertools.count(1)
+    auditor = f"Authorization: Bearer {credentials.auditor_token}"
+
+    def get_profile(stack: str) -> dict[str, Any]:
+        prefix = "/api/v1/users/" if stack == APP else "/users/"
+        return {"prefix": prefix, "max_id": users, "seed": seed}
+
+    def patch_profile(stack: str) -> dict[str, Any]:
+        # Read now: the previous runs (and the other server's) moved versions on.
+        versions = current_versions(url, stack, patch_ids)
+        slices = [patch_ids[n::threads] for n in range(threads)]
+        prefix = "/api/v1/users/" if stack == APP else "/users/"
+        # A name never used before, so that every update is a real change.
+        return {"prefix": prefix, "slices": slices, "versions": versions, "run": next(run_numbers)}
+
+    return [
+        Target(
+            "get",
+            "GET profile",
+            "get_profile.lua",
+            "/api/v1/users/1",
+            "/users/1",
+            [support],
+            get_profile,
+        ),
+        Target("list", "list profiles", "get.lua", "/api/v1/users", "/users", [support]),
+        Target(
+            "patch",
+            "PATCH profile",
+            "patch_profile.lua",
+            "/api/v1/users/1",
+            "/users/1",
+            [support],
+            patch_profile,
+            patch_ids,
+        ),
+        Target(
+            "timeline",
+            "timeline page (HTML)",
+            "get.lua",
+            "/audit",
+            "/audit",
+            [f"Cookie: {credentials.cookie}"],
+        ),
+        Target(
+            "timeline_json",
+            "timeline JSON",
+            "get.lua",
+            "/api/v1/audit",
+            "/audit.json",
+            [auditor],
+        ),
+    ]
+
+
+def audit_entries(url: str) -> int:
+    with psycopg.connect(url) as connection:
+        row = connection.execute("SELECT count(*) FROM user_audit").fetchone()
+    return int(row[0]) if row else 0
+
+
+@dataclass
+class AuditCheck:
+    """Updates the app answered 200 versus the audit entries written meanwhile."""
+
+    updates: int = 0
+    entries: int = 0
+    #: requests possibly still in flight when wrk stopped (answered, but not counted)
+    in_flight: int = 0
+
+    def describe(self) -> str:
+        extra = self.entries - self.updates
+        verdict = (
+            "consistent"
+            if 0 <= extra <= self.in_flight
+            else "INCONSISTENT: entries missing or too many"
+        )
+        return (
+            f"Updates through the app answered 200 (as counted by wrk): {self.updates:,}; "
+            f"audit entries written meanwhile: {self.entries:,} ({extra:+,}; up to "
+            f"{self.in_flight:,} requests were in flight when wrk stopped): {verdict}"
+        )
+
+
+def measure(
+    target: Target,
+    stack: str,
+    server: Server,
+    url: str,
+    settings: WrkSettings,
+    workdir: Path,
+    audit: AuditCheck,
+    duration: int | None = None,
+) -> WrkRun:
+    if target.key == "patch" and stack == APP:
+        current_versions(url, APP, target.ids)  # the previous run's last requests are done
+    before = audit_entries(url) if target.key == "patch" and stack == APP else 0
+    run = run_wrk(
+        server.base + target.path(stack),
+        target.script,
+        target.headers(stack),
+        target.config(stack),
+        settings,
+        workdir,
+        duration,
+    )
+    if target.key == "patch" and stack == APP:
+        current_versions(url, APP, target.ids)
+        audit.updates += run.statuses.get("200", 0)
+        audit.entries += audit_entries(url) - before
+        audit.in_flight += settings.connections
+    return run
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class Row:
+    name: str
+    app_rps: float
+    floor_rps: float
+    app_p50: float
+    app_p99: float
+    floor_p50: float
+    floor_p99: float
+    app_bytes: float
+    floor_bytes: float
+    bad: str
+    round_ratios: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return self.app_rps / self.floor_rps if self.floor_rps else 0.0
+
+
+def summarize(target: Target) -> Row:
+    app, floor = target.runs[APP], target.runs[FLOOR]
+
+    def per_response(runs: list[WrkRun]) -> float:
+        return sum(r.bytes for r in runs) / max(1, sum(r.requests for r in runs))
+
+    def bad(runs: list[WrkRun]) -> str:
+        counts: dict[str, int] = {}
+        for run in runs:
+            for status, count in run.statuses.items():
+                if status != "200":
+                    counts[status] = counts.get(status, 0) + count
+            for name, count in run.errors.items():
+                if name != "status" and count:
+                    counts[name] = counts.get(name, 0) + count
+        if any(run.requests == 0 for run in runs):
+            counts["runs without a response"] = sum(1 for run in runs if run.requests == 0)
+        return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "0"
+
+    return Row(
+        name=target.name,
+        app_rps=statistics.median(r.per_second for r in app),
+        floor_rps=statistics.median(r.per_second for r in floor),
+        app_p50=statistics.median(r.p50_ms for r in app),
+        app_p99=statistics.median(r.p99_ms for r in app),
+        floor_p50=statistics.median(r.p50_ms for r in floor),
+        floor_p99=statistics.median(r.p99_ms for r in floor),
+        app_bytes=per_response(app),
+        floor_bytes=per_response(floor),
+        bad=f"{bad(app)} / {bad(floor)}",
+        round_ratios=[a.per_second / f.per_second for a, f in zip(app, floor, strict=True)],
+    )
+
+
+def table_lines(rows: list[Row]) -> list[str]:
+    lines = [
+        "| Request | App req/s | Floor req/s | App/floor | App p50 ms | App p99 ms "
+        "| Floor p50 ms | Floor p99 ms | Bytes/response app, floor | Non-200 app / floor |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        mark = "" if row.ratio >= TARGET_RATIO else " ✗"
+        lines.append(
+            f"| {row.name} | {row.app_rps:,.0f} | {row.floor_rps:,.0f} "
+            f"| {row.ratio:.2f}{mark} | {row.app_p50:.1f} | {row.app_p99:.1f} "
+            f"| {row.floor_p50:.1f} | {row.floor_p99:.1f} "
+            f"| {row.app_bytes:,.0f}, {row.floor_bytes:,.0f} | {row.bad} |"
+        )
+    return lines
+
+
+def uncommitted_app_changes() -> list[str]:
+    """Files of the app changed since the last commit: the run measures them as they are."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "webapp", "templates", "gunicorn.conf.py"],  # noqa: S607
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+        return [line[3:] for line in status.stdout.splitlines() if line.strip()]
+    return []
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def settings_line(workers: int, settings: WrkSettings, rounds: int) -> str:
+    return (
+        f"{os.cpu_count()} CPUs ({cpu_model()}) shared by wrk, both gunicorns and PostgreSQL; "
+        f"{workers} sync workers each (WEB_CONCURRENCY={workers}); {settings.describe()}, "
+        f"keep-alive not used (sync workers close each connection); {rounds} rounds, "
+        "app and floor interleaved, medians over rounds"
+    )
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def _area(path: str) -> str | None:
+    """The part of the stack a source file belongs to (None: a built-in, see its caller)."""
+    if not path or path.startswith("<"):
+        return None
+    normalized = path.replace(os.sep, "/")
+    for marker, name in (
+        ("/webapp/", "webapp"),
+        ("/templates/", "templates (Jinja)"),
+        ("/sqlalchemy/", "SQLAlchemy"),
+        ("/flask_sqlalchemy/", "SQLAlchemy"),
+        ("/psycopg", "psycopg (driver, waiting on PostgreSQL)"),
+        ("/jinja2", "Jinja2"),
+        ("/markupsafe/", "Jinja2"),
+        ("/difflib.py", "difflib (the timeline's diffs)"),
+        ("/werkzeug/", "Flask/Werkzeug"),
+        ("/flask/", "Flask/Werkzeug"),
+        ("/flask_login/", "Flask-Login/WTF"),
+        ("/flask_wtf/", "Flask-Login/WTF"),
+        ("/wtforms/", "Flask-Login/WTF"),
+        ("/itsdangerous/", "Flask-Login/WTF"),
+        ("/logging/", "logging"),
+        ("/json/", "json"),
+        ("/bench/", "bench (test client)"),
+    ):
+        if marker in normalized:
+            return name
+    return "other (stdlib, test client)"
+
+
+def _self_times(
+    frame: Any,
+    areas: dict[str, float],
+    functions: dict[str, float],
+    caller_area: str = "other (stdlib, test client)",
+    caller_name: str = "",
+) -> None:
+    """Add each frame's own time to its area and function.
+
+    Built-ins (``isinstance``, ``dict.get``) and pyinstrument's synthetic
+    ``[self]`` frames count for their caller's area, so that e.g. SQLAlchemy's
+    calls to built-ins stay SQLAlchemy's time.
+    """
+    children = list(frame.children)
+    own = frame.time - sum(child.time for child in children)
+    if frame.is_synthetic:
+        area, name = caller_area, caller_name
+    else:
+        area = _area(frame.file_path or "") or caller_area
+        name = f"{frame.function} ({frame.file_path_short}:{frame.line_no})"
+    if own > 0:
+        areas[area] = areas.get(area, 0.0) + own
+        functions[name] = functions.get(name, 0.0) + own
+    for child in children:
+        _self_times(child, areas, functions, area, name)
+
+
+@dataclass
+class InProcess:
+    """One request run in-process: statements, their text, and time per request."""
+
+    name: str
+    statements: list[str]
+    app_ms: float
+    floor_ms: float
+    areas: dict[str, float]
+    functions: dict[str, float]
+
+
+def timed_loop(call: Callable[[int], None], requests: int, budget: float) -> float:
+    """Milliseconds per call over up to ``requests`` calls, stopping after ``budget`` seconds."""
+    started = time.perf_counter()
+    done = 0
+    while done < requests and (done < 5 or time.perf_counter() - started < budget):
+        call(done)
+        done += 1
+    return (time.perf_counter() - started) * 1000 / done
+
+
+def profile_in_process(
+    url: str,
+    credentials: Credentials,
+    patch_ids: list[int],
+    users: int,
+    workdir: Path,
+    requests: int,
+    budget: float,
+    names: set[str],
+) -> list[InProcess]:
+    """Each request through the test client: the app with production settings, and the floor.
+
+    The app's log lines go to a file, as under gunicorn; the floor gets the
+    same test client, so both times carry the same client overhead.
+    """
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        print("\npyinstrument is not installed: no in-process profile.")
+        return []
+
+    saved = dict(os.environ)
+    os.environ.update(production_environment(url, 1))
+    log = (workdir / "in-process.log").open("w")
+    try:
+        with contextlib.redirect_stderr(log):
+            app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url)})
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    # The floor's worker reads it on its first request, in this process here.
+    os.environ["FLOOR_DATABASE_URL"] = url
+    sent: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(" ".join(statement.split())[:100])
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", seen)
+    client = app.test_client()
+    cookie_client = app.test_client()
+    page = cookie_client.get("/login").get_data(as_text=True)
+    found = CSRF_FIELD.search(page)
+    assert found is not None
+    cookie_client.post(
+        "/login",
+        data={"csrf_token": found.group(1), "username": AUDITOR, "password": PASSWORD},
+    )
+    floor_client = floor_app.app.test_client()
+    support = {"Authorization": f"Bearer {credentials.support_token}"}
+    auditor = {"Authorization": f"Bearer {credentials.auditor_token}"}
+    # Profiles of their own, so the update requests find current versions.
+    ids = patch_ids[:50]
+    versions = {APP: current_versions(url, APP, ids), FLOOR: current_versions(url, FLOOR, ids)}
+    serial = [0]
+
+    def patch(stack: str, n: int) -> None:
+        user_id = ids[n % len(ids)]
+        serial[0] += 1
+        body = {"name": f"In Process {serial[0]}", "reason": "load test"}
+        headers = {"If-Match": f'"{versions[stack][user_id]}"'}
+        if stack == APP:
+            response = client.patch(
+                f"/api/v1/users/{user_id}", json=body, headers={**support, **headers}
+            )
+        else:
+            response = floor_client.patch(f"/users/{user_id}", json=body, headers=headers)
+        assert response.status_code == 200, response.get_data(as_text=True)[:300]
+        versions[stack][user_id] = int(response.headers["ETag"].strip('"'))
+
+    def getter(
+        app_call: Callable[[int], Any], floor_call: Callable[[int], Any]
+    ) -> dict[str, Callable[[int], None]]:
+        def run(call: Callable[[int], Any]) -> Callable[[int], None]:
+            def one(n: int) -> None:
+                response = call(n)
+                assert response.status_code == 200, response.status_code
+                response.get_data()
+                response.close()
+
+            return one
+
+        return {APP: run(app_call), FLOOR: run(floor_call)}
+
+    cases: dict[str, dict[str, Callable[[int], None]]] = {
+        "GET profile": getter(
+            lambda n: client.get(f"/api/v1/users/{1 + (n * 7919) % users}", headers=support),
+            lambda n: floor_client.get(f"/users/{1 + (n * 7919) % users}"),
+        ),
+        "list profiles": getter(
+            lambda n: client.get("/api/v1/users", headers=support),
+            lambda n: floor_client.get("/users"),
+        ),
+        "PATCH profile": {APP: lambda n: patch(APP, n), FLOOR: lambda n: patch(FLOOR, n)},
+        "timeline page (HTML)": getter(
+            lambda n: cookie_client.get("/audit"), lambda n: floor_client.get("/audit")
+        ),
+        "timeline JSON": getter(
+            lambda n: client.get("/api/v1/audit", headers=auditor),
+            lambda n: floor_client.get("/audit.json"),
+        ),
+    }
+    results = []
+    try:
+        for name, calls in cases.items():
+            if name not in names:
+                continue
+            for stack in (APP, FLOOR):
+                timed_loop(calls[stack], 20, budget / 2)  # warm caches, like the warm-up runs
+            sent.clear()
+            calls[APP](0)
+            statements = list(sent)
+            timings = {stack: timed_loop(calls[stack], requests, budget) for stack in (APP, FLOOR)}
+            profiler = Profiler(interval=0.0002)
+            with contextlib.redirect_stderr(log):
+                profiler.start()
+                timed_loop(calls[APP], requests, budget)
+                profiler.stop()
+            areas: dict[str, float] = {}
+            functions: dict[str, float] = {}
+            root = profiler.last_session.root_frame() if profiler.last_session else None
+            if root is not None:
+                _self_times(root, areas, functions)
+            results.append(
+                InProcess(name, statements, timings[APP], timings[FLOOR], areas, functions)
+            )
+    finally:
+        log.close()
+        os.environ.pop("FLOOR_DATABASE_URL", None)
+        floor_app.close_connection()
+        with app.app_context():
+            db.engine.dispose()
+    return results
+
+
+def print_profile(results: list[InProcess]) -> None:
+    if not results:
+        return
+    print(
+        "\n## Where the app's time goes: in-process, Flask test client, no gunicorn or wrk\n"
+        "(the app with production settings, its log lines to a file; the floor's app through "
+        "the same test client; mean ms per request)\n"
+    )
+    print("| Request | SQL statements | App ms/request | Floor ms/request | App/floor time |")
+    print("|---|---:|---:|---:|---:|")
+    for result in results:
+        print(
+            f"| {result.name} | {len(result.statements)} | {result.app_ms:.2f} "
+            f"| {result.floor_ms:.2f} | {result.app_ms / result.floor_ms:.1f}x |"
+        )
+    for result in results:
+        print(f"\n### {result.name}: {len(result.statements)} SQL statements per request")
+        # Repeated statements (an N+1) on one line, in the order they were first sent.
+        counts: dict[str, int] = {}
+        for statement in result.statements:
+            counts[statement] = counts.get(statement, 0) + 1
+        for statement, count in counts.items():
+            print(f"  {count:3d} x {statement}")
+        total = sum(result.areas.values()) or 1.0
+        print("Self time by area (pyinstrument):")
+        for area, seconds in sorted(result.areas.items(), key=lambda item: -item[1]):
+            if seconds / total >= 0.01:
+                print(f"  {seconds / total:6.1%}  {area}")
+        print("Top functions by self time:")
+        for name, seconds in sorted(result.functions.items(), key=lambda item: -item[1])[:12]:
+            print(f"  {seconds / total:6.1%}  {name}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (each: app and floor)")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of untimed wrk first")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--connections", type=int, default=8, help="wrk connections")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers of each server")
+    parser.add_argument("--users", type=int, default=10_000, help="profiles")
+    parser.add_argument("--entries", type=int, default=200_000, help="audit entries")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the data and request ids")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile in-process even when every request reaches the target",
+    )
+    parser.add_argument(
+        "--profile-requests", type=int, default=300, help="in-process requests per case at most"
+    )
+    parser.add_argument(
+        "--profile-seconds", type=float, default=2.0, help="in-process seconds per case at most"
+    )
+    parser.add_argument("--summary", type=Path, help="append the results as Markdown to FILE")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration, args.warmup = 1, 3, 1
+        args.entries = min(args.entries, 50_000)
+        args.profile_seconds = min(args.profile_seconds, 0.7)
+    if args.threads < 1 or args.connections < args.threads:
+        parser.error("--connections must be at least --threads")
+    if args.rounds < 1 or args.duration < 1 or args.users < 1 or args.entries < args.users:
+        parser.error("--rounds, --duration and --users must be positive; --entries >= --users")
+    if PATCH_PROFILES // args.threads < 2 * args.connections:
+        parser.error("too many connections for the profiles the update runs share")
+    return args
+
+
+def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url)})
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    print(f"Generating {args.users:,} profiles and {args.entries:,} audit entries", flush=True)
+    seconds = generate_data(url, users=args.users, entries=args.entries, seed=args.seed / 100)
+    print(f"Data generated in {seconds:.1f} s", flush=True)
+    credentials = create_accounts(url)
+    create_floor_table(url)
+    patch_ids = patch_profile_ids(url)
+    settings = WrkSettings(args.threads, args.connections, args.duration)
+
+    servers: list[Server] = []
+    try:
+        servers.append(start_app(url, args.workers, workdir))
+        servers.append(start_floor(url, args.workers, workdir))
+        by_stack = {APP: servers[0], FLOOR: servers[1]}
+        print(
+            f"app gunicorn (gunicorn.conf.py, APP_ENV=production) pid {servers[0].process.pid} "
+            f"on {servers[0].base}; floor gunicorn pid {servers[1].process.pid} on "
+            f"{servers[1].base}; WEB_CONCURRENCY={args.workers} sync workers each",
+            flush=True,
+        )
+        credentials.cookie = sign_in(servers[0].base)
+        targets = build_targets(url, credentials, args.users, args.seed, patch_ids, args.threads)
+        print("\n" + settings_line(args.workers, settings, args.rounds))
+        print(
+            f"Note: {os.cpu_count()} cores for everything (wrk alone takes a good part of one, "
+            "and other jobs may be running): absolute req/s are low and noisy; the ratio "
+            "app/floor, measured in interleaved runs, is the figure to read.\n",
+            flush=True,
+        )
+        audit = AuditCheck()
+        if args.warmup:
+            for target in targets:
+                for stack in (APP, FLOOR):
+                    measure(
+                        target, stack, by_stack[stack], url, settings, workdir, audit, args.warmup
+                    )
+        for round_number in range(args.rounds):
+            order = (APP, FLOOR) if round_number % 2 == 0 else (FLOOR, APP)
+            for target in targets:
+                for stack in order:
+                    result = measure(target, stack, by_stack[stack], url, settings, workdir, audit)
+                    target.runs[stack].append(result)
+                app_run, floor_run = target.runs[APP][-1], target.runs[FLOOR][-1]
+                print(
+                    f"  round {round_number + 1}, {target.name}: app {app_run.per_second:,.0f}/s "
+                    f"(p50 {app_run.p50_ms:.1f} ms, non-200 {app_run.bad}), floor "
+                    f"{floor_run.per_second:,.0f}/s (p50 {floor_run.p50_ms:.1f} ms, non-200 "
+                    f"{floor_run.bad}); load average {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+    rows = [summarize(target) for target in targets]
+    print()
+    for line in machine_report(url):
+        print(line)
+    print(f"Load average after the runs: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(audit.describe())
+    changed = uncommitted_app_changes()
+    if changed:
+        print(f"Measured with uncommitted changes in: {', '.join(changed)}")
+    print("\n### HTTP throughput\n")
+    print(settings_line(args.workers, settings, args.rounds) + "\n")
+    table = table_lines(rows)
+    for line in table:
+        print(line)
+    print()
+    for row in rows:
+        ratios = ", ".join(f"{ratio:.2f}" for ratio in row.round_ratios)
+        print(f"  {row.name}: app/floor per round {ratios}")
+    failures = [row for row in rows if row.ratio < TARGET_RATIO]
+    bad = [
+        target.name
+        for target in targets
+        for stack in (APP, FLOOR)
+        if any(run.bad for run in target.runs[stack])
+    ]
+    if bad:
+        print(f"\nNon-200 responses or socket errors in: {', '.join(sorted(set(bad)))}")
+    if failures:
+        print(f"\nBelow {TARGET_RATIO} of the floor: " + ", ".join(row.name for row in failures))
+    if args.summary:
+        with args.summary.open("a", encoding="utf-8") as summary:
+            summary.write("### HTTP throughput\n\n")
+            summary.write(settings_line(args.workers, settings, args.rounds) + "\n\n")
+            summary.write("\n".join(table) + "\n\n")
+        print(f"\nSummary appended to {args.summary}")
+    if failures or args.profile:
+        names = {row.name for row in (rows if args.profile else failures)}
+        results = profile_in_process(
+            url,
+            credentials,
+            patch_ids,
+            args.users,
+            workdir,
+            args.profile_requests,
+            args.profile_seconds,
+            names,
+        )
+        print_profile(results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if shutil.which("wrk") is None:
+        print(
+            "wrk is not installed: install it (e.g. `apt-get install -y wrk`) and run again.",
+            file=sys.stderr,
+        )
+        return 2
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="http-load-"))
+    try:
+        with database_server(keep=False) as url:
+            run(args, url, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\nWhole run: {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
