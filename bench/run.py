@@ -54,7 +54,7 @@ BENCHMARKS = (
     Benchmark(
         "timeline-10m",
         "timeline_queries.py",
-        ("--entries", "10000000", "--users", "1000000", "--runs", "50", "--depth", "1000"),
+        ("--entries", "10000000", "--users", "1000000", "--depth", "1000"),
         ("--entries", "200000", "--users", "20000", "--runs", "20", "--depth", "100"),
     ),
     Benchmark(
