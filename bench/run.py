@@ -9,7 +9,7 @@ as Markdown to a summary file, printed at the end (and written to
 Benchmarks print figures; they never fail on speed. The exit status is
 non-zero only when a benchmark itself failed (crashed, or could not start).
 
-    .venv/bin/python bench/run.py            # everything, about 45 minutes
+    .venv/bin/python bench/run.py            # everything, about 25 minutes
     .venv/bin/python bench/run.py --quick    # small sizes, a few minutes
     .venv/bin/python bench/run.py --only timeline-1m export
 """
