@@ -10,8 +10,7 @@ from webapp.models import AuditVerification, SecurityEvent, User, UserAudit
 from webapp.timestamps import iso_utc
 
 
-def user_json(user: User | Row[Any]) -> dict[str, Any]:
-    """A profile in the API's shape; a row of its columns reads the same (listings)."""
+def user_json(user: User) -> dict[str, Any]:
     return {
         "id": user.id,
         "name": user.name,

@@ -33,7 +33,7 @@ def _user_response(user: User, status: int = 200) -> Response:
 @requires(PROFILES_READ)
 def list_users() -> Response:
     args = query_args({"q", "include_deleted", "limit", "cursor"})
-    page = users.list_user_rows(
+    page = users.list_users(
         query=single(args, "q"),
         include_deleted=parse_bool(args, "include_deleted"),
         limit=page_limit(args),

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
 
-from sqlalchemy import Row, Select, exists, func, or_, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -32,9 +31,6 @@ from webapp.timestamps import utcnow
 
 _EMAIL_INDEX = "uq_users_lower_email_active"
 
-# A profile as an ORM object or as a row of its columns: both have .id.
-_Profile = TypeVar("_Profile", User, Row[Any])
-
 
 def get_user(user_id: int) -> User:
     """The profile with ``user_id``, deleted or not; ``NotFound`` otherwise."""
@@ -52,30 +48,6 @@ def list_users(
     cursor: str | None = None,
 ) -> Page[User]:
     """Profiles in id order, optionally filtered by a name/email substring."""
-    statement = _list_statement(query, include_deleted, limit, cursor)
-    return _id_page(list(db.session.scalars(statement)), limit)
-
-
-def list_user_rows(
-    *,
-    query: str | None = None,
-    include_deleted: bool = False,
-    limit: int = 50,
-    cursor: str | None = None,
-) -> Page[Row[Any]]:
-    """The same page as ``list_users``, as plain rows of the profiles' columns.
-
-    For read-only listings (the API): no ORM object per profile to build and track.
-    """
-    statement = _list_statement(query, include_deleted, limit, cursor)
-    rows = list(db.session.execute(statement.with_only_columns(*User.__table__.columns)))
-    return _id_page(rows, limit)
-
-
-def _list_statement(
-    query: str | None, include_deleted: bool, limit: int, cursor: str | None
-) -> Select[tuple[User]]:
-    """Profiles in id order, with one more than ``limit`` to tell if a next page exists."""
     statement = select(User).order_by(User.id).limit(limit + 1)
     if not include_deleted:
         statement = statement.where(User.deleted_at.is_(None))
@@ -91,10 +63,7 @@ def _list_statement(
             )
     if cursor:
         statement = statement.where(User.id > decode_id_cursor(cursor))
-    return statement
-
-
-def _id_page(rows: list[_Profile], limit: int) -> Page[_Profile]:
+    rows = list(db.session.scalars(statement))
     next_cursor = encode_id_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return Page(items=rows[:limit], next_cursor=next_cursor)
 
