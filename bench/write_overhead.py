@@ -54,7 +54,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
@@ -63,26 +62,12 @@ from flask import Flask
 from flask_migrate import upgrade
 from flask_sqlalchemy.session import Session as FlaskSession
 from flask_sqlalchemy.session import _app_ctx_id
-from sqlalchemy import (
-    BigInteger,
-    DateTime,
-    Engine,
-    Identity,
-    Integer,
-    MetaData,
-    String,
-    event,
-    func,
-    select,
-    text,
-)
+from sqlalchemy import Engine, MetaData, event, inspect, select, text
 from sqlalchemy.orm import (
     DeclarativeBase,
-    Mapped,
     Mapper,
+    column_property,
     configure_mappers,
-    declared_attr,
-    mapped_column,
     scoped_session,
     sessionmaker,
 )
@@ -156,28 +141,30 @@ SCRATCH_SQL = [
 # --------------------------------------------------------------------------- models
 
 
-class ProfileColumns:
-    """The columns and mapper options of ``webapp.models.User``, for the scratch tables.
+def profile_mapping(table_name: str, metadata: MetaData) -> dict[str, Any]:
+    """The class attributes that map ``webapp.models.User``'s columns and options to a copy.
 
-    Constraints and indexes come from ``LIKE users INCLUDING ALL``, so they are
-    not declared here (nothing is created from this metadata but Continuum's tables).
+    Derived from the model itself (columns, ``active_history``, the version
+    counter, ``eager_defaults``), so the scratch classes follow it when it changes.
+    Constraints and indexes come from ``LIKE users INCLUDING ALL``; nothing is
+    created from this metadata but Continuum's own tables.
     """
-
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), active_history=True)
-    email: Mapped[str] = mapped_column(String(255), active_history=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
-    )
-    deleted_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), active_history=True
-    )
-    version: Mapped[int] = mapped_column(Integer)
-
-    @declared_attr.directive
-    def __mapper_args__(cls) -> dict[str, Any]:  # noqa: N805
-        return {"version_id_col": cls.__table__.c.version, "eager_defaults": True}  # type: ignore[attr-defined]
+    user = inspect(User)
+    table = User.__table__.to_metadata(metadata, name=table_name)
+    properties = {
+        attribute.key: column_property(
+            table.c[attribute.columns[0].name], active_history=attribute.active_history
+        )
+        for attribute in user.column_attrs
+    }
+    return {
+        "__table__": table,
+        "__mapper_args__": {
+            "properties": properties,
+            "version_id_col": table.c[user.version_id_col.name],
+            "eager_defaults": user.eager_defaults,
+        },
+    }
 
 
 class NoAuditBase(DeclarativeBase):
@@ -192,19 +179,19 @@ class ContinuumBase(DeclarativeBase):
     metadata = MetaData(info={"bind_key": BIND_KEYS[CONTINUUM]})
 
 
-class NoAuditProfile(ProfileColumns, NoAuditBase):
-    __tablename__ = TABLES[NO_AUDIT]
-
-
-class TriggerProfile(ProfileColumns, TriggerBase):
-    __tablename__ = TABLES[TRIGGER]
+NoAuditProfile: type[Any] = type(
+    "NoAuditProfile", (NoAuditBase,), profile_mapping(TABLES[NO_AUDIT], NoAuditBase.metadata)
+)
+TriggerProfile: type[Any] = type(
+    "TriggerProfile", (TriggerBase,), profile_mapping(TABLES[TRIGGER], TriggerBase.metadata)
+)
 
 
 class ContinuumSession(FlaskSession):
     """The session class Continuum's listeners are attached to, and no other."""
 
 
-def continuum_model(engine: Engine) -> type[ProfileColumns]:
+def continuum_model(engine: Engine) -> type[Any]:
     """The Continuum-versioned profile class, its version and transaction tables created.
 
     Does what ``make_versioned()`` does, but attaches the listeners to this one
@@ -215,9 +202,11 @@ def continuum_model(engine: Engine) -> type[ProfileColumns]:
     manager.user_cls = None  # no relationship to a user table
     manager.apply_class_configuration_listeners(Mapper)
 
-    class ContinuumProfile(ProfileColumns, ContinuumBase):
-        __tablename__ = TABLES[CONTINUUM]
-        __versioned__: dict[str, Any] = {}  # noqa: RUF012
+    ContinuumProfile: type[Any] = type(  # noqa: N806 - a class
+        "ContinuumProfile",
+        (ContinuumBase,),
+        {**profile_mapping(TABLES[CONTINUUM], ContinuumBase.metadata), "__versioned__": {}},
+    )
 
     configure_mappers()
     manager.track_operations(ContinuumProfile)
