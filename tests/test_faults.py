@@ -6,7 +6,7 @@ stack trace), and the same app serves the next requests without a restart.
 
 * A request's connection is killed (``pg_terminate_backend``) while its
   transaction holds the written change, just before COMMIT; or just after
-  COMMIT, before the request's session is closed, when the client must still
+  COMMIT, as the connection goes back to the pool, when the client must still
   be told of the change that was saved.
 * A separate embedded PostgreSQL is stopped and started again while client
   threads keep creating and editing profiles; afterwards every profile's
@@ -97,9 +97,8 @@ class BackendKiller:
 
     ``"commit"`` fires when every flush listener has run and COMMIT is next:
     the change and whatever was written with it are in the transaction, not
-    yet committed. ``"rollback"`` fires when the session ends a transaction
-    without committing, as it does at the end of a request that already
-    committed its change and then read it back.
+    yet committed. ``"checkin"`` fires when the connection goes back to the
+    pool, as it does right after COMMIT, before the answer is made.
     """
 
     def __init__(self, outside: Engine) -> None:
@@ -113,11 +112,14 @@ class BackendKiller:
         if self.killed is None and any(isinstance(o, User) for o in (*session.new, *session.dirty)):
             self._armed_in.flag = True
 
-    def at_moment(self, connection: Connection) -> None:
+    def at_moment(self, connection: Any, *args: Any) -> None:
+        # Engine events pass the engine's Connection, pool events the DBAPI connection.
         if self.killed is not None or not getattr(self._armed_in, "flag", False):
             return
         self._armed_in.flag = False
-        pid = connection.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+        if isinstance(connection, Connection):
+            connection = connection.connection.dbapi_connection
+        pid = connection.info.backend_pid
         with self.outside.connect() as outside:
             state = outside.execute(
                 text(
@@ -219,14 +221,14 @@ def test_a_connection_lost_after_commit_keeps_the_answer_and_the_change(
 ) -> None:
     user_id = post_profile(client, "Ada", "ada@example.com")
 
-    # The change commits, the answer is read back, and then the connection
-    # dies before the request's session is closed.
-    with backend_killed_at(app, engine, "rollback") as killer:
+    # The change commits, and the connection dies as it goes back to the
+    # pool, before the answer is made.
+    with backend_killed_at(app, engine, "checkin") as killer:
         response = client.patch(f"/api/v1/users/{user_id}", json={"name": "Ada Lovelace"})
 
     assert killer.killed is not None
-    assert killer.state_when_killed is not None
-    assert killer.state_when_killed[0] == "idle in transaction"
+    # Committed: nothing was open on the connection any more.
+    assert killer.state_when_killed == ("idle", False)
     # What was committed is what the client is told.
     assert response.status_code == 200, response.get_data()
     assert (response.get_json()["name"], response.get_json()["version"]) == ("Ada Lovelace", 2)

@@ -24,6 +24,13 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-db = SQLAlchemy(model_class=Base, session_options={"class_": AuditedSession})
+# Objects keep their values after COMMIT: what was flushed is what committed
+# (a profile's server-set columns come back through RETURNING), so answering
+# a save needs no reload. Expiring them would cost every save a BEGIN, a
+# SELECT and a ROLLBACK after its COMMIT, only to read the same values back.
+db = SQLAlchemy(
+    model_class=Base,
+    session_options={"class_": AuditedSession, "expire_on_commit": False},
+)
 migrate = Migrate()
 csrf = CSRFProtect()
