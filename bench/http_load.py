@@ -14,7 +14,11 @@ The requests: one profile (``GET /api/v1/users/<id>``, ids drawn over all
 profiles), the first page of profiles (``GET /api/v1/users``), a profile update
 (``PATCH /api/v1/users/<id>`` with ``If-Match``), the auditors' timeline page
 (``GET /audit``, HTML, signed in through the real ``/login`` form) and the
-timeline as JSON (``GET /api/v1/audit``). Rounds interleave the two servers
+timeline as JSON (``GET /api/v1/audit``). A sixth row is a yardstick, not a
+request the target applies to: the application's ``/healthz``, which touches
+no database, next to the floor's GET of a profile, i.e. what the
+application's request handling (request id, security headers, metrics,
+session) costs before any of its own work. Rounds interleave the two servers
 for each request (the order alternating from round to round); the table shows
 medians over rounds of req/s and of each run's p50/p99, and the ratio
 app/floor (target: at least 0.7).
@@ -462,6 +466,8 @@ class Target:
     config: Callable[[str], dict[str, Any]] = lambda stack: {}
     #: the profiles the request writes (updates only)
     ids: list[int] = field(default_factory=list)
+    #: a yardstick for the other rows, not one of the requests the target is for
+    reference: bool = False
     runs: dict[str, list[WrkRun]] = field(default_factory=lambda: {APP: [], FLOOR: []})
 
     def path(self, stack: str) -> str:
@@ -549,6 +555,17 @@ def build_targets(
             "/audit.json",
             [auditor],
         ),
+        # What the application costs before any of its own work: the liveness
+        # probe touches no database, writes no log line and checks no token.
+        Target(
+            "pipeline",
+            "reference: app GET /healthz, no database (floor: GET profile)",
+            "get.lua",
+            "/healthz",
+            "/users/1",
+            [],
+            reference=True,
+        ),
     ]
 
 
@@ -627,6 +644,7 @@ class Row:
     floor_bytes: float
     bad: str
     round_ratios: list[float]
+    reference: bool = False
 
     @property
     def ratio(self) -> float:
@@ -664,6 +682,7 @@ def summarize(target: Target) -> Row:
         floor_bytes=per_response(floor),
         bad=f"{bad(app)} / {bad(floor)}",
         round_ratios=[a.per_second / f.per_second for a, f in zip(app, floor, strict=True)],
+        reference=target.reference,
     )
 
 
@@ -674,7 +693,7 @@ def table_lines(rows: list[Row]) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
-        mark = "" if row.ratio >= TARGET_RATIO else " ✗"
+        mark = "" if row.reference or row.ratio >= TARGET_RATIO else " ✗"
         lines.append(
             f"| {row.name} | {row.app_rps:,.0f} | {row.floor_rps:,.0f} "
             f"| {row.ratio:.2f}{mark} | {row.app_p50:.1f} | {row.app_p99:.1f} "
@@ -1082,7 +1101,7 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
     for row in rows:
         ratios = ", ".join(f"{ratio:.2f}" for ratio in row.round_ratios)
         print(f"  {row.name}: app/floor per round {ratios}")
-    failures = [row for row in rows if row.ratio < TARGET_RATIO]
+    failures = [row for row in rows if not row.reference and row.ratio < TARGET_RATIO]
     bad = [
         target.name
         for target in targets
