@@ -59,10 +59,10 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from bench.timeline_queries import (  # noqa: E402
-    _stop_on_sigterm,
     database_server,
     machine_report,
     percentile,
+    stop_on_sigterm,
 )
 
 CHAIN = "chain"
@@ -342,7 +342,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     started = time.perf_counter()
     with database_server(keep=False) as url:
         app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url)})

@@ -88,10 +88,10 @@ if str(ROOT) not in sys.path:
 
 from bench import floor_app  # noqa: E402
 from bench.timeline_queries import (  # noqa: E402
-    _stop_on_sigterm,
     database_server,
     generate_data,
     machine_report,
+    stop_on_sigterm,
 )
 
 WRK_DIR = ROOT / "bench" / "wrk"
@@ -1141,7 +1141,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="http-load-"))
     try:

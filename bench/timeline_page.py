@@ -55,12 +55,12 @@ if str(_ROOT) not in sys.path:
 from bench.timeline_queries import (  # noqa: E402
     _buffers,
     _execution_ms,
-    _stop_on_sigterm,
     database_server,
     explain,
     generate_data,
     machine_report,
     percentile,
+    stop_on_sigterm,
     summarize_plan,
 )
 
@@ -463,7 +463,7 @@ def run(args: argparse.Namespace, url: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     started = time.perf_counter()
     with database_server(args.keep_database) as url:
         run(args, url)

@@ -758,7 +758,7 @@ def database_server(keep: bool) -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
@@ -793,7 +793,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     with database_server(args.keep_database) as url:
         app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url)})
         with app.app_context():
