@@ -8,7 +8,9 @@ import json
 import re
 
 import pytest
+from sqlalchemy import event
 
+from webapp.extensions import db
 from webapp.services import audit_export
 from webapp.services.audit_log import AuditFilter
 
@@ -160,3 +162,22 @@ def test_export_reads_in_batches(app_context, client, entries, database):
     assert [entry.id for entry in seen] == expected_ids(database)
     lines = list(audit_export.csv_lines(AuditFilter(operations=("update",)), batch_size=1))
     assert len(lines) == 1 + len(expected_ids(database, "operation = 'update'"))
+
+
+def test_export_by_username_looks_the_account_up_once(app, app_context, client, entries, database):
+    statements = []
+
+    def record(connection, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        # Case does not matter, as on the timeline.
+        seen = list(audit_export.iter_entries(AuditFilter(actor_label="TEST-ADMIN"), batch_size=2))
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+
+    assert [entry.id for entry in seen] == expected_ids(database, "actor_label = 'test-admin'")
+    pages = [s for s in statements if "FROM user_audit" in s]
+    assert len(pages) >= 3
+    assert len([s for s in statements if "FROM staff" in s]) == 1

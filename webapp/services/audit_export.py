@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Row
 
 from webapp.api.representations import audit_entry_json
-from webapp.services.audit_log import AuditFilter, list_entry_rows
+from webapp.services.audit_log import AuditFilter, list_entry_rows, resolve_actor
 from webapp.timestamps import iso_utc
 
 BATCH_SIZE = 1000
@@ -47,6 +47,7 @@ def iter_entries(audit_filter: AuditFilter, *, batch_size: int = BATCH_SIZE) -> 
     Rows of columns, not ORM objects: they read the same (``entry.operation``)
     and an export of a million entries makes no million objects.
     """
+    audit_filter = resolve_actor(audit_filter)
     cursor: str | None = None
     while True:
         page = list_entry_rows(audit_filter, limit=batch_size, cursor=cursor)

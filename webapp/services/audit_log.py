@@ -160,9 +160,7 @@ def user_history(user_id: int, *, limit: int, cursor: str | None = None) -> Page
 def filtered_statement(audit_filter: AuditFilter) -> Select[tuple[UserAudit]]:
     """The entries ``audit_filter`` selects, unordered and unpaged: the one
     definition of the filter that the timeline, its chart and exports share."""
-    if audit_filter.actor_label is not None:
-        audit_filter = _resolve_actor(audit_filter)
-    return _filtered(audit_filter)
+    return _filtered(resolve_actor(audit_filter))
 
 
 def _filtered(audit_filter: AuditFilter) -> Select[tuple[UserAudit]]:
@@ -190,9 +188,14 @@ def _filtered(audit_filter: AuditFilter) -> Select[tuple[UserAudit]]:
     return statement
 
 
-def _resolve_actor(audit_filter: AuditFilter) -> AuditFilter:
-    """A username names an account: filter on its id, which is indexed."""
-    assert audit_filter.actor_label is not None
+def resolve_actor(audit_filter: AuditFilter) -> AuditFilter:
+    """The filter with an account's username replaced by the account's id, which is indexed.
+
+    Reading many pages of one filter (an export), resolve it once first: each
+    page's statement would otherwise look the username up again.
+    """
+    if audit_filter.actor_label is None:
+        return audit_filter
     staff_id = db.session.scalar(
         select(Staff.id).where(func.lower(Staff.username) == audit_filter.actor_label.lower())
     )
