@@ -164,7 +164,7 @@ def test_export_reads_in_batches(app_context, client, entries, database):
     assert len(lines) == 1 + len(expected_ids(database, "operation = 'update'"))
 
 
-def test_export_by_username_looks_the_account_up_once(app, app_context, client, entries, database):
+def test_export_by_username_looks_the_account_up_once(app_context, entries, database):
     statements = []
 
     def record(connection, cursor, statement, *args):
