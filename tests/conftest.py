@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +25,8 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from webapp import create_app
 from webapp.audit.chain import GENESIS_HASH
 from webapp.audit.context import Actor, Origin, acting_as
+from webapp.audit.entry_ids import entry_ids
+from webapp.audit.sealer import link_all
 from webapp.config import database_url
 from webapp.extensions import db
 from webapp.local_database import drop_database, ensure_database, start_embedded_server
@@ -71,6 +73,8 @@ def app(test_database_url: str) -> Flask:
             "TESTING": True,
             "SQLALCHEMY_DATABASE_URI": database_url(test_database_url),
             "WTF_CSRF_ENABLED": True,
+            # Tests link entries when they mean to (link_chain), never behind their back.
+            "AUDIT_SEALER": "off",
         }
     )
     with application.app_context():
@@ -124,6 +128,18 @@ def _empty_tables(engine: Engine) -> None:
             text("UPDATE audit_chain_head SET seq = 0, hash = :genesis"),
             {"genesis": GENESIS_HASH},
         )
+    # The ids reserved before the sequence restarted would be handed out again.
+    entry_ids.forget()
+
+
+@pytest.fixture
+def link_chain(app: Flask, engine: Engine) -> Callable[[], int]:
+    """Link every committed entry into the chain, as the sealer would after COMMIT."""
+
+    def link() -> int:
+        return link_all(engine, app.config["AUDIT_CHAIN_KEY"].encode())
+
+    return link
 
 
 class StaffFactory:

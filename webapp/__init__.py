@@ -55,6 +55,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     security_headers.init_app(app)
     errors.init_app(app)
 
+    from webapp.audit import sealer
+
+    sealer.init_app(app)
+
     from webapp import auth
 
     auth.init_app(app)

@@ -13,10 +13,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 import click
+from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import func, select
 
@@ -61,20 +63,33 @@ def verify_command(checkpoint_file: Path | None, jobs: int) -> None:
     """
     checkpoint = _read_checkpoint(checkpoint_file) if checkpoint_file else None
     key = _chain_key()
+    max_link_delay = timedelta(seconds=current_app.config["AUDIT_MAX_LINK_DELAY_SECONDS"])
     if sys.stderr.isatty():
         total = audit_integrity.chain_length(db.session.connection())
         db.session.rollback()
         with click.progressbar(length=total, label="Verifying", file=sys.stderr) as bar:
             result = audit_integrity.verify(
-                db.engine, key, checkpoint=checkpoint, progress=bar.update, workers=jobs
+                db.engine,
+                key,
+                checkpoint=checkpoint,
+                max_link_delay=max_link_delay,
+                progress=bar.update,
+                workers=jobs,
             )
     else:
-        result = audit_integrity.verify(db.engine, key, checkpoint=checkpoint, workers=jobs)
+        result = audit_integrity.verify(
+            db.engine, key, checkpoint=checkpoint, max_link_delay=max_link_delay, workers=jobs
+        )
     actor = current_actor()
     audit_integrity.record(result, verified_by=actor.label if actor else "cli")
     seconds = (result.finished_at - result.started_at).total_seconds()  # type: ignore[operator]
     summary = audit_integrity.describe(result)
-    details = f"{result.pending_entries} entries waiting to be sealed; {seconds:.1f} s"
+    waiting = (
+        f", the oldest for {result.oldest_unlinked_seconds:.1f} s"
+        if result.oldest_unlinked_seconds is not None
+        else ""
+    )
+    details = f"{result.pending_entries} entries waiting for their link{waiting}; {seconds:.1f} s"
     if result.ok:
         click.echo(f"{summary} ({details})")
         click.echo(f"head: link {result.head.seq}, hash {result.head.hash.hex()}")
@@ -111,13 +126,14 @@ def checkpoint_command(output: Path | None) -> None:
 @with_appcontext
 @operator_command
 def seal_command() -> None:
-    """Seal into the chain the entries the database's safety net wrote.
+    """Link every entry waiting for its link into the hash chain.
 
-    The application does this on every save; run it after a migration that
-    queued existing entries, or when nothing has been saved since a raw write.
+    The app's sealer does this within a second of every save; run it on a
+    schedule where no web process runs (commands only), or after a migration
+    that queued existing entries.
     """
-    sealed = audit_integrity.seal_pending(_chain_key())
-    click.echo(f"{sealed} entries sealed into the chain.")
+    linked = audit_integrity.link_pending(_chain_key())
+    click.echo(f"{linked} entries linked into the chain.")
 
 
 def _read_checkpoint(path: Path) -> Checkpoint:

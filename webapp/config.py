@@ -77,6 +77,9 @@ def _float(name: str, default: float) -> float:
         raise RuntimeError(f"{name} must be a number, not {value!r}.") from None
 
 
+AUDIT_SEALERS = ("thread", "off")
+
+
 def _bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     if value is None or value == "":
@@ -97,6 +100,13 @@ def settings_from_environment() -> dict[str, Any]:
         # Keys the audit hash chain (HMAC-SHA-256). Keep it out of the database
         # and its backups: whoever holds it could re-hash a rewritten history.
         "AUDIT_CHAIN_KEY": os.environ.get("AUDIT_CHAIN_KEY", DEV_AUDIT_CHAIN_KEY),
+        # Links committed entries into the chain: "thread" (a background
+        # thread per process) or "off" (only `flask audit seal` links).
+        "AUDIT_SEALER": os.environ.get("AUDIT_SEALER", "thread").strip().lower(),
+        # How often the sealer looks for entries written by other processes.
+        "AUDIT_SEAL_POLL_SECONDS": _float("AUDIT_SEAL_POLL_SECONDS", 1.0),
+        # An entry unlinked for longer fails `flask audit verify`.
+        "AUDIT_MAX_LINK_DELAY_SECONDS": _int("AUDIT_MAX_LINK_DELAY_SECONDS", 300),
         "SQLALCHEMY_DATABASE_URI": database_url(os.environ.get("DATABASE_URL")),
         "SQLALCHEMY_ENGINE_OPTIONS": {
             # Without pre-ping, a restarted database turns the first request on
@@ -185,6 +195,10 @@ def check_settings(config: Mapping[str, Any]) -> None:
     if log_format is not None and log_format not in LOG_FORMATS:
         raise RuntimeError(f"LOG_FORMAT must be 'json' or 'text', not {log_format!r}.")
     parse_networks(config.get("METRICS_ALLOWED_IPS") or "")
+    if config.get("AUDIT_SEALER") not in AUDIT_SEALERS:
+        raise RuntimeError(
+            f"AUDIT_SEALER must be 'thread' or 'off', not {config.get('AUDIT_SEALER')!r}."
+        )
     if app_env == DEVELOPMENT:
         return
     for name, default in (

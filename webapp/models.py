@@ -122,18 +122,24 @@ class UserAudit(db.Model):
     request_id: Mapped[str | None] = mapped_column(String(128))
     # Written by the database's safety net for a change that bypassed the app.
     unattributed: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # HMAC of the entry's canonical bytes (webapp.audit.seal), made by the
+    # application in the entry's own INSERT; none on safety-net entries.
+    seal: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     __table_args__ = (
         CheckConstraint(
             "operation in ('create', 'update', 'delete', 'restore')", name="operation_known"
         ),
         CheckConstraint("channel in ('web', 'api', 'cli', 'database')", name="channel_known"),
+        CheckConstraint("octet_length(seal) = 32", name="seal_hmac_sha256"),
         CheckConstraint(
             "(operation = 'create') = (previous_data is null)", name="previous_data_iff_not_create"
         ),
         # The timeline's keyset orders: newest first, optionally per user or operation.
         Index("ix_user_audit_timestamp_id", "timestamp", "id"),
         Index("ix_user_audit_user_id_timestamp_id", "user_id", "timestamp", "id"),
+        # The safety net's look-up, at COMMIT, of the entry of a row change.
+        Index("ix_user_audit_user_id_version", "user_id", "version"),
         Index("ix_user_audit_operation_timestamp_id", "operation", "timestamp", "id"),
         Index("ix_user_audit_actor_id_timestamp_id", "actor_id", "timestamp", "id"),
         Index(
@@ -257,10 +263,17 @@ class AuditChainLink(db.Model):
         BigInteger, ForeignKey("user_audit.id", ondelete="RESTRICT"), unique=True
     )
     hash: Mapped[bytes] = mapped_column(LargeBinary)
+    # How the link hashed its entry: 2 its seal's digest, 1 (links written
+    # before entries carried seals) its canonical bytes.
+    encoding: Mapped[int] = mapped_column(SmallInteger)
+    linked_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()")
+    )
 
     __table_args__ = (
         CheckConstraint("seq > 0", name="seq_positive"),
         CheckConstraint("octet_length(hash) = 32", name="hash_sha256"),
+        CheckConstraint("encoding in (1, 2)", name="encoding_known"),
     )
 
 
@@ -277,7 +290,7 @@ class AuditChainHead(db.Model):
 
 
 class AuditChainPending(db.Model):
-    """An entry the database's safety net wrote, waiting to be sealed into the chain."""
+    """An entry waiting to be linked into the chain (every INSERT queues its entries)."""
 
     __tablename__ = "audit_chain_pending"
 
@@ -286,6 +299,9 @@ class AuditChainPending(db.Model):
         ForeignKey("user_audit.id", ondelete="RESTRICT"),
         primary_key=True,
         autoincrement=False,
+    )
+    queued_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()")
     )
 
 
@@ -308,5 +324,8 @@ class AuditVerification(db.Model):
     first_bad_entry_id: Mapped[int | None] = mapped_column(BigInteger)
     problem: Mapped[str | None] = mapped_column(Text)
     verified_by: Mapped[str] = mapped_column(String(100))
+    # HMAC of the result (services.audit_integrity); a row without a valid
+    # one was not written by the application and is ignored.
+    seal: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     __table_args__ = (Index("ix_audit_verifications_finished_at", "finished_at"),)

@@ -54,6 +54,8 @@ def audit_verification() -> Response:
         last_verification=verification_json(status.last_verification),
         head={"seq": status.head.seq, "hash": status.head.hash.hex()},
         pending_entries=status.pending_entries,
+        oldest_unlinked_entry_seconds=status.oldest_unlinked_seconds,
+        unsealed_results_ignored=status.unsealed_results,
     )
 
 

@@ -586,7 +586,7 @@ def build_document(*, page_size_default: int, page_size_max: int) -> dict[str, A
                 tag="Audit",
                 summary="The audit chain's state and last verification",
                 description=(
-                    "The hash chain's head now, the entries waiting to be sealed into it, "
+                    "The hash chain's head now, the entries waiting for their link, "
                     "and the result of the last `flask audit verify` run (`null` if there "
                     "has been none). Verification itself runs on a schedule, not per request."
                 ),
@@ -909,7 +909,20 @@ def _components() -> dict[str, Any]:
                 "pending_entries": {
                     "type": "integer",
                     "minimum": 0,
-                    "description": "Entries waiting to be sealed into the chain.",
+                    "description": "Entries committed but not linked into the chain yet.",
+                },
+                "oldest_unlinked_entry_seconds": {
+                    "type": ["number", "null"],
+                    "minimum": 0,
+                    "description": "How long the oldest entry not linked yet has waited; "
+                    "`null` when none waits.",
+                },
+                "unsealed_results_ignored": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Verification results newer than `last_verification` that "
+                    "the application did not seal: written by hand, ignored, and a sign of "
+                    "tampering.",
                 },
             },
             "The audit chain now.",

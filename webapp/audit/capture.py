@@ -2,10 +2,11 @@
 
 ``before_flush`` sees the objects about to be written and takes their old and
 new snapshots; new rows have no primary key yet, so the entries are written in
-``after_flush`` (ids and new versions known) with one executemany INSERT in the
-flush's own transaction, then appended to the hash chain: the change, its
-audit entry and its link commit together or not at all. ORM statements that
-would bypass the unit of work are refused.
+``after_flush`` (ids and new versions known) with one INSERT in the flush's
+own transaction, each entry carrying its seal: the change, its entry and the
+seal commit together or not at all. The entries are linked into the hash chain
+after COMMIT (``after_commit`` wakes the sealer). ORM statements that would
+bypass the unit of work are refused.
 """
 
 from __future__ import annotations
@@ -13,24 +14,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, event, text
+from flask import current_app
+from sqlalchemy import Connection, event
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from webapp.audit import chain
 from webapp.audit.context import Origin, current_actor, current_change, current_origin
+from webapp.audit.entry_ids import entry_ids
 from webapp.audit.errors import AuditBypassError, HardDeleteRefused, UnattributedChangeError
+from webapp.audit.seal import canonical_entry, seal_of
 from webapp.audit.session import AuditedSession, is_audited
 from webapp.audit.snapshot import Snapshot, changed_fields, committed_snapshot, current_snapshot
 from webapp.models import User
+from webapp.timestamps import utcnow
 
 _PENDING = "audit.pending_entries"
-# Transaction-local settings the safety-net trigger reads: "capturing" while
-# this flush writes (chain.append lowers it again), and who is acting, which it
-# records for any write of the transaction that bypasses the flush.
-_CAPTURING_ON = text(
-    "SELECT set_config('profile_audit.capturing', 'on', true), "
-    "set_config('profile_audit.actor', :actor, true)"
-)
+# Set once a transaction wrote entries: its COMMIT wakes the sealer.
+_WROTE_ENTRIES = "audit.wrote_entries"
 # Code that acts without saying from where (a shell, a script) counts as CLI.
 _UNKNOWN_ORIGIN = Origin(channel="cli")
 
@@ -84,9 +84,6 @@ def collect_changes(session: Session, flush_context: UOWTransaction, instances: 
             "Refusing to change profiles with no actor: bind one with "
             "webapp.audit.context.acting_as(...) (requests and CLI commands do)."
         )
-    if pending and actor is not None:
-        # The safety-net trigger leaves this flush's writes to us.
-        session.connection().execute(_CAPTURING_ON, {"actor": actor.label})
     session.info[_PENDING] = pending
 
 
@@ -100,8 +97,12 @@ def write_entries(session: Session, flush_context: UOWTransaction) -> None:
     assert actor is not None  # collect_changes refused the flush otherwise
     origin = current_origin() or _UNKNOWN_ORIGIN
     reason = current_change().reason
+    connection = session.connection()
+    ids = entry_ids.take(connection, len(pending))
     rows = [
         {
+            "id": entry_id,
+            "timestamp": utcnow(),
             "user_id": entry.user.id,
             "operation": entry.operation,
             "previous_data": entry.previous_data,
@@ -116,24 +117,34 @@ def write_entries(session: Session, flush_context: UOWTransaction) -> None:
             "remote_addr": origin.remote_addr,
             "request_id": origin.request_id,
         }
-        for entry in pending
+        for entry_id, entry in zip(ids, pending, strict=True)
     ]
-    record_entries(session.connection(), session.audit_chain_key, rows)
+    record_entries(connection, session.audit_chain_key, rows)
+    session.info[_WROTE_ENTRIES] = True
 
 
 def record_entries(connection: Connection, key: bytes, rows: list[dict[str, Any]]) -> None:
-    """Insert the flush's entries and link them into the hash chain.
+    """Seal the flush's entries and insert them (the database queues them for linking)."""
+    for row in rows:
+        row["unattributed"] = False
+        row["seal"] = seal_of(key, canonical_entry(row))
+    chain.write_entries(connection, rows)
 
-    A seam of its own so that the chain's benchmark can measure the write
-    without the chain.
-    """
-    chain.write_entries(connection, key, rows)
+
+@event.listens_for(AuditedSession, "after_commit")
+def wake_sealer(session: Session) -> None:
+    """Entries were committed: have them linked soon, outside this transaction."""
+    if session.info.pop(_WROTE_ENTRIES, False):
+        sealer = current_app.extensions.get("audit_sealer")
+        if sealer is not None:
+            sealer.notify()
 
 
 @event.listens_for(AuditedSession, "after_rollback")
 def forget_pending(session: Session) -> None:
     """Drop entries of a flush that failed, so they never leak into the next one."""
     session.info.pop(_PENDING, None)
+    session.info.pop(_WROTE_ENTRIES, None)
 
 
 @event.listens_for(AuditedSession, "do_orm_execute")

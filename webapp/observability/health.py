@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.extensions import db
+from webapp.services.audit_integrity import oldest_unlinked_seconds
 
 #: A readiness probe must answer quickly even when the database is slow.
 READINESS_STATEMENT_TIMEOUT_MS = 2000
@@ -69,6 +70,17 @@ def _database_revisions() -> frozenset[str]:
         return frozenset(rows.scalars())
 
 
+def _oldest_unlinked_seconds() -> float | None:
+    try:
+        with db.engine.connect() as connection:
+            connection.execute(
+                text(f"SET LOCAL statement_timeout = {READINESS_STATEMENT_TIMEOUT_MS}")
+            )
+            return oldest_unlinked_seconds(connection)
+    except SQLAlchemyError:
+        return None
+
+
 def check_readiness(app: Flask) -> Readiness:
     """Whether the database answers and is at the migrations' head."""
     try:
@@ -92,6 +104,8 @@ def check_readiness(app: Flask) -> Readiness:
     revision = ",".join(sorted(revisions)) or None
     extra = {"database": "ok", "revision": revision, "head": head}
     if revisions == migrations.heads:
+        # Detail only: a linking backlog does not stop a process from serving.
+        extra["oldest_unlinked_entry_seconds"] = _oldest_unlinked_seconds()
         return Readiness(True, extra=extra)
     if not revisions:
         return Readiness(False, "database_not_migrated", "The database has no schema yet.", extra)

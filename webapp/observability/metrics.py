@@ -115,7 +115,7 @@ class AuditCollector(Collector):
         yield up
         entries = CounterMetricFamily(
             f"{NAMESPACE}_audit_entries",
-            "Audit entries written: links in the hash chain plus entries waiting to be sealed.",
+            "Audit entries written: links in the hash chain plus entries waiting for their link.",
         )
         entries.add_metric([], status.head.seq + status.pending_entries)
         yield entries
@@ -126,14 +126,19 @@ class AuditCollector(Collector):
         )
         yield GaugeMetricFamily(
             f"{NAMESPACE}_audit_chain_pending_entries",
-            "Entries written by the database's safety net, not yet sealed into the chain.",
+            "Entries committed but not linked into the hash chain yet.",
             value=status.pending_entries,
+        )
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_audit_oldest_unlinked_entry_seconds",
+            "How long the oldest entry not linked yet has waited (0 when none waits).",
+            value=status.oldest_unlinked_seconds or 0.0,
         )
         run = status.last_verification
         yield GaugeMetricFamily(
             f"{NAMESPACE}_audit_verification_ok",
             "1 if the last `flask audit verify` passed; 0 if it failed or never ran.",
-            value=1 if run is not None and run.ok else 0,
+            value=1 if run is not None and run.ok and not status.unsealed_results else 0,
         )
         if run is not None:
             yield GaugeMetricFamily(

@@ -17,13 +17,16 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, text
 
 from webapp.audit import chain
 from webapp.audit.chain import GENESIS_HASH, ChainHead
+from webapp.audit.seal import ENTRY_DIGEST_SQL, digest_seal
+from webapp.audit.sealer import link_all
 from webapp.extensions import db
 from webapp.models import AuditChainLink, AuditChainPending, AuditVerification, UserAudit
 from webapp.timestamps import iso_utc, parse_iso_datetime, utcnow
@@ -32,6 +35,10 @@ from webapp.timestamps import iso_utc, parse_iso_datetime, utcnow
 WALK_BATCH = 10_000
 #: Drifted profiles named in a report; the count covers them all.
 DRIFT_SAMPLE = 10
+#: Forged entries named in a report; the count covers them all.
+FORGED_SAMPLE = 20
+#: Verification results looked at for the newest one the application sealed.
+RESULTS_SCANNED = 50
 
 
 @dataclass(frozen=True)
@@ -89,12 +96,17 @@ class Verification:
     pending_entries: int = 0
     drifted_profiles: int = 0
     drift_sample: list[int] = field(default_factory=list)
+    #: Entries that claim to be a staff member's change without a valid seal.
+    forged_entries: int = 0
+    forged_sample: list[int] = field(default_factory=list)
+    #: The oldest entry still waiting for its link, and how long it has waited.
+    oldest_unlinked_seconds: float | None = None
     checkpoint_seq: int | None = None
     problem: Problem | None = None
 
     @property
     def ok(self) -> bool:
-        return self.problem is None and self.drifted_profiles == 0
+        return self.problem is None and self.drifted_profiles == 0 and self.forged_entries == 0
 
 
 def current_checkpoint(connection: Connection) -> Checkpoint:
@@ -108,16 +120,10 @@ def chain_length(connection: Connection) -> int:
     return connection.execute(select(func.count()).select_from(AuditChainLink)).scalar_one()
 
 
-def seal_pending(key: bytes) -> int:
-    """Seal every entry the safety net queued; return how many. Commits per batch
-    so the chain's head is never held for long."""
-    sealed = 0
-    while True:
-        count = chain.seal_pending(db.session.connection(), key)
-        db.session.commit()
-        sealed += count
-        if count == 0:
-            return sealed
+def link_pending(key: bytes) -> int:
+    """Link every queued entry into the chain; return how many. One short
+    transaction per batch, so the chain's head is never held for long."""
+    return link_all(db.engine, key)
 
 
 def verify(
@@ -125,6 +131,7 @@ def verify(
     key: bytes,
     *,
     checkpoint: Checkpoint | None = None,
+    max_link_delay: timedelta | None = None,
     progress: Callable[[int], None] | None = None,
     workers: int = 1,
     min_links_per_worker: int = 50_000,
@@ -151,6 +158,10 @@ def verify(
         walked = _walk_ranges(engine, connection, key, last_seq, parts, progress)
         result.entries_checked = sum(part.checked for part in walked)
         result.problem = _first_problem(walked)
+        unlinked_forged = _check_unlinked_seals(connection, key)
+        result.forged_entries = sum(part.forged_count for part in walked) + len(unlinked_forged)
+        forged = [entry for part in walked for entry in part.forged] + unlinked_forged
+        result.forged_sample = sorted(forged)[:FORGED_SAMPLE]
         last_hash = connection.execute(
             text("SELECT hash FROM audit_chain WHERE seq = :seq"), {"seq": last_seq}
         ).scalar()
@@ -162,7 +173,12 @@ def verify(
             result.problem = _check_ends(connection, result.head, checkpoint)
         if result.problem is None:
             result.problem = _check_every_entry_is_chained(connection, result)
+        result.oldest_unlinked_seconds = oldest_unlinked_seconds(connection)
+        if result.problem is None and max_link_delay is not None:
+            result.problem = _check_link_delay(connection, max_link_delay)
         result.drifted_profiles, result.drift_sample = find_drift(connection)
+        if result.problem is None:
+            result.problem = _check_results_sealed(connection, key)
     result.finished_at = utcnow()
     return result
 
@@ -191,6 +207,9 @@ class _Walked:
     last: int
     checked: int = 0
     problem: Problem | None = None
+    #: Forged entries found (the first ``FORGED_SAMPLE``) and how many in all.
+    forged: list[int] = field(default_factory=list)
+    forged_count: int = 0
 
 
 def _walk_ranges(
@@ -224,12 +243,38 @@ def _walk_ranges(
         return list(pool.map(walk, ranges))
 
 
+# Encoding 2 links need the SHA-256 of the entry's canonical bytes (computed
+# next to the data, 32 bytes sent); encoding 1 links the canonical bytes.
 _LINKS_WITH_ENTRIES = text(
     "SELECT audit_chain.seq, audit_chain.hash, audit_chain.entry_id, user_audit.id, "  # noqa: S608 (constants only)
-    f"{chain.CANONICAL_ENTRY_SQL} AS canonical "
+    "audit_chain.encoding, user_audit.seal, user_audit.unattributed, "
+    f"CASE WHEN audit_chain.encoding = 2 THEN {ENTRY_DIGEST_SQL} "
+    f"ELSE {chain.CANONICAL_ENTRY_V1_SQL} END AS entry "
     "FROM audit_chain LEFT JOIN user_audit ON user_audit.id = audit_chain.entry_id "
     "WHERE audit_chain.seq BETWEEN :first AND :last ORDER BY audit_chain.seq"
 )
+_UNLINKED_ENTRIES = text(
+    "SELECT user_audit.id, user_audit.seal, user_audit.unattributed, "  # noqa: S608 (constants only)
+    f"{ENTRY_DIGEST_SQL} AS digest FROM user_audit WHERE NOT EXISTS "
+    "(SELECT 1 FROM audit_chain WHERE audit_chain.entry_id = user_audit.id) "
+    "AND user_audit.id IN (SELECT entry_id FROM audit_chain_pending) ORDER BY user_audit.id"
+)
+
+
+def _is_forged(key: bytes, seal: bytes | None, unattributed: bool, digest: bytes) -> bool:
+    """Whether an entry's seal is wrong, or missing while it claims attribution."""
+    if seal is None:
+        return not unattributed
+    return not hmac.compare_digest(bytes(seal), digest_seal(key, digest))
+
+
+def _check_unlinked_seals(connection: Connection, key: bytes) -> list[int]:
+    """Forged entries among those not linked yet (the walk checks the linked ones)."""
+    return [
+        entry_id
+        for entry_id, seal, unattributed, digest in connection.execute(_UNLINKED_ENTRIES)
+        if _is_forged(key, seal, unattributed, bytes(digest))
+    ]
 
 
 def _walk(
@@ -247,9 +292,9 @@ def _walk(
     previous_entry_id: int | None = None
     stream = connection.execution_options(stream_results=True, yield_per=WALK_BATCH)
     rows = stream.execute(_LINKS_WITH_ENTRIES, {"first": part.first, "last": part.last})
-    link_hash, compare_digest = chain.link_hash, hmac.compare_digest  # hot loop
+    link_hash, compare_digest, seal_of = chain.link_hash, hmac.compare_digest, digest_seal
     for partition in rows.partitions(WALK_BATCH):
-        for seq, stored, link_entry_id, entry_id, canonical in partition:
+        for seq, stored, link_entry_id, entry_id, encoding, seal, unattributed, entry in partition:
             if seq != expected_seq:
                 part.problem = Problem(
                     f"link {expected_seq} is missing: the chain jumps from link "
@@ -266,8 +311,19 @@ def _walk(
                     seq,
                 )
                 return
+            if encoding == chain.LEGACY_ENCODING:
+                # Linked in its own transaction before seals existed.
+                linked = entry
+            else:
+                linked = seal_of(key, entry)
+                if (seal is None and not unattributed) or (
+                    seal is not None and not compare_digest(seal, linked)
+                ):
+                    part.forged_count += 1
+                    if len(part.forged) < FORGED_SAMPLE:
+                        part.forged.append(entry_id)
             if previous is not None and not compare_digest(
-                link_hash(key, previous, seq, canonical), stored
+                link_hash(key, previous, seq, linked), stored
             ):
                 part.problem = Problem(
                     f"entry {entry_id} (link {seq}) does not match its hash: the entry was "
@@ -353,6 +409,49 @@ def _check_every_entry_is_chained(connection: Connection, result: Verification) 
     )
 
 
+def _check_results_sealed(connection: Connection, key: bytes) -> Problem | None:
+    """Verification results the application did not seal: someone faked a result."""
+    rows = connection.execute(select(AuditVerification).order_by(AuditVerification.id))
+    forged = [row.id for row in rows if not _is_sealed(key, row)]
+    if not forged:
+        return None
+    named = ", ".join(str(result_id) for result_id in forged[:FORGED_SAMPLE])
+    return Problem(
+        f"verification result(s) {named} were not written by the application (no valid "
+        "seal): someone with database access faked what the status badge shows"
+    )
+
+
+def oldest_unlinked_seconds(connection: Connection) -> float | None:
+    """How long the oldest entry not linked yet has waited (None: none waits)."""
+    return connection.execute(
+        text(
+            "SELECT extract(epoch FROM clock_timestamp() - min(queued_at))::float8 "
+            "FROM audit_chain_pending"
+        )
+    ).scalar()
+
+
+def _check_link_delay(connection: Connection, max_delay: timedelta) -> Problem | None:
+    """An entry left unlinked for longer than the sealer may take: is one running?"""
+    late = connection.execute(
+        text(
+            "SELECT entry_id, extract(epoch FROM clock_timestamp() - queued_at)::float8 AS waited "
+            "FROM audit_chain_pending WHERE queued_at < clock_timestamp() - :delay "
+            "ORDER BY queued_at LIMIT 1"
+        ),
+        {"delay": max_delay},
+    ).one_or_none()
+    if late is None:
+        return None
+    return Problem(
+        f"entry {late.entry_id} has waited {late.waited:.0f} s for its link, longer than "
+        f"AUDIT_MAX_LINK_DELAY_SECONDS ({max_delay.total_seconds():.0f} s): no sealer is "
+        "linking entries (run `flask audit seal`, and keep the app's sealer running)",
+        late.entry_id,
+    )
+
+
 def find_drift(connection: Connection) -> tuple[int, list[int]]:
     """Profiles whose row differs from the new data of their latest audit entry.
 
@@ -381,6 +480,13 @@ def describe(result: Verification) -> str:
     """One paragraph for people: what was checked and what, if anything, is wrong."""
     if result.problem is not None:
         return f"FAILED: {result.problem.reason}."
+    if result.forged_entries:
+        named = ", ".join(f"entry {entry_id}" for entry_id in result.forged_sample)
+        more = result.forged_entries - len(result.forged_sample)
+        return (
+            f"FAILED: {named}{f' and {more} more' if more else ''}: forged or altered "
+            "(claims to be a staff member's change, but its seal is missing or wrong)."
+        )
     if result.drifted_profiles:
         sample = ", ".join(str(i) for i in result.drift_sample)
         return (
@@ -391,8 +497,16 @@ def describe(result: Verification) -> str:
 
 
 def record(result: Verification, verified_by: str) -> AuditVerification:
-    """Keep the outcome, for the API and the timeline's status badge."""
+    """Keep the outcome, sealed, for the API and the timeline's status badge."""
+    if result.problem is not None:
+        first_bad: int | None = result.problem.entry_id
+    else:
+        first_bad = result.forged_sample[0] if result.forged_sample else None
     row = AuditVerification(
+        # The seal covers the row's id, so the id is taken first.
+        id=db.session.execute(
+            text("SELECT nextval(pg_get_serial_sequence('audit_verifications', 'id'))")
+        ).scalar_one(),
         started_at=result.started_at,
         finished_at=result.finished_at or utcnow(),
         ok=result.ok,
@@ -402,15 +516,41 @@ def record(result: Verification, verified_by: str) -> AuditVerification:
         pending_entries=result.pending_entries,
         drifted_profiles=result.drifted_profiles,
         checkpoint_seq=result.checkpoint_seq,
-        first_bad_entry_id=result.problem.entry_id if result.problem else None,
-        problem=result.problem.reason
-        if result.problem
-        else (None if result.ok else describe(result)),
+        first_bad_entry_id=first_bad,
+        problem=None if result.ok else describe(result).removeprefix("FAILED: "),
         verified_by=verified_by[:100],
     )
+    row.seal = verification_seal(db.session().audit_chain_key, row)
     db.session.add(row)
     db.session.commit()
     return row
+
+
+def verification_seal(key: bytes, row: Any) -> bytes:
+    """HMAC of everything a verification result shows; only the application can make it."""
+    values = [
+        row.id,
+        iso_utc(row.started_at),
+        iso_utc(row.finished_at),
+        row.ok,
+        row.entries_checked,
+        row.head_seq,
+        bytes(row.head_hash).hex(),
+        row.pending_entries,
+        row.drifted_profiles,
+        row.checkpoint_seq,
+        row.first_bad_entry_id,
+        row.problem,
+        row.verified_by,
+    ]
+    canonical = json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode()
+    return hmac.digest(key, b"verification\0" + canonical, "sha256")
+
+
+def _is_sealed(key: bytes, row: Any) -> bool:
+    return row.seal is not None and hmac.compare_digest(
+        bytes(row.seal), verification_seal(key, row)
+    )
 
 
 @dataclass(frozen=True)
@@ -419,14 +559,25 @@ class ChainStatus:
 
     head: ChainHead
     pending_entries: int
+    #: How long the oldest entry not linked yet has waited (None: none waits).
+    oldest_unlinked_seconds: float | None
     last_verification: AuditVerification | None
+    #: Newer results in the table that the application did not seal (ignored).
+    unsealed_results: int
 
 
 def chain_status() -> ChainStatus:
-    """The chain's head now, its sealing backlog and the last verification run."""
+    """The chain's head now, its linking backlog and the last verification run."""
     connection = db.session.connection()
-    pending = connection.execute(select(func.count()).select_from(AuditChainPending)).scalar_one()
-    return ChainStatus(chain.read_head(connection), pending, latest_verification())
+    backlog = connection.execute(
+        text(
+            "SELECT count(*) AS entries, "
+            "extract(epoch FROM clock_timestamp() - min(queued_at))::float8 AS oldest "
+            "FROM audit_chain_pending"
+        )
+    ).one()
+    run, unsealed = latest_verification()
+    return ChainStatus(chain.read_head(connection), backlog.entries, backlog.oldest, run, unsealed)
 
 
 #: A successful verification older than this is shown as stale.
@@ -441,15 +592,34 @@ class VerificationStatus:
     headline: str
     detail: str | None
     run: AuditVerification | None
+    #: How long the oldest entry not linked into the chain yet has waited.
+    oldest_unlinked_seconds: float | None = None
 
 
 def verification_status(now: datetime | None = None) -> VerificationStatus:
+    """``judge_verification`` with the chain's linking backlog now."""
+    status = judge_verification(now)
+    waited = oldest_unlinked_seconds(db.session.connection())
+    return replace(status, oldest_unlinked_seconds=waited)
+
+
+def judge_verification(now: datetime | None = None) -> VerificationStatus:
     """How much the timeline can be trusted, judged by the last verification run.
 
     Daily runs are the documented schedule; a day plus a margin later, the
-    result no longer says much about entries written since.
+    result no longer says much about entries written since. Results the
+    application did not seal are ignored, and said to be there.
     """
-    run = latest_verification()
+    run, unsealed = latest_verification()
+    if unsealed:
+        return VerificationStatus(
+            "failed",
+            "Audit results were tampered with",
+            f"{unsealed} verification result(s) newer than the last genuine one were not "
+            "written by the application and are ignored. Someone with database access "
+            "tried to change what this badge shows: tell your security contact.",
+            run,
+        )
     if run is None:
         return VerificationStatus(
             "never", "Audit chain not verified yet", "Run flask audit verify on a schedule.", None
@@ -466,8 +636,18 @@ def verification_status(now: datetime | None = None) -> VerificationStatus:
     return VerificationStatus("ok", "Audit chain verified", detail, run)
 
 
-def latest_verification() -> AuditVerification | None:
-    """The most recent verification run, if any."""
-    return db.session.scalars(
-        select(AuditVerification).order_by(AuditVerification.finished_at.desc()).limit(1)
-    ).first()
+def latest_verification() -> tuple[AuditVerification | None, int]:
+    """The most recent verification run the application sealed, if any, and how
+    many newer rows carry no valid seal (written by hand; ignored)."""
+    rows = db.session.scalars(
+        select(AuditVerification)
+        .order_by(AuditVerification.finished_at.desc(), AuditVerification.id.desc())
+        .limit(RESULTS_SCANNED)
+    )
+    key = db.session().audit_chain_key
+    unsealed = 0
+    for row in rows:
+        if _is_sealed(key, row):
+            return row, unsealed
+        unsealed += 1
+    return None, unsealed

@@ -1,0 +1,108 @@
+"""The sealer: links committed entries into the hash chain, after COMMIT, in batches.
+
+Each application process runs one in a background thread, started on first
+use (so a process forked after the app was created starts its own). A commit
+that wrote entries wakes it; it also looks every ``AUDIT_SEAL_POLL_SECONDS``
+for entries written elsewhere (another process, a command, the database's
+safety net). Each batch is its own short transaction on its own connection;
+when another process's sealer holds the head, this one retries shortly, so an
+entry waits at most about one batch of another sealer. ``flask audit seal``
+does the same work once, for deployments that run no web process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from flask import Flask
+
+from webapp.audit import chain
+
+log = logging.getLogger(__name__)
+
+#: Wait before trying again when another sealer holds the head.
+BUSY_RETRY_SECONDS = 0.02
+#: Wait after a failed batch (database down) before trying again.
+ERROR_RETRY_SECONDS = 1.0
+
+
+def link_all(engine: Any, key: bytes, *, batch: int = chain.LINK_BATCH) -> int:
+    """Link every queued entry, one transaction per batch; return how many.
+
+    Waits while another sealer holds the head, so that when it returns every
+    entry committed before the call is linked.
+    """
+    linked = 0
+    while True:
+        with engine.begin() as connection:
+            count = chain.link_pending(connection, key, batch)
+        if count is None:
+            time.sleep(BUSY_RETRY_SECONDS)
+            continue
+        linked += count
+        if count == 0:
+            return linked
+
+
+class Sealer:
+    """One background linker per process for ``app``."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.poll_seconds = float(app.config["AUDIT_SEAL_POLL_SECONDS"])
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    def notify(self) -> None:
+        """Entries were committed: link them soon."""
+        self.ensure_running()
+        self._wake.set()
+
+    def ensure_running(self) -> None:
+        """Start this process's thread if it has none (cheap when it has)."""
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._wake = threading.Event()
+            self._thread = threading.Thread(target=self._run, name="audit-sealer", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread after its current batch (tests, shutdown)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None and self._pid == os.getpid():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        from webapp.extensions import db
+
+        key = self.app.config["AUDIT_CHAIN_KEY"].encode()
+        while not self._stopping.is_set():
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+            try:
+                with self.app.app_context():
+                    link_all(db.engine, key)
+            except Exception:
+                log.exception("linking audit entries failed; retrying")
+                time.sleep(ERROR_RETRY_SECONDS)
+
+
+def init_app(app: Flask) -> None:
+    """Give ``app`` a sealer unless ``AUDIT_SEALER`` is ``off`` (tests link explicitly)."""
+    if app.config["AUDIT_SEALER"] == "thread":
+        sealer = Sealer(app)
+        app.extensions["audit_sealer"] = sealer
+        # Processes that never save still link what others wrote.
+        app.before_request(sealer.ensure_running)
