@@ -35,6 +35,11 @@ from webapp.services import api_tokens
 from webapp.services.staff import hash_password
 
 
+# Every app the suite creates, here or in a subprocess, links entries only when
+# a test says so (link_chain), never from a thread behind the tests' backs.
+os.environ["AUDIT_SEALER"] = "off"
+
+
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """A libpq URL of a PostgreSQL server the suite may create databases on."""
@@ -73,8 +78,6 @@ def app(test_database_url: str) -> Flask:
             "TESTING": True,
             "SQLALCHEMY_DATABASE_URI": database_url(test_database_url),
             "WTF_CSRF_ENABLED": True,
-            # Tests link entries when they mean to (link_chain), never behind their back.
-            "AUDIT_SEALER": "off",
         }
     )
     with application.app_context():

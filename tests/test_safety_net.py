@@ -66,7 +66,34 @@ def test_a_raw_write_names_the_program_that_made_it(engine, database):
             )
         ).scalar_one()
     [entry] = database.audit(user_id)
-    assert (entry["channel"], entry["channel_detail"]) == ("database", "psql")
+    # Any client can set its application name: kept as an untrusted claim.
+    assert (entry["channel"], entry["channel_detail"]) == (
+        "database",
+        "untrusted; application=psql",
+    )
+
+
+def test_no_session_setting_makes_a_raw_write_a_staff_members_change(
+    engine, database, staff_factory
+):
+    admin = staff_factory.account("admin", "admin")
+    with engine.begin() as connection:
+        connection.execute(text("SET LOCAL profile_audit.actor = 'admin'"))
+        connection.execute(text("SET LOCAL profile_audit.capturing = 'on'"))
+        connection.execute(text("SET LOCAL application_name = 'profile-audit'"))
+        user_id = connection.execute(
+            text(
+                "INSERT INTO users (name, email, version) "
+                "VALUES ('Posing', 'posing@example.com', 1) RETURNING id"
+            )
+        ).scalar_one()
+    [entry] = database.audit(user_id)
+    assert entry["unattributed"] is True
+    assert entry["seal"] is None
+    assert entry["actor_id"] is None
+    assert entry["actor_label"] == f"db:{engine.url.username}" != admin.username
+    assert entry["channel"] == "database"
+    assert entry["channel_detail"] == "untrusted; actor=admin; application=profile-audit"
 
 
 def test_writes_that_change_nothing_tracked_leave_no_entry(client, engine, database):
@@ -123,8 +150,10 @@ def test_raw_sql_after_an_app_flush_in_one_transaction_is_still_caught(app_conte
         ("create", False),
         ("update", True),
     ]
-    # The app told the database who was acting in this transaction.
-    assert entries[1]["actor_label"] == entries[0]["actor_label"] is not None
+    # The statement went around the app's capture, so the database records
+    # only what it knows for itself: its role, never the app's actor.
+    assert entries[0]["actor_label"] == "service-admin"
+    assert entries[1]["actor_label"].startswith("db:")
     assert entries[1]["channel"] == "database"
 
 
