@@ -34,7 +34,6 @@ from webapp.models import Staff
 from webapp.services import api_tokens
 from webapp.services.staff import hash_password
 
-
 # Every app the suite creates, here or in a subprocess, links entries only when
 # a test says so (link_chain), never from a thread behind the tests' backs.
 os.environ["AUDIT_SEALER"] = "off"

@@ -9,6 +9,7 @@ import hmac
 import json
 import re
 import threading
+import time
 from datetime import UTC, timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import Database, append_only_lifted, post_profile
 from tests.flask_commands import run_flask
+from webapp import create_app
 from webapp.audit import chain, seal
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.audit.sealer import link_all
@@ -885,3 +887,34 @@ def test_saves_during_a_verification_are_not_taken_for_damage(make_history, app,
     assert result.head.seq == 6
     assert result.pending_entries == 0
     assert database.scalar("SELECT seq FROM audit_chain_head") == 7
+
+
+def test_the_apps_sealer_links_each_save_soon_after_its_commit(app, client, database):
+    threaded = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"],
+            "AUDIT_SEALER": "thread",
+            "AUDIT_SEAL_POLL_SECONDS": 30,  # so only the commit's wake-up can link in time
+        }
+    )
+    sealer = threaded.extensions["audit_sealer"]
+    browser = threaded.test_client()
+    browser.environ_base.update(client.environ_base)
+    try:
+        for n in range(3):
+            created = browser.post(
+                "/api/v1/users", json={"name": f"Linked {n}", "email": f"l{n}@example.com"}
+            )
+            assert created.status_code == 201
+            deadline = time.monotonic() + 20
+            while database.scalar("SELECT count(*) FROM audit_chain") < n + 1:
+                assert time.monotonic() < deadline, "the save was not linked"
+                time.sleep(0.05)
+        assert database.scalar("SELECT count(*) FROM audit_chain_pending") == 0
+        with threaded.app_context():
+            assert audit_integrity.verify(db.engine, threaded.config["AUDIT_CHAIN_KEY"].encode()).ok
+    finally:
+        sealer.stop()
+        with threaded.app_context():
+            db.engine.dispose()
