@@ -22,6 +22,7 @@ from tests.conftest import TABLES, Database, append_only_lifted, post_profile
 from tests.flask_commands import run_flask
 from webapp import audit_commands
 from webapp.audit.chain import GENESIS_HASH
+from webapp.audit.entry_ids import entry_ids
 from webapp.demo_commands import make_plan
 from webapp.services import audit_export
 
@@ -55,6 +56,7 @@ def empty_database(engine: Engine) -> None:
         connection.execute(
             text("UPDATE audit_chain_head SET seq = 0, hash = :genesis"), {"genesis": GENESIS_HASH}
         )
+    entry_ids.forget()
 
 
 def without_times(snapshot: dict | None) -> dict | None:
@@ -86,7 +88,7 @@ def fingerprint(database: Database) -> list[object]:
 # --- flask demo seed ------------------------------------------------------------
 
 
-def test_seed_writes_profiles_and_changes_each_audited_and_chained(runner, database):
+def test_seed_writes_profiles_and_changes_each_audited_and_chained(runner, database, link_chain):
     # A small batch size: several transactions of profiles and of changes.
     result = seed(runner, "--users", "30", "--changes", "120", "--seed", "7", "--batch-size", "25")
 
@@ -98,6 +100,9 @@ def test_seed_writes_profiles_and_changes_each_audited_and_chained(runner, datab
     }
     assert [e["operation"] for e in entries].count("create") == 30
     assert {e["operation"] for e in entries} == {"create", "update", "delete", "restore"}
+    # Sealed in their INSERTs, linked after COMMIT (as the sealer does), in order.
+    assert all(e["seal"] is not None for e in entries)
+    assert link_chain() == 150
     links = database.rows("SELECT entry_id FROM audit_chain ORDER BY seq")
     assert [link["entry_id"] for link in links] == [e["id"] for e in entries]
     # Every change was its own flush: one entry per version of each profile.
@@ -351,9 +356,11 @@ def test_an_unknown_format_is_a_usage_error(runner):
 
 
 def test_seed_shows_progress_on_a_terminal_and_stays_quiet_in_pipes(test_database_url):
+    # As deployed: the command's sealer links what it wrote before it exits.
+    sealing = {"AUDIT_SEALER": "thread"}
     status, stdout, stderr = run_flask(
         test_database_url, "demo", "seed", "--users", "30", "--changes", "60", "--seed", "1",
-        stderr_on_a_terminal=True,
+        stderr_on_a_terminal=True, environment=sealing,
     )  # fmt: skip
     assert status == 0, stderr
     assert "Seeding" in stderr
@@ -362,7 +369,7 @@ def test_seed_shows_progress_on_a_terminal_and_stays_quiet_in_pipes(test_databas
 
     status, stdout, stderr = run_flask(
         test_database_url, "demo", "seed", "--users", "5", "--seed", "2", "--yes",
-        stderr_on_a_terminal=False,
+        stderr_on_a_terminal=False, environment=sealing,
     )  # fmt: skip
     assert status == 0, stderr
     assert stderr == ""
@@ -374,6 +381,7 @@ def test_seed_shows_progress_on_a_terminal_and_stays_quiet_in_pipes(test_databas
     )
     assert status == 0, stderr
     assert stdout.decode().startswith("OK: 95 entries verified")
+    assert "0 entries waiting for their link" in stdout.decode()
 
 
 def test_export_shows_progress_on_a_terminal_and_stays_quiet_in_pipes(

@@ -4,7 +4,8 @@ Each application process runs one in a background thread, started on first
 use (so a process forked after the app was created starts its own). A commit
 that wrote entries wakes it; it also looks every ``AUDIT_SEAL_POLL_SECONDS``
 for entries written elsewhere (another process, a command, the database's
-safety net). Each batch is its own short transaction on its own connection;
+safety net); a process that exits (a ``flask`` command) links what is left
+first. Each batch is its own short transaction on its own connection;
 when another process's sealer holds the head, this one retries shortly, so an
 entry waits at most about one batch of another sealer. ``flask audit seal``
 does the same work once, for deployments that run no web process.
@@ -12,6 +13,7 @@ does the same work once, for deployments that run no web process.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -76,6 +78,8 @@ class Sealer:
             self._wake = threading.Event()
             self._thread = threading.Thread(target=self._run, name="audit-sealer", daemon=True)
             self._thread.start()
+            # A command's process may end before the thread's next batch.
+            atexit.register(self._link_before_exit, os.getpid())
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread after its current batch (tests, shutdown)."""
@@ -83,6 +87,18 @@ class Sealer:
         self._wake.set()
         if self._thread is not None and self._pid == os.getpid():
             self._thread.join(timeout)
+
+    def _link_before_exit(self, pid: int) -> None:
+        if pid != os.getpid():
+            return
+        self.stop()
+        from webapp.extensions import db
+
+        try:
+            with self.app.app_context():
+                link_all(db.engine, self.app.config["AUDIT_CHAIN_KEY"].encode())
+        except Exception:
+            log.exception("linking audit entries before exit failed; the next sealer will")
 
     def _run(self) -> None:
         from webapp.extensions import db
