@@ -35,6 +35,7 @@ from sqlalchemy import Engine, text
 
 from tests.conftest import client_like, post_profile
 from tests.web_pages import HTMX, page_token
+from webapp.audit import chain
 from webapp.audit.context import change_context
 from webapp.extensions import db
 from webapp.models import User
@@ -428,41 +429,26 @@ def test_simultaneous_html_edits_of_one_loaded_version_let_exactly_one_through(
     assert database.user(profile)["version"] == 2
 
 
-@pytest.mark.usefixtures("app_context")  # binds who is acting, where the app needs it
-def test_a_writer_that_waited_for_the_chain_head_links_onto_the_new_head(
-    app: Flask, engine: Engine, database: Database
+def test_a_save_never_waits_for_the_chain_head(
+    client: FlaskClient, engine: Engine, database: Database, link_chain: Callable[[], int]
 ) -> None:
-    """The chain's head is read with the lock that serializes appends: a writer
-    that had to wait for it sees the link its predecessor committed, never the
-    head as it was when its statement began."""
-    first_flushed = threading.Event()
-    second_blocked = threading.Event()
-
-    def first() -> None:
-        with app.app_context():
-            db.session.add(User(name="First", email="first@example.com"))
-            db.session.flush()  # entry written and linked, head locked, not committed
-            first_flushed.set()
-            assert second_blocked.wait(TIMEOUT)
-            db.session.commit()
-
-    def second() -> None:
-        with app.app_context():
-            assert first_flushed.wait(TIMEOUT)
-            users.create_user({"name": "Second", "email": "second@example.com"})
-
-    def release_first_once_second_waits() -> None:
-        assert first_flushed.wait(TIMEOUT)
-        _wait_until_a_session_waits_for_a_lock(engine)
-        second_blocked.set()
-
-    _run_concurrently(first, second, release_first_once_second_waits)
-
-    entries = database.audit()
-    assert [e["new_data"]["name"] for e in entries] == ["First", "Second"]
-    chain_links = database.rows("SELECT seq, entry_id FROM audit_chain ORDER BY seq")
-    assert chain_links == [
-        {"seq": 1, "entry_id": entries[0]["id"]},
-        {"seq": 2, "entry_id": entries[1]["id"]},
-    ]
-    assert database.scalar("SELECT seq FROM audit_chain_head") == 2
+    """Links are appended after COMMIT: while a sealer holds the chain's head
+    in an open transaction, saves still commit (before, every save queued for it)."""
+    answers: list[int] = []
+    with engine.begin() as sealer:
+        sealer.execute(text("SELECT 1 FROM audit_chain_head WHERE id = 1 FOR UPDATE"))
+        saving = threading.Thread(
+            target=lambda: answers.append(
+                client.post(
+                    "/api/v1/users", json={"name": "Unblocked", "email": "u@example.com"}
+                ).status_code
+            )
+        )
+        saving.start()
+        saving.join(TIMEOUT)
+        assert answers == [201], "the save waited for the chain's head"
+        # A second sealer steps aside instead of queueing behind the first.
+        with engine.begin() as other_sealer:
+            assert chain.link_pending(other_sealer, b"any key") is None
+    assert link_chain() == 1
+    assert database.scalar("SELECT seq FROM audit_chain_head") == 1
