@@ -7,12 +7,16 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, select, text
 
 from webapp import create_app
+from webapp.audit import chain
+from webapp.audit.context import Actor, Origin, acting_as
+from webapp.audit.sealer import link_all
 from webapp.config import database_url
 from webapp.extensions import db
 from webapp.local_database import drop_database, ensure_database
+from webapp.models import User
 
 
 @pytest.fixture
@@ -79,7 +83,55 @@ def test_history_from_before_the_chain_is_queued_and_sealed(scratch_app):
     runner = scratch_app.test_cli_runner()
     sealed = runner.invoke(args=["audit", "seal"])
     assert sealed.exit_code == 0, sealed.output
-    assert "2 entries sealed" in sealed.output
+    assert "2 entries linked" in sealed.output
     verified = runner.invoke(args=["audit", "verify"])
+    assert verified.exit_code == 0, verified.output
+    assert "OK: 2 entries verified" in verified.output
+
+
+def test_links_made_before_seals_still_verify_beside_new_ones(scratch_app):
+    """A chain begun before entries carried seals (links of encoding 1, each in
+    its save's transaction) goes on with sealed entries linked after COMMIT,
+    and the whole verifies."""
+    key = scratch_app.config["AUDIT_CHAIN_KEY"].encode()
+    with scratch_app.app_context():
+        upgrade(revision="0006")
+        with db.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO users (name, email, version) VALUES ('Old', 'old@example.com', 1)"
+                )
+            )
+            # Linked as revision 0006's application linked entries.
+            rows = connection.execute(
+                text(
+                    f"SELECT user_audit.id, {chain.CANONICAL_ENTRY_V1_SQL} AS canonical "
+                    "FROM user_audit ORDER BY id"
+                )
+            ).all()
+            previous = chain.GENESIS_HASH
+            for seq, row in enumerate(rows, start=1):
+                previous = chain.link_hash(key, previous, seq, bytes(row.canonical))
+                connection.execute(
+                    text("INSERT INTO audit_chain (seq, entry_id, hash) VALUES (:s, :e, :h)"),
+                    {"s": seq, "e": row.id, "h": previous},
+                )
+            connection.execute(text("DELETE FROM audit_chain_pending"))
+            connection.execute(
+                text("UPDATE audit_chain_head SET seq = :s, hash = :h"),
+                {"s": len(rows), "h": previous},
+            )
+        upgrade()
+        with acting_as(Actor(None, "cli:tests"), Origin("cli")):
+            old = db.session.scalars(select(User)).one()
+            old.name = "Old, renamed with a seal"
+            db.session.commit()
+        link_all(db.engine, key)
+        with db.engine.connect() as connection:
+            encodings = connection.execute(
+                text("SELECT encoding FROM audit_chain ORDER BY seq")
+            ).scalars()
+            assert list(encodings) == [1, 2]
+    verified = scratch_app.test_cli_runner().invoke(args=["audit", "verify"])
     assert verified.exit_code == 0, verified.output
     assert "OK: 2 entries verified" in verified.output

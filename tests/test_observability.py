@@ -301,7 +301,12 @@ def test_metrics_from_localhost(json_app, staff_factory, database):
         )
         assert response.status_code == 201
     client.get("/no-such-page")
-    # A verification run, as `flask audit verify` records it.
+    waiting = samples(client.get("/metrics"))
+    assert waiting["profile_audit_audit_chain_pending_entries"] == 3
+    assert waiting["profile_audit_audit_oldest_unlinked_entry_seconds"] >= 0
+    # Linked as the sealer links them, then a verification run as
+    # `flask audit verify` records it.
+    assert json_app.test_cli_runner().invoke(args=["audit", "seal"]).exit_code == 0
     assert json_app.test_cli_runner().invoke(args=["audit", "verify"]).exit_code == 0
 
     response = client.get("/metrics")
@@ -324,6 +329,7 @@ def test_metrics_from_localhost(json_app, staff_factory, database):
     assert found["profile_audit_audit_entries_total"] == entries == 3
     assert found["profile_audit_audit_chain_head_seq"] == 3
     assert found["profile_audit_audit_chain_pending_entries"] == 0
+    assert found["profile_audit_audit_oldest_unlinked_entry_seconds"] == 0
     assert found["profile_audit_audit_verification_ok"] == 1
     assert 0 <= found["profile_audit_audit_verification_age_seconds"] < 60
     assert found["profile_audit_database_up"] == 1

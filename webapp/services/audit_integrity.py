@@ -261,11 +261,12 @@ _UNLINKED_ENTRIES = text(
 )
 
 
-def _is_forged(key: bytes, seal: bytes | None, unattributed: bool, digest: bytes) -> bool:
-    """Whether an entry's seal is wrong, or missing while it claims attribution."""
+def _is_forged(seal: bytes | None, unattributed: bool, expected: bytes) -> bool:
+    """Whether an entry's seal differs from the one its content calls for, or is
+    missing while the entry claims to be a staff member's change."""
     if seal is None:
         return not unattributed
-    return not hmac.compare_digest(bytes(seal), digest_seal(key, digest))
+    return not hmac.compare_digest(seal, expected)
 
 
 def _check_unlinked_seals(connection: Connection, key: bytes) -> list[int]:
@@ -273,7 +274,7 @@ def _check_unlinked_seals(connection: Connection, key: bytes) -> list[int]:
     return [
         entry_id
         for entry_id, seal, unattributed, digest in connection.execute(_UNLINKED_ENTRIES)
-        if _is_forged(key, seal, unattributed, bytes(digest))
+        if _is_forged(seal, unattributed, digest_seal(key, digest))
     ]
 
 
@@ -316,9 +317,7 @@ def _walk(
                 linked = entry
             else:
                 linked = seal_of(key, entry)
-                if (seal is None and not unattributed) or (
-                    seal is not None and not compare_digest(seal, linked)
-                ):
+                if _is_forged(seal, unattributed, linked):
                     part.forged_count += 1
                     if len(part.forged) < FORGED_SAMPLE:
                         part.forged.append(entry_id)
