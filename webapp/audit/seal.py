@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -85,12 +85,16 @@ def canonical_entry(row: Mapping[str, Any]) -> bytes:
     ``row`` holds the ``SEALED_FIELDS`` as the application inserts them
     (``timestamp`` an aware datetime, snapshots as dicts).
     """
-    document: dict[str, Any] = {name: row.get(name) for name in SEALED_FIELDS}
-    timestamp = document["timestamp"]
-    if isinstance(timestamp, datetime):
-        document["timestamp"] = timestamp.astimezone(UTC).strftime(_TIMESTAMP_PYTHON)
-    document["encoding"] = ENCODING
-    return _jsonb_text(document).encode()
+    parts = []
+    for name, prefix in _DOCUMENT_KEYS:
+        if name == "encoding":
+            value: Any = ENCODING
+        else:
+            value = row.get(name)
+            if name == "timestamp" and isinstance(value, datetime):
+                value = value.astimezone(UTC).strftime(_TIMESTAMP_PYTHON)
+        parts.append(prefix + _jsonb_text(value))
+    return ("{" + ", ".join(parts) + "}").encode()
 
 
 def seal_of(key: bytes, canonical: bytes) -> bytes:
@@ -103,6 +107,24 @@ def digest_seal(key: bytes, canonical_sha256: bytes) -> bytes:
     return hmac.digest(key, canonical_sha256, "sha256")
 
 
+def _jsonb_key_order(key: str) -> tuple[int, bytes]:
+    # jsonb orders an object's keys by length first, then by their bytes.
+    encoded = key.encode()
+    return len(encoded), encoded
+
+
+# PostgreSQL's escape_json and Python's JSON string encoder (its C version,
+# without ASCII escaping) escape exactly the same characters the same way:
+# the usual short escapes, other control characters as lowercase \u00xx.
+_jsonb_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+#: The canonical document's keys in jsonb's order, each with its written prefix.
+_DOCUMENT_KEYS = tuple(
+    (name, f"{_jsonb_string(name)}: ")
+    for name in sorted((*SEALED_FIELDS, "encoding"), key=_jsonb_key_order)
+)
+
+
 def _jsonb_text(value: Any) -> str:
     """``value`` written exactly as PostgreSQL writes the ``jsonb`` it would become."""
     if value is None:
@@ -111,38 +133,14 @@ def _jsonb_text(value: Any) -> str:
         return "true"
     if value is False:
         return "false"
-    if isinstance(value, int):
-        return str(value)
     if isinstance(value, str):
         return _jsonb_string(value)
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, Mapping):
-        # jsonb orders keys by length first, then by their bytes.
-        keys = sorted(value, key=lambda key: (len(key.encode()), key.encode()))
+        keys = sorted(value, key=_jsonb_key_order)
         items = ", ".join(f"{_jsonb_string(key)}: {_jsonb_text(value[key])}" for key in keys)
         return "{" + items + "}"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_jsonb_text(item) for item in value) + "]"
     raise TypeError(f"cannot seal a value of type {type(value).__name__}")
-
-
-_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-}
-_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
-
-
-def _escape(match: re.Match[str]) -> str:
-    char = match.group()
-    return _ESCAPES.get(char) or f"\\u{ord(char):04x}"
-
-
-def _jsonb_string(text: str) -> str:
-    # PostgreSQL's escape_json: the usual short escapes, other control
-    # characters as lowercase \u00xx, everything else (DEL, non-ASCII) as is.
-    return '"' + _NEEDS_ESCAPE.sub(_escape, text) + '"'
