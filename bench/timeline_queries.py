@@ -28,7 +28,6 @@ import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,7 +45,12 @@ from sqlalchemy import event, func, select, text
 from webapp import create_app
 from webapp.config import database_url
 from webapp.extensions import db
-from webapp.local_database import drop_database, ensure_database, start_embedded_server
+from webapp.local_database import (
+    drop_database,
+    ensure_database,
+    scratch_directory,
+    start_embedded_server,
+)
 from webapp.models import UserAudit
 from webapp.services.audit_log import (
     AuditFilter,
@@ -745,7 +749,7 @@ def database_server(keep: bool) -> Iterator[str]:
             if not keep:
                 drop_database(external, DATABASE_NAME)
         return
-    directory = Path(tempfile.mkdtemp(prefix="profile-audit-bench-"))
+    directory = scratch_directory("profile-audit-bench-")
     server = None
     try:
         print(f"Starting an embedded PostgreSQL in {directory}", flush=True)

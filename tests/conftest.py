@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -29,7 +27,13 @@ from webapp.audit.entry_ids import entry_ids
 from webapp.audit.sealer import link_all
 from webapp.config import database_url
 from webapp.extensions import db
-from webapp.local_database import drop_database, ensure_database, start_embedded_server
+from webapp.local_database import (
+    EmbeddedServerRefused,
+    drop_database,
+    ensure_database,
+    scratch_directory,
+    start_embedded_server,
+)
 from webapp.models import Staff
 from webapp.services import api_tokens
 from webapp.services.staff import hash_password
@@ -48,7 +52,11 @@ def server_url() -> Iterator[str]:
         return
     # A directory of its own, not pytest's shared base temp, which a
     # concurrent run may clean up under a running server.
-    parent = Path(tempfile.mkdtemp(prefix="profile-audit-test-"))
+    try:
+        parent = scratch_directory("profile-audit-test-")
+    except EmbeddedServerRefused as refusal:
+        # One line, rather than the same traceback under every test.
+        pytest.exit(str(refusal), returncode=pytest.ExitCode.USAGE_ERROR)
     server = start_embedded_server(parent / "data", delete_on_stop=True)
     try:
         yield server.get_uri()

@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -33,7 +32,12 @@ from werkzeug.serving import make_server
 from webapp import create_app
 from webapp.config import database_url
 from webapp.extensions import db
-from webapp.local_database import drop_database, ensure_database, start_embedded_server
+from webapp.local_database import (
+    drop_database,
+    ensure_database,
+    scratch_directory,
+    start_embedded_server,
+)
 from webapp.models import Staff
 from webapp.services import api_tokens
 
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     external = os.environ.get("TEST_DATABASE_URL")
-    scratch = Path(tempfile.mkdtemp(prefix="profile-audit-fuzz-"))
+    scratch = scratch_directory("profile-audit-fuzz-")
     server = None
     try:
         if external:

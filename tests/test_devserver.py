@@ -8,6 +8,7 @@ import http.cookiejar
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,12 +18,24 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+from webapp.local_database import private_tree, scratch_directory
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def data_parent() -> Iterator[Path]:
+    """Where a test's servers keep their data: a place the embedded server's
+    own user reaches when started by root, unlike pytest's 0700 temp tree."""
+    directory = scratch_directory("profile-audit-devserver-")
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _free_port() -> int:
@@ -147,8 +160,8 @@ def _postgres_processes(pgdata: Path) -> list[psutil.Process]:
     return found
 
 
-def test_serves_on_embedded_postgres_and_stops_cleanly_on_ctrl_c(tmp_path):
-    pgdata = tmp_path / "pgdata"
+def test_serves_on_embedded_postgres_and_stops_cleanly_on_ctrl_c(data_parent):
+    pgdata = data_parent / "pgdata"
     port = _free_port()
 
     server = DevServer(pgdata, port)
@@ -186,10 +199,10 @@ def test_serves_on_embedded_postgres_and_stops_cleanly_on_ctrl_c(tmp_path):
     assert _postgres_processes(pgdata) == []
 
 
-def test_first_admin_password_is_random(tmp_path):
+def test_first_admin_password_is_random(data_parent):
     passwords = []
     for run in range(2):
-        server = DevServer(tmp_path / f"pgdata-{run}", _free_port())
+        server = DevServer(data_parent / f"pgdata-{run}", _free_port())
         try:
             server.wait_until_serving()
         finally:
@@ -197,3 +210,34 @@ def test_first_admin_password_is_random(tmp_path):
         passwords.append(_printed(r"Password\s+(\S+)", output))
     assert passwords[0] != passwords[1]
     assert all(len(password) >= 12 for password in passwords)
+
+
+def _modes(path: Path) -> dict[Path, int]:
+    return {step: step.stat().st_mode for step in [path, *path.parents] if step.exists()}
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="the embedded server switches users only when started by root"
+)
+def test_as_root_data_in_a_closed_home_is_refused_in_one_line_and_nothing_is_opened(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o700)
+    before = _modes(home)
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["EMBEDDED_PGDATA"] = str(home / "pgdata")
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-m", "webapp.devserver"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    [refusal] = [line for line in result.stderr.splitlines() if "cannot enter" in line]
+    assert "runs as the system user embedded_postgres" in refusal
+    assert f"unset EMBEDDED_PGDATA to keep the data in {private_tree() / 'pgdata'}" in refusal
+    assert _modes(home) == before
+    assert not (home / "pgdata").exists()

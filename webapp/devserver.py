@@ -1,7 +1,8 @@
 """``make run``: the dashboard on http://127.0.0.1:5000 with zero set-up.
 
 Without ``DATABASE_URL`` an embedded PostgreSQL is started with its data under
-``instance/pgdata`` (kept for the next run; ``EMBEDDED_PGDATA`` moves it).
+``instance/pgdata`` (kept for the next run; ``EMBEDDED_PGDATA`` moves it), or,
+as root, in the clone's private tree under ``/var/lib/profile-audit``.
 Migrations are applied, then the app is served until Ctrl-C, which stops the
 app and the embedded server.
 
@@ -17,10 +18,7 @@ import os
 import secrets
 import signal
 import sys
-from pathlib import Path
 from types import FrameType
-
-from webapp.config import PROJECT_ROOT
 
 DATABASE_NAME = "profile_audit"
 FIRST_ADMIN = "admin"
@@ -94,11 +92,20 @@ def main() -> int:
 
     server = None
     if not os.environ.get("DATABASE_URL"):
-        from webapp.local_database import ensure_database, start_embedded_server
+        from webapp.local_database import (
+            EmbeddedServerRefused,
+            ensure_database,
+            make_run_data_directory,
+            start_embedded_server,
+        )
 
-        data_dir = Path(os.environ.get("EMBEDDED_PGDATA") or PROJECT_ROOT / "instance" / "pgdata")
+        data_dir = make_run_data_directory()
         log.info("Starting the embedded PostgreSQL (data in %s)", data_dir)
-        server = start_embedded_server(data_dir)
+        try:
+            server = start_embedded_server(data_dir)
+        except EmbeddedServerRefused as refusal:
+            log.error("%s", refusal)
+            return 1
         os.environ["DATABASE_URL"] = ensure_database(server.get_uri(), DATABASE_NAME)
 
     # Ctrl-C and SIGTERM both end in the ``finally`` below, even when the
