@@ -9,7 +9,7 @@ as Markdown to a summary file, printed at the end (and written to
 Benchmarks print figures; they never fail on speed. The exit status is
 non-zero only when a benchmark itself failed (crashed, or could not start).
 
-    .venv/bin/python bench/run.py            # everything, about 25 minutes
+    .venv/bin/python bench/run.py            # everything, about 35 minutes
     .venv/bin/python bench/run.py --quick    # small sizes, a few minutes
     .venv/bin/python bench/run.py --only timeline-1m export
 """
@@ -44,6 +44,7 @@ class Benchmark:
 
 BENCHMARKS = (
     Benchmark("write-overhead", "write_overhead.py", (), ("--quick",)),
+    Benchmark("write-scaling", "write_scaling.py", (), ("--quick",)),
     Benchmark("http", "http_load.py", (), ("--quick",)),
     Benchmark(
         "timeline-1m",

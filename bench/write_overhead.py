@@ -8,13 +8,22 @@ each on an engine of its own with the app's engine options:
 
 (a) no audit at all;
 (b) Profile Audit as shipped: the real ``User`` model and ``db.session`` with the
-    app's flush listeners, the hash chain and the safety-net trigger on ``users``;
+    app's flush listeners (each entry sealed in its own INSERT), the safety net
+    checked at COMMIT, and the process's sealer thread linking the entries into
+    the hash chain after COMMIT, as it does in every application process: its
+    work runs in this process, beside the timed transactions, so it counts;
 (c) SQLAlchemy-Continuum with its default options (validity strategy, version
     table plus transaction table); its listeners are attached to its own mapped
     class, session class and engine only, so they cost the other variants nothing;
 (d) a plain PL/pgSQL AFTER INSERT/UPDATE/DELETE row trigger writing the
     operation, a timestamp and ``to_jsonb(OLD)``/``to_jsonb(NEW)`` to a log table:
-    the floor of auditing inside the database.
+    the floor of auditing inside the database;
+(e) the previous design's statements, simulated (``bench/head_lock.py``): the
+    same snapshots, then a ``set_config`` statement, the entry INSERT whose CTE
+    locks a single chain-head row ``FOR UPDATE`` (held until COMMIT), and a
+    second statement inserting the link and moving the head, on scratch copies
+    of the audit tables of its own. It is not the old code, only its statements,
+    to show what the lock-free linking changed side by side.
 
 Three workloads, each transaction timed from session creation to the session's
 removal: a single-profile update (the name; rotating over 100 profiles), a batch
@@ -24,8 +33,10 @@ that a machine getting busier or tables growing weigh on all alike. Reported:
 median transactions/s over rounds (rows/s for the batch), p50/p99 per
 transaction, time relative to (a), SQL statements and this process's CPU time
 per transaction, whether the targets are met ((b) at most 1.3x (a) on single
-updates, and never slower than (c)), and the bytes per audit row of each
-variant's audit storage after VACUUM (heap, indexes and TOAST).
+updates, single inserts and 500-row batches, and never slower than (c)), the
+bytes per audit row of each variant's audit storage after VACUUM (heap, indexes
+and TOAST), and the link delay of (b)'s single updates: p50/p99 from an entry's
+timestamp to its link's ``linked_at``, over the entries of those blocks.
 
 Run from the project root::
 
@@ -50,10 +61,12 @@ import os
 import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
@@ -75,6 +88,7 @@ from sqlalchemy_continuum import versioning_manager
 
 from webapp import create_app
 from webapp.audit.context import Actor, Origin, acting_as
+from webapp.audit.sealer import link_all
 from webapp.config import database_url
 from webapp.extensions import db
 from webapp.models import User
@@ -84,6 +98,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
+from bench import head_lock  # noqa: E402
 from bench.timeline_queries import (  # noqa: E402
     database_server,
     machine_report,
@@ -99,16 +114,25 @@ NO_AUDIT = "(a) no audit"
 PROFILE_AUDIT = "(b) Profile Audit"
 CONTINUUM = "(c) Continuum"
 TRIGGER = "(d) PL/pgSQL trigger"
-VARIANT_NAMES = (NO_AUDIT, PROFILE_AUDIT, CONTINUUM, TRIGGER)
+HEAD_LOCK = "(e) head lock, previous design (simulated statements)"
+VARIANT_NAMES = (NO_AUDIT, PROFILE_AUDIT, CONTINUUM, TRIGGER, HEAD_LOCK)
+#: The scratch variants whose tables are copies of ``users``.
+SCRATCH_VARIANTS = (NO_AUDIT, CONTINUUM, TRIGGER, HEAD_LOCK)
 
 # Bind keys: each scratch variant gets an engine of its own, created by
 # Flask-SQLAlchemy from the same options as the app's.
-BIND_KEYS = {NO_AUDIT: "bench_no_audit", CONTINUUM: "bench_continuum", TRIGGER: "bench_trigger"}
+BIND_KEYS = {
+    NO_AUDIT: "bench_no_audit",
+    CONTINUUM: "bench_continuum",
+    TRIGGER: "bench_trigger",
+    HEAD_LOCK: "bench_head_lock",
+}
 TABLES = {
     NO_AUDIT: "users_no_audit",
     PROFILE_AUDIT: "users",
     CONTINUUM: "users_continuum",
     TRIGGER: "users_trigger",
+    HEAD_LOCK: head_lock.PROFILES,
 }
 TRIGGER_LOG = "users_trigger_log"
 
@@ -179,11 +203,18 @@ class ContinuumBase(DeclarativeBase):
     metadata = MetaData(info={"bind_key": BIND_KEYS[CONTINUUM]})
 
 
+class HeadLockBase(DeclarativeBase):
+    metadata = MetaData(info={"bind_key": BIND_KEYS[HEAD_LOCK]})
+
+
 NoAuditProfile: type[Any] = type(
     "NoAuditProfile", (NoAuditBase,), profile_mapping(TABLES[NO_AUDIT], NoAuditBase.metadata)
 )
 TriggerProfile: type[Any] = type(
     "TriggerProfile", (TriggerBase,), profile_mapping(TABLES[TRIGGER], TriggerBase.metadata)
+)
+HeadLockProfile: type[Any] = type(
+    "HeadLockProfile", (HeadLockBase,), profile_mapping(TABLES[HEAD_LOCK], HeadLockBase.metadata)
 )
 
 
@@ -365,7 +396,9 @@ def count_statements(workload: Workload, variant: Variant) -> int:
 
     def counted(*args: Any) -> None:
         nonlocal count
-        count += 1
+        # Not the sealer thread's statements: they belong to no one transaction.
+        if threading.current_thread() is threading.main_thread():
+            count += 1
 
     # On the Engine class: Continuum writes through a session of its own whose
     # connection does not report to the variant's engine's listeners.
@@ -421,13 +454,17 @@ def schema_check(app: Flask) -> list[str]:
 
         reference = shape("users")
         problems = []
-        for name in (NO_AUDIT, CONTINUUM, TRIGGER):
+        for name in SCRATCH_VARIANTS:
             other = shape(TABLES[name])
             for aspect, values in reference.items():
                 expected = values
                 if aspect == "triggers":
-                    # users carries the safety net, the trigger variant its log trigger.
-                    expected = [TRIGGER_LOG.replace(TABLES[name], "T")] if name == TRIGGER else []
+                    # users carries the safety net, the trigger variant its log
+                    # trigger, the simulation the previous safety net.
+                    expected = {
+                        TRIGGER: [TRIGGER_LOG.replace(TABLES[name], "T")],
+                        HEAD_LOCK: ["T_safety_net"],
+                    }.get(name, [])
                 if other[aspect] != expected:
                     problems.append(f"{name}: {aspect} {other[aspect]} instead of {expected}")
         return problems
@@ -447,7 +484,7 @@ def version_check(app: Flask) -> str:
     if len(set(counters.values())) == 1:
         rows, total, highest = counters[NO_AUDIT]
         return (
-            f"Version counters: identical in all four tables ({rows:,} profiles, "
+            f"Version counters: identical in all {len(counters)} tables ({rows:,} profiles, "
             f"versions summing to {total:,}, highest {highest:,})."
         )
     return "Version counters DIFFER between the tables: " + ", ".join(
@@ -489,6 +526,11 @@ def measure_storage(app: Flask) -> list[Storage]:
             version_table,
         ),
         Storage(f"{TRIGGER}: {TRIGGER_LOG}", [TRIGGER_LOG], TRIGGER_LOG),
+        Storage(
+            f"{HEAD_LOCK}: entries + chain",
+            [head_lock.ENTRIES, head_lock.LINKS],
+            head_lock.ENTRIES,
+        ),
     ]
     relations = sorted({relation for storage in storages for relation in storage.relations})
     with app.app_context():
@@ -575,12 +617,15 @@ def results_tables(workloads: list[Workload], storages: list[Storage]) -> list[s
         "Statements: SQL statements and COMMIT of one transaction (the pool's ping not counted)."
     )
     lines.append("")
-    single = summaries[workloads[0].name]
-    ours = single[PROFILE_AUDIT].ratio
-    lines.append(
-        f"- Target: {PROFILE_AUDIT} ≤ {TARGET_SINGLE_UPDATE:.1f}x {NO_AUDIT} on single-profile "
-        f"updates: {ours:.2f}x — {'met' if ours <= TARGET_SINGLE_UPDATE else 'MISSED'}"
-    )
+    for workload in workloads:
+        ours = summaries[workload.name][PROFILE_AUDIT].ratio
+        previous = summaries[workload.name][HEAD_LOCK].ratio
+        lines.append(
+            f"- Target: {PROFILE_AUDIT} ≤ {TARGET_SINGLE_UPDATE:.1f}x {NO_AUDIT} on "
+            f"{workload.name}: {ours:.2f}x — "
+            f"{'met' if ours <= TARGET_SINGLE_UPDATE else 'MISSED'} "
+            f"(previous design, simulated: {previous:.2f}x)"
+        )
     comparisons = [
         f"{workload.name} {summaries[workload.name][PROFILE_AUDIT].ratio:.2f}x vs "
         f"{summaries[workload.name][CONTINUUM].ratio:.2f}x"
@@ -603,6 +648,12 @@ def results_tables(workloads: list[Workload], storages: list[Storage]) -> list[s
             f"| {storage.label} | {storage.rows:,} | {storage.bytes / 1024 / 1024:,.1f} MiB "
             f"| {storage.per_row:,.0f} |"
         )
+    lines.append("")
+    lines.append(
+        f"{HEAD_LOCK}: a simulation of the previous design's statements (set_config, the "
+        "entry INSERT locking the chain head FOR UPDATE in a CTE, then links + head UPDATE) "
+        "on scratch tables of its own; not the previous code."
+    )
     return lines
 
 
@@ -649,13 +700,75 @@ def benchmark_database() -> Iterator[str]:
 
 @contextmanager
 def engines_disposed(app: Flask) -> Iterator[None]:
-    """Close every pooled connection before the server is stopped."""
+    """Stop the sealer, close every pooled connection before the server is stopped."""
     try:
         yield
     finally:
+        sealer = app.extensions.get("audit_sealer")
+        if sealer is not None:
+            sealer.stop()
         with app.app_context():
             for engine in db.engines.values():
                 engine.dispose()
+
+
+# --------------------------------------------------------------------------- link delay
+
+#: Entries still unlinked this long after the last round are reported as such.
+LINK_WAIT_SECONDS = 30.0
+
+_LINK_DELAYS = text(
+    "SELECT count(*) AS entries, count(c.entry_id) AS linked, "
+    "percentile_disc(0.5) WITHIN GROUP (ORDER BY d.ms) AS p50, "
+    "percentile_disc(0.99) WITHIN GROUP (ORDER BY d.ms) AS p99, max(d.ms) AS worst "
+    "FROM user_audit a "
+    "JOIN unnest(CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[])) AS w(s, e) "
+    "  ON a.timestamp >= w.s AND a.timestamp < w.e "
+    "LEFT JOIN audit_chain c ON c.entry_id = a.id "
+    "CROSS JOIN LATERAL (SELECT extract(epoch FROM c.linked_at - a.timestamp) * 1000 AS ms) d"
+)
+
+
+@dataclass
+class LinkDelay:
+    """From an entry's timestamp to its link's ``linked_at``, over some entries."""
+
+    entries: int
+    linked: int
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+
+    def describe(self) -> str:
+        if not self.linked:
+            return f"{self.entries:,} entries, none linked"
+        return (
+            f"{self.linked:,} of {self.entries:,} entries linked; p50 {self.p50_ms:.1f} ms, "
+            f"p99 {self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms"
+        )
+
+
+def link_delays(windows: list[tuple[datetime, datetime]]) -> LinkDelay:
+    """Link delays of the entries written in ``windows`` (once the sealer has caught up)."""
+    deadline = time.monotonic() + LINK_WAIT_SECONDS
+    with db.engine.connect() as connection:
+        while time.monotonic() < deadline:
+            waiting = connection.execute(text("SELECT count(*) FROM audit_chain_pending"))
+            if waiting.scalar_one() == 0:
+                break
+            connection.rollback()
+            time.sleep(0.1)
+        row = connection.execute(
+            _LINK_DELAYS,
+            {"starts": [start for start, _ in windows], "ends": [end for _, end in windows]},
+        ).one()
+    return LinkDelay(
+        row.entries,
+        row.linked,
+        None if row.p50 is None else float(row.p50),
+        None if row.p99 is None else float(row.p99),
+        None if row.worst is None else float(row.worst),
+    )
 
 
 def setup_variants(app: Flask, profiles: int) -> dict[str, Variant]:
@@ -664,6 +777,8 @@ def setup_variants(app: Flask, profiles: int) -> dict[str, Variant]:
     with db.engine.begin() as connection:
         for statement in SCRATCH_SQL:
             connection.execute(text(statement))
+        head_lock.setup(connection)
+    head_lock.install_listeners()
     problems = schema_check(app)
     if problems:
         raise SystemExit("The tables differ:\n  " + "\n  ".join(problems))
@@ -689,6 +804,12 @@ def setup_variants(app: Flask, profiles: int) -> dict[str, Variant]:
             scoped_sessions(FlaskSession),
             db.engines[BIND_KEYS[TRIGGER]],
         ),
+        HEAD_LOCK: Variant(
+            HEAD_LOCK,
+            HeadLockProfile,
+            scoped_sessions(head_lock.HeadLockSession),
+            db.engines[BIND_KEYS[HEAD_LOCK]],
+        ),
     }
     for variant in variants.values():
         seed(variant, profiles)
@@ -707,6 +828,8 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "SQLALCHEMY_DATABASE_URI": database_url(url),
                 "SQLALCHEMY_BINDS": {key: database_url(url) for key in BIND_KEYS.values()},
+                # As in production: a sealer thread links (b)'s entries after COMMIT.
+                "AUDIT_SEALER": "thread",
             }
         )
         actor = Actor(staff_id=None, label="cli:bench", channel_detail="bench")
@@ -716,6 +839,9 @@ def main(argv: list[str] | None = None) -> int:
             acting_as(actor, Origin(channel="cli")),
         ):
             variants = setup_variants(app, max(2 * sizes.batch_rows, ROTATING_PROFILES))
+            app.extensions["audit_sealer"].ensure_running()
+            #: When (b)'s single-update blocks ran: their entries' link delays.
+            delay_windows: list[tuple[datetime, datetime]] = []
             workloads = [
                 Workload("single-profile update", 1, sizes.updates, single_update),
                 Workload(
@@ -738,8 +864,11 @@ def main(argv: list[str] | None = None) -> int:
                 order = VARIANT_NAMES[shift:] + VARIANT_NAMES[:shift]
                 for workload in workloads:
                     for name in order:
+                        block_started = datetime.now(UTC)
                         block = run_block(workload, variants[name], workload.transactions)
                         workload.blocks[name].append(block)
+                        if name == PROFILE_AUDIT and workload is workloads[0]:
+                            delay_windows.append((block_started, datetime.now(UTC)))
                 print(
                     f"  round {round_number + 1}/{rounds}: "
                     + "; ".join(
@@ -753,6 +882,9 @@ def main(argv: list[str] | None = None) -> int:
                     + f" (load average {os.getloadavg()[0]:.2f})",
                     flush=True,
                 )
+            delay = link_delays(delay_windows)
+            # Whatever the sealer has not linked yet, so that storage counts the chain whole.
+            link_all(db.engine, app.config["AUDIT_CHAIN_KEY"].encode())
             versions = version_check(app)
             storages = measure_storage(app)
             postgres = server_version(app)
@@ -770,6 +902,11 @@ def main(argv: list[str] | None = None) -> int:
     print(versions)
     print()
     tables = results_tables(workloads, storages)
+    tables += [
+        "",
+        f"Link delay of {PROFILE_AUDIT}'s single-profile updates (entry timestamp to its "
+        f"link's linked_at, the process's sealer thread linking after COMMIT): {delay.describe()}",
+    ]
     print("\n".join(tables))
     if args.summary is not None:
         summary = [
