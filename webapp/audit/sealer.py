@@ -95,8 +95,13 @@ class Sealer:
         if self._thread is not None and self._pid == os.getpid():
             self._thread.join(timeout)
 
+    def close(self) -> None:
+        """Stop the thread and link what is left (before the database goes away)."""
+        atexit.unregister(self._link_before_exit)
+        self._link_before_exit(os.getpid())
+
     def _link_before_exit(self, pid: int) -> None:
-        if pid != os.getpid():
+        if pid != os.getpid() or self._stopping.is_set():
             return
         self._stop_thread(5.0)
         from webapp.extensions import db
