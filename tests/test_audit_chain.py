@@ -84,7 +84,7 @@ def assert_fails_at(result, entry_id: int | None, words: str) -> None:
     assert words in result.output
 
 
-CANONICAL_SQL = seal.canonical_entry_sql(seal.SEALED_FIELDS, seal.ENCODING)
+CANONICAL_SQL = seal.CANONICAL_ENTRY_SQL
 
 
 def canonical_entries(database: Database) -> list[dict]:
@@ -128,9 +128,13 @@ def test_the_canonical_bytes_hold_every_column_of_an_entry(make_history, client,
     # Every column but the seal itself.
     assert columns == set(seal.SEALED_FIELDS) | {"seal"}
     entry = database.audit()[1]
-    canonical = bytes(canonical_entries(database)[1]["canonical"])
-    decoded = json.loads(canonical)
-    assert set(decoded) == columns - {"seal"} | {"encoding"}
+    canonical = bytes(canonical_entries(database)[1]["canonical"]).decode()
+    # The encoding, then each column as a JSON value, split by U+001F.
+    encoding, *values = canonical.split("\x1f")
+    assert int(encoding) == seal.ENCODING
+    decoded = dict(zip(seal.SEALED_FIELDS, map(json.loads, values), strict=True))
+    assert set(decoded) == columns - {"seal"}
+    assert decoded["id"] == entry["id"]
     assert decoded["timestamp"] == entry["timestamp"].astimezone(UTC).strftime(
         "%Y-%m-%dT%H:%M:%S.%fZ"
     )

@@ -15,7 +15,7 @@ from webapp.audit import seal
 from webapp.audit.chain import write_entries
 
 KEY = b"a key for the seal tests"
-CANONICAL_SQL = seal.canonical_entry_sql(seal.SEALED_FIELDS, seal.ENCODING)
+CANONICAL_SQL = seal.CANONICAL_ENTRY_SQL
 
 # Text as it can reach an entry: any code point PostgreSQL stores (no NUL).
 texts = st.text(

@@ -112,6 +112,7 @@ def main() -> int:
     # launching shell started us with SIGINT ignored (as background jobs are).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    app = None
     try:
         from flask_migrate import upgrade
 
@@ -136,6 +137,10 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        # Entries saved in the last moment are linked while the database is still up.
+        sealer = app.extensions.get("audit_sealer") if app is not None else None
+        if sealer is not None:
+            sealer.close()
         if server is not None:
             log.info("Stopping the embedded PostgreSQL")
             server.cleanup()

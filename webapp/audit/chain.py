@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, text
 
-from webapp.audit.seal import ENCODING, ENTRY_DIGEST_SQL, SEALED_FIELDS, canonical_entry_sql
+from webapp.audit.seal import ENCODING, ENTRY_DIGEST_SQL
 from webapp.audit.seal import digest_seal as entry_digest
 from webapp.models import UserAudit
 
@@ -40,9 +40,40 @@ log = logging.getLogger(__name__)
 
 #: The hash the first link chains to.
 GENESIS_HASH = bytes(32)
-#: Links written before entries carried seals hash these canonical bytes.
+#: Links written before entries carried seals hashed these canonical bytes:
+#: PostgreSQL's text form of a ``jsonb`` object of the entry's columns as they
+#: were then (fixed for good: columns added since are not part of them).
 LEGACY_ENCODING = 1
-CANONICAL_ENTRY_V1_SQL = canonical_entry_sql(SEALED_FIELDS, LEGACY_ENCODING)
+_LEGACY_FIELDS = (
+    "id",
+    "user_id",
+    "operation",
+    "timestamp",
+    "previous_data",
+    "new_data",
+    "changed_fields",
+    "version",
+    "reason",
+    "actor_id",
+    "actor_label",
+    "channel",
+    "channel_detail",
+    "remote_addr",
+    "request_id",
+    "unattributed",
+)
+_LEGACY_VALUES = {
+    "timestamp": "pg_catalog.to_char(user_audit.timestamp AT TIME ZONE 'UTC', "
+    "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    "changed_fields": "pg_catalog.to_jsonb(user_audit.changed_fields)",
+}
+CANONICAL_ENTRY_V1_SQL = (
+    "pg_catalog.convert_to(pg_catalog.jsonb_build_object("
+    + ", ".join(
+        f"'{name}', {_LEGACY_VALUES.get(name, f'user_audit.{name}')}" for name in _LEGACY_FIELDS
+    )
+    + f", 'encoding', {LEGACY_ENCODING})::text, 'UTF8')"
+)
 #: Queued entries linked per sealer transaction.
 LINK_BATCH = 500
 

@@ -85,16 +85,25 @@ class Sealer:
             atexit.register(self._link_before_exit, os.getpid())
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread after its current batch (tests, shutdown)."""
+        """Stop the thread after its current batch; nothing is linked at exit then."""
+        atexit.unregister(self._link_before_exit)
+        self._stop_thread(timeout)
+
+    def _stop_thread(self, timeout: float) -> None:
         self._stopping.set()
         self._wake.set()
         if self._thread is not None and self._pid == os.getpid():
             self._thread.join(timeout)
 
+    def close(self) -> None:
+        """Stop the thread and link what is left (before the database goes away)."""
+        atexit.unregister(self._link_before_exit)
+        self._link_before_exit(os.getpid())
+
     def _link_before_exit(self, pid: int) -> None:
-        if pid != os.getpid():
+        if pid != os.getpid() or self._stopping.is_set():
             return
-        self.stop()
+        self._stop_thread(5.0)
         from webapp.extensions import db
 
         try:
