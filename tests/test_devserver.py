@@ -59,7 +59,8 @@ class DevServer:
     """``python -m webapp.devserver`` with its output collected as it comes."""
 
     def __init__(self, pgdata: Path, port: int) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        # As a person runs it: no database URL, and the sealer thread on.
+        env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "AUDIT_SEALER"}}
         env.update({"EMBEDDED_PGDATA": str(pgdata), "PORT": str(port)})
         self.base = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
@@ -183,6 +184,8 @@ def test_serves_on_embedded_postgres_and_stops_cleanly_on_ctrl_c(data_parent):
     finally:
         output = server.stop()
     assert "Stopping the embedded PostgreSQL" in output
+    # The sealer linked the last save before the database went away.
+    assert "Traceback" not in output
     assert _postgres_processes(pgdata) == []
 
     # The data is kept for the next run, and the password is not shown again.
@@ -191,6 +194,8 @@ def test_serves_on_embedded_postgres_and_stops_cleanly_on_ctrl_c(data_parent):
         server.wait_until_serving()
         _, listing = _request(server.base + "/api/v1/users", token)
         assert [u["id"] for u in listing["items"]] == [created["id"]]
+        _, chain = _request(server.base + "/api/v1/audit/verify", token)
+        assert (chain["head"]["seq"], chain["pending_entries"]) == (1, 0)
     finally:
         output = server.stop()
     assert "First run" not in output
