@@ -193,16 +193,19 @@ def walk_breakdown(app: Flask, last_seq: int) -> WalkBreakdown:
     with app.app_context(), db.engine.connect() as connection:
         # The whole walk in one statement runs longer than the app's statement timeout.
         connection.execute(text("SET statement_timeout = 0"))
-        plan = connection.execute(
-            text(f"EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) {query.text}"), parameters
-        ).scalar_one()
+        driver = connection.connection.dbapi_connection
+        plan = driver.execute(
+            f"EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) {query}", parameters
+        ).fetchone()[0]
         server = float(plan[0]["Execution Time"]) / 1000
-        connection.rollback()
-        stream = connection.execution_options(stream_results=True, yield_per=READ_BATCH)
+        # Fetched as the walk fetches it: a binary server-side cursor.
+        cursor = driver.cursor(name="walk_breakdown", binary=True)
         moment = time.perf_counter()
-        for _ in stream.execute(query, parameters).partitions(READ_BATCH):
+        cursor.execute(query, parameters)
+        while cursor.fetchmany(READ_BATCH):
             pass
         fetch = time.perf_counter() - moment
+        connection.rollback()
     return WalkBreakdown(server, fetch)
 
 

@@ -245,13 +245,16 @@ def _walk_ranges(
 
 # Encoding 2 links need the SHA-256 of the entry's canonical bytes (computed
 # next to the data, 32 bytes sent); encoding 1 links the canonical bytes.
-_LINKS_WITH_ENTRIES = text(
+# Read through the driver's own server-side cursor in binary: hashes and
+# seals arrive as bytes, and rows as plain tuples, which halves the walk's
+# time against rows built by SQLAlchemy from text results.
+_LINKS_WITH_ENTRIES = (
     "SELECT audit_chain.seq, audit_chain.hash, audit_chain.entry_id, user_audit.id, "  # noqa: S608 (constants only)
     "audit_chain.encoding, user_audit.seal, user_audit.unattributed, "
     f"CASE WHEN audit_chain.encoding = 2 THEN {ENTRY_DIGEST_SQL} "
     f"ELSE {chain.CANONICAL_ENTRY_V1_SQL} END AS entry "
     "FROM audit_chain LEFT JOIN user_audit ON user_audit.id = audit_chain.entry_id "
-    "WHERE audit_chain.seq BETWEEN :first AND :last ORDER BY audit_chain.seq"
+    "WHERE audit_chain.seq BETWEEN %(first)s AND %(last)s ORDER BY audit_chain.seq"
 )
 _UNLINKED_ENTRIES = text(
     "SELECT user_audit.id, user_audit.seal, user_audit.unattributed, "  # noqa: S608 (constants only)
@@ -291,10 +294,12 @@ def _walk(
         # A missing link before this range is reported by the range before it.
     expected_seq = part.first
     previous_entry_id: int | None = None
-    stream = connection.execution_options(stream_results=True, yield_per=WALK_BATCH)
-    rows = stream.execute(_LINKS_WITH_ENTRIES, {"first": part.first, "last": part.last})
+    cursor = connection.connection.dbapi_connection.cursor(  # type: ignore[union-attr]
+        name=f"verify_walk_{part.first}", binary=True
+    )
+    cursor.execute(_LINKS_WITH_ENTRIES, {"first": part.first, "last": part.last})
     link_hash, compare_digest, seal_of = chain.link_hash, hmac.compare_digest, digest_seal
-    for partition in rows.partitions(WALK_BATCH):
+    for partition in iter(lambda: cursor.fetchmany(WALK_BATCH), []):
         for seq, stored, link_entry_id, entry_id, encoding, seal, unattributed, entry in partition:
             if seq != expected_seq:
                 part.problem = Problem(
