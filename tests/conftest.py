@@ -25,12 +25,19 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from webapp import create_app
 from webapp.audit.chain import GENESIS_HASH
 from webapp.audit.context import Actor, Origin, acting_as
-from webapp.config import database_url
+from webapp.config import KEY_SETTINGS, database_url, random_key
 from webapp.extensions import db
 from webapp.local_database import drop_database, ensure_database, start_embedded_server
 from webapp.models import Staff
 from webapp.services import api_tokens
 from webapp.services.staff import hash_password
+
+#: The suite's keys, new at random for every run. Put in the environment too,
+#: so every app the tests start (in-process, ``flask`` and gunicorn
+#: subprocesses) shares them, as a deployment's processes do; tests of what
+#: happens without keys take them out.
+SUITE_KEYS = {name: random_key() for name in KEY_SETTINGS}
+os.environ.update(SUITE_KEYS)
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +78,7 @@ def app(test_database_url: str) -> Flask:
             "TESTING": True,
             "SQLALCHEMY_DATABASE_URI": database_url(test_database_url),
             "WTF_CSRF_ENABLED": True,
+            **SUITE_KEYS,
         }
     )
     with application.app_context():

@@ -1,18 +1,23 @@
 """Settings read from the environment (twelve-factor).
 
-Defaults are safe for local development only. A ``.env`` file in the project
-root is honoured so a developer can keep local overrides out of the shell.
+A ``.env`` file in the project root is honoured so a developer can keep local
+overrides out of the shell.
 
-``APP_ENV`` is ``development`` unless set: ``make run``, the test suite and
-``flask`` commands on a developer's machine then work with no set-up. A
-deployment sets ``APP_ENV=production``, and ``check_settings`` then refuses to
-start without real keys.
+No key is built in: every start needs ``SECRET_KEY`` and ``AUDIT_CHAIN_KEY``
+(``KEY_SETTINGS``), long, random and different, whatever ``APP_ENV`` says, and
+``check_settings`` refuses to start without them in one line naming the
+setting. ``make run`` makes random keys for its checkout once and keeps them
+in ``instance/`` (``webapp.devserver``); deployments set them.
+
+``APP_ENV`` (``development`` unless set) only chooses defaults such as the log
+format and whether failed statements' values may appear in error messages.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,17 +48,26 @@ PRODUCTION = "production"
 APP_ENVS = (DEVELOPMENT, PRODUCTION)
 LOG_FORMATS = ("json", "text")
 
-# Known to anyone who has read this file: fine on a laptop, never in production.
-DEV_SECRET_KEY = "dev-only-not-a-secret"  # noqa: S105 - the refused default
-DEV_AUDIT_CHAIN_KEY = "dev-only-audit-chain-key"
-#: Shortest key accepted outside development (token_urlsafe(32) gives 43).
+#: Every key the app needs, with what it protects. Each must be set, long,
+#: random and different from the others; a new key is added here (``make run``
+#: then adds it to its key file by itself).
+KEY_SETTINGS: dict[str, str] = {
+    "SECRET_KEY": "signs session cookies and CSRF tokens",
+    "AUDIT_CHAIN_KEY": "keys the audit hash chain (HMAC-SHA-256)",
+}
+#: Shortest key accepted (token_urlsafe(32) gives 43 characters).
 MIN_KEY_LENGTH = 32
 #: A long key made of very few characters ("aaaa...", "abab...") is no secret.
 MIN_KEY_DISTINCT_CHARACTERS = 8
 _KEY_ADVICE = (
-    "set a long random value, e.g. the output of "
-    "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+    "`make run` makes local keys by itself; anywhere else set it to a long random value, "
+    "e.g. the output of python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 )
+
+
+def random_key() -> str:
+    """A new random key, as ``make run`` and the test suite make them (64 characters)."""
+    return secrets.token_urlsafe(48)
 
 
 def _int(name: str, default: int) -> int:
@@ -93,10 +107,11 @@ def settings_from_environment() -> dict[str, Any]:
     return {
         # "development" or "production"; see check_settings.
         "APP_ENV": os.environ.get("APP_ENV", DEVELOPMENT).strip().lower(),
-        "SECRET_KEY": os.environ.get("SECRET_KEY", DEV_SECRET_KEY),
+        # No defaults: check_settings refuses to start without them.
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
         # Keys the audit hash chain (HMAC-SHA-256). Keep it out of the database
         # and its backups: whoever holds it could re-hash a rewritten history.
-        "AUDIT_CHAIN_KEY": os.environ.get("AUDIT_CHAIN_KEY", DEV_AUDIT_CHAIN_KEY),
+        "AUDIT_CHAIN_KEY": os.environ.get("AUDIT_CHAIN_KEY") or None,
         "SQLALCHEMY_DATABASE_URI": database_url(os.environ.get("DATABASE_URL")),
         "SQLALCHEMY_ENGINE_OPTIONS": {
             # Without pre-ping, a restarted database turns the first request on
@@ -142,12 +157,10 @@ def settings_from_environment() -> dict[str, Any]:
     }
 
 
-def key_weakness(value: object, development_default: str) -> str | None:
-    """Why ``value`` is not fit to be a production key, or ``None`` if it is."""
+def key_weakness(value: object) -> str | None:
+    """Why ``value`` is not fit to be a key, or ``None`` if it is."""
     if not isinstance(value, str) or not value.strip():
         return "is not set"
-    if value == development_default:
-        return "is the development default"
     if len(value) < MIN_KEY_LENGTH:
         return f"is shorter than {MIN_KEY_LENGTH} characters"
     if len(set(value)) < MIN_KEY_DISTINCT_CHARACTERS:
@@ -173,7 +186,7 @@ def parse_networks(value: str, name: str = "METRICS_ALLOWED_IPS") -> tuple[Any, 
 
 
 def check_settings(config: Mapping[str, Any]) -> None:
-    """Refuse to run with settings that are wrong, or unsafe outside development.
+    """Refuse to run with settings that are wrong or unsafe, in any environment.
 
     Raises ``RuntimeError`` with a one-line message naming the setting (never
     its value). Called by ``create_app`` once overrides are applied.
@@ -185,20 +198,13 @@ def check_settings(config: Mapping[str, Any]) -> None:
     if log_format is not None and log_format not in LOG_FORMATS:
         raise RuntimeError(f"LOG_FORMAT must be 'json' or 'text', not {log_format!r}.")
     parse_networks(config.get("METRICS_ALLOWED_IPS") or "")
-    if app_env == DEVELOPMENT:
-        return
-    for name, default in (
-        ("SECRET_KEY", DEV_SECRET_KEY),
-        ("AUDIT_CHAIN_KEY", DEV_AUDIT_CHAIN_KEY),
-    ):
-        weakness = key_weakness(config.get(name), default)
+    for name in KEY_SETTINGS:
+        weakness = key_weakness(config.get(name))
         if weakness:
-            raise RuntimeError(
-                f"Refusing to start with APP_ENV={app_env}: {name} {weakness}; {_KEY_ADVICE}."
-            )
-    # One leaked key must not also give away the other.
-    if config["SECRET_KEY"] == config["AUDIT_CHAIN_KEY"]:
-        raise RuntimeError(
-            f"Refusing to start with APP_ENV={app_env}: SECRET_KEY and AUDIT_CHAIN_KEY "
-            "must be different values."
-        )
+            raise RuntimeError(f"{name} {weakness}: {_KEY_ADVICE}.")
+    # One leaked key must not also give away another.
+    names = list(KEY_SETTINGS)
+    for position, name in enumerate(names):
+        for other in names[position + 1 :]:
+            if config[name] == config[other]:
+                raise RuntimeError(f"{name} and {other} must be different values.")
