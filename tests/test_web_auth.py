@@ -9,11 +9,12 @@ import re
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import PASSWORD
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.services import staff as staff_service
-from webapp.timestamps import iso_utc, utcnow
+from webapp.timestamps import utcnow
 
 CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
@@ -277,8 +278,22 @@ def test_a_session_ends_at_once_when_the_password_changes(staff_factory, browser
     assert browser.get("/").status_code == 200
 
 
+def _session_times(database, **moments):
+    """Move the times of the (only) session record, as if time had passed."""
+    assignments = ", ".join(f"{column} = :{column}" for column in moments)
+    with database.engine.begin() as connection:
+        connection.execute(text(f"UPDATE staff_sessions SET {assignments}"), moments)
+
+
 def _ago(**delta):
-    return iso_utc(utcnow() - timedelta(**delta))
+    return utcnow() - timedelta(**delta)
+
+
+def replayed(app, cookie):
+    """``/users`` asked for with a copy of a session cookie, from another client."""
+    thief = app.test_client()
+    thief.set_cookie("session", cookie)
+    return thief.get("/users")
 
 
 def test_an_idle_session_expires(app, staff_factory, browser, database):
@@ -286,36 +301,120 @@ def test_an_idle_session_expires(app, staff_factory, browser, database):
     sign_in(browser, "ada")
     idle = app.config["SESSION_IDLE_MINUTES"]
 
-    with browser.session_transaction() as session:
-        session["seen_at"] = _ago(minutes=idle - 2)
+    _session_times(database, last_seen_at=_ago(minutes=idle - 2))
     assert browser.get("/").status_code == 200
+    # The request was seen: the idle time starts again.
+    seen = database.scalar("SELECT last_seen_at FROM staff_sessions")
+    assert utcnow() - seen < timedelta(minutes=1)
 
-    with browser.session_transaction() as session:
-        session["seen_at"] = _ago(minutes=idle + 1)
+    _session_times(database, last_seen_at=_ago(minutes=idle + 1))
     response = browser.get("/")
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/login")
     assert "Your session has expired" in browser.get("/login").get_data(as_text=True)
     assert browser.get("/").status_code == 302
     assert event_names(database).count("session_expired") == 1
+    assert database.scalar("SELECT end_reason FROM staff_sessions") == "idle"
 
 
-def test_a_session_expires_after_its_maximum_age_even_when_busy(app, staff_factory, browser):
+def test_a_session_expires_after_its_maximum_age_even_when_busy(
+    app, staff_factory, browser, database
+):
     staff_factory.account("support", "ada")
     sign_in(browser, "ada")
+    cookie = browser.get_cookie("session").value
+    max_hours = app.config["SESSION_MAX_HOURS"]
+    # Busy all along: every replay of the cookie was seen, none extends the session.
+    _session_times(database, created_at=_ago(hours=max_hours, minutes=-1))
+    assert replayed(app, cookie).status_code == 200
+    _session_times(database, created_at=_ago(hours=max_hours, minutes=1))
+    for client_ in (browser, app.test_client()):
+        client_.set_cookie("session", cookie)
+        response = client_.get("/users")
+        assert response.status_code == 302
+        assert response.headers["Location"].startswith("/login")
+    [expired] = [row for row in events(database) if row["event"] == "session_expired"]
+    assert expired["details"] == {"why": "max age"}
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"session_token": "made-up"},
+        {"session_token": ["not", "a", "string"]},
+        {"session_token": "x" * 10_000},
+        {},
+    ],
+)
+def test_a_cookie_without_a_session_on_the_server_opens_nothing(
+    app, staff_factory, browser, forged
+):
+    """Signed with the real key, naming a real account: without its session
+    record on the server it is nobody."""
+    ada = staff_factory.account("admin", "ada")
     with browser.session_transaction() as session:
-        session["signed_in_at"] = _ago(hours=app.config["SESSION_MAX_HOURS"], minutes=1)
-        session["seen_at"] = _ago(seconds=5)
-    assert browser.get("/").status_code == 302
-    assert browser.get("/").status_code == 302
+        session.update({"_user_id": str(ada.id), "_fresh": True, **forged})
+    response = browser.get("/users")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
 
 
-def test_a_session_with_unreadable_times_is_ended(staff_factory, browser):
+def test_a_session_token_opens_only_its_own_account(app, staff_factory, browser):
     staff_factory.account("support", "ada")
+    grace = staff_factory.account("admin", "grace")
     sign_in(browser, "ada")
     with browser.session_transaction() as session:
-        session["seen_at"] = "yesterday-ish"
-    assert browser.get("/").status_code == 302
+        session["_user_id"] = str(grace.id)
+    assert browser.get("/admin/staff").status_code == 302
+
+
+# --- a copy of the cookie replayed after the session ended -------------------------
+
+
+def test_a_copy_of_the_cookie_is_dead_after_sign_out(app, staff_factory, browser, database):
+    staff_factory.account("admin", "ada")
+    sign_in(browser, "ada")
+    cookie = browser.get_cookie("session").value
+    assert replayed(app, cookie).status_code == 200  # the copy works while the session does
+
+    browser.post("/logout", data={"csrf_token": page_token(browser)})
+
+    response = replayed(app, cookie)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
+    [ended] = database.rows("SELECT ended_at, end_reason FROM staff_sessions")
+    assert ended["ended_at"] is not None
+    assert ended["end_reason"] == "signed_out"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda staff_id: staff_service.set_password(staff_id, "a brand new passphrase"),
+         "password_changed"),
+        (lambda staff_id: staff_service.set_role(staff_id, "auditor"), "role_changed"),
+        (staff_service.deactivate, "deactivated"),
+    ],
+)  # fmt: skip
+def test_a_copy_of_the_cookie_is_dead_after_an_account_change(
+    app, staff_factory, browser, database, as_cli, change, reason
+):
+    staff_factory.account("admin", "keeper")  # someone stays admin
+    ada = staff_factory.account("admin", "ada")
+    sign_in(browser, "ada")
+    other_browser = app.test_client()
+    sign_in(other_browser, "ada")
+    cookie = browser.get_cookie("session").value
+
+    as_cli(change, ada.id)
+
+    for client_ in (browser, other_browser):
+        assert client_.get("/users").status_code == 302
+    response = replayed(app, cookie)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
+    reasons = database.rows("SELECT end_reason FROM staff_sessions ORDER BY id")
+    assert reasons == [{"end_reason": reason}] * 2
 
 
 # --- rate limiting ------------------------------------------------------------
@@ -371,8 +470,11 @@ def test_every_outcome_is_a_security_event_and_no_password_is_kept(
     sign_in(browser, "ada")
     browser.post("/logout", data={"csrf_token": page_token(browser)})
     sign_in(browser, "ada")
-    with browser.session_transaction() as session:
-        session["seen_at"] = _ago(days=1)
+    with database.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE staff_sessions SET last_seen_at = :then WHERE ended_at IS NULL"),
+            {"then": _ago(days=1)},
+        )
     browser.get("/")
 
     rows = events(database)

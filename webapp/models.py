@@ -167,9 +167,6 @@ class Staff(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
-    # Bumped when the password changes or the account is deactivated: every
-    # session that carries an older number stops working at once.
-    session_version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -183,12 +180,59 @@ class Staff(UserMixin, db.Model):
     def is_active(self) -> bool:  # read by Flask-Login
         return bool(self.active)
 
-    def get_id(self) -> str:
-        """The session key: id and session version (see services.staff)."""
-        return f"{self.id}:{self.session_version}"
-
     def __repr__(self) -> str:
         return f"<Staff {self.id} {self.username} {self.role}>"
+
+
+#: Why a dashboard session ended (``StaffSession.end_reason``).
+SESSION_END_REASONS: tuple[str, ...] = (
+    "signed_out",
+    "idle",
+    "max_age",
+    "password_changed",
+    "role_changed",
+    "deactivated",
+)
+
+
+class StaffSession(db.Model):
+    """One dashboard sign-in, kept on the server so that it can be ended there.
+
+    The browser's signed cookie holds a random token; only its SHA-256 is kept
+    here. A session is open while ``ended_at`` is unset and neither its idle
+    nor its absolute lifetime has passed (``services.staff_sessions``).
+    """
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("staff.id", ondelete="RESTRICT"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Written at most once a minute, not on every request.
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+
+    staff: Mapped[Staff] = relationship(lazy="joined")
+
+    __table_args__ = (
+        CheckConstraint(
+            "end_reason in ('signed_out', 'idle', 'max_age', 'password_changed', "
+            "'role_changed', 'deactivated')",
+            name="end_reason_known",
+        ),
+        CheckConstraint("(ended_at IS NULL) = (end_reason IS NULL)", name="ended_with_reason"),
+        # Ending every session of an account (password, role, deactivation).
+        Index(
+            "ix_staff_sessions_staff_id_open", "staff_id", postgresql_where=text("ended_at IS NULL")
+        ),
+    )
+
+    def __repr__(self) -> str:
+        return f"<StaffSession {self.id} staff={self.staff_id}>"
 
 
 class ApiToken(db.Model):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from datetime import timedelta
 
 from flask import current_app
@@ -15,6 +14,7 @@ from webapp.models import ROLES, Staff
 from webapp.services.errors import Conflict, NotFound, ServiceError, ValidationFailed
 from webapp.services.pagination import MAX_BIGINT
 from webapp.services.security_events import count_recent, record_event
+from webapp.services.staff_sessions import end_all_sessions
 from webapp.timestamps import utcnow
 
 USERNAME_MAX = 64
@@ -116,12 +116,15 @@ def create_staff(username: object, password: object, role: object) -> Staff:
 
 
 def set_role(staff_id: int, role: object) -> Staff:
+    """Change the role; a real change ends every session of the account."""
     staff = get_staff(staff_id)
     new_role = clean_role(role)
     if staff.role != new_role:
         _keep_an_admin(staff)
         old_role = staff.role
         staff.role = new_role
+        # Whoever is signed in as the account signs in again, under the new role.
+        end_all_sessions(staff.id, "role_changed")
         record_event(
             "role_changed",
             staff_id=staff.id,
@@ -137,7 +140,7 @@ def set_password(staff_id: int, password: object) -> Staff:
     """Change the password and end every session of the account."""
     staff = get_staff(staff_id)
     staff.password_hash = hash_password(clean_password(password))
-    staff.session_version += 1
+    end_all_sessions(staff.id, "password_changed")
     record_event("password_changed", staff_id=staff.id, username=staff.username, commit=False)
     db.session.commit()
     return staff
@@ -149,7 +152,7 @@ def deactivate(staff_id: int) -> Staff:
     if staff.active:
         _keep_an_admin(staff)
         staff.active = False
-        staff.session_version += 1
+        end_all_sessions(staff.id, "deactivated")
         record_event("staff_deactivated", staff_id=staff.id, username=staff.username, commit=False)
         db.session.commit()
     return staff
@@ -186,19 +189,6 @@ def authenticate(username: object, password: object, *, remote_addr: str | None)
     staff.last_login_at = utcnow()
     record_event("login_succeeded", staff_id=staff.id, username=staff.username, commit=False)
     db.session.commit()
-    return staff
-
-
-def staff_for_session(key: str) -> Staff | None:
-    """The active account a session key still belongs to, else ``None``."""
-    staff_id, _, version = key.partition(":")
-    if not staff_id.isdigit() or not version.isdigit():
-        return None
-    staff = db.session.get(Staff, int(staff_id)) if int(staff_id) <= MAX_BIGINT else None
-    if staff is None or not staff.active:
-        return None
-    if not hmac.compare_digest(str(staff.session_version), version):
-        return None
     return staff
 
 

@@ -69,9 +69,10 @@ def login() -> ResponseReturnValue:
 def logout() -> Response:
     """End the session (POST only, so another site cannot sign anyone out)."""
     staff = current_staff()
+    end_session("signed_out")
     if staff is not None:
+        # Committed with the session's end on the server.
         record_event("logout", staff_id=staff.id, username=staff.username)
-    end_session()
     # After end_session: it clears the session, flashed messages included.
     flash("You have signed out.", "info")
     return redirect(url_for("web.login"))
