@@ -96,7 +96,7 @@ def engine(test_database_url: str, app: Flask) -> Iterator[Engine]:
 
 TABLES = (
     "audit_chain, audit_chain_pending, audit_verifications, "
-    "user_audit, users, api_tokens, security_events, staff_sessions, staff"
+    "user_audit, users, api_tokens, security_events, staff_sessions, staff, sign_in_attempts"
 )
 # Hashing is slow on purpose; the suite hashes this password once.
 PASSWORD = "correct horse battery staple"

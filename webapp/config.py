@@ -48,6 +48,17 @@ PRODUCTION = "production"
 APP_ENVS = (DEVELOPMENT, PRODUCTION)
 LOG_FORMATS = ("json", "text")
 
+#: Settings that only make sense as whole numbers of at least 1.
+POSITIVE_SETTINGS: tuple[str, ...] = (
+    "SESSION_IDLE_MINUTES",
+    "SESSION_MAX_HOURS",
+    "LOGIN_FAILURE_WINDOW_SECONDS",
+    "LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS",
+    "LOGIN_FAILURES_PER_ADDRESS",
+    "LOGIN_ACCOUNT_DELAY_AFTER",
+    "LOGIN_ACCOUNT_DELAY_MAX_SECONDS",
+    "LOGIN_KNOWN_ADDRESS_DAYS",
+)
 #: Every key the app needs, with what it protects. Each must be set, long,
 #: random and different from the others; a new key is added here (``make run``
 #: then adds it to its key file by itself).
@@ -139,9 +150,20 @@ def settings_from_environment() -> dict[str, Any]:
         "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
         "SESSION_IDLE_MINUTES": _int("SESSION_IDLE_MINUTES", 30),
         "SESSION_MAX_HOURS": _int("SESSION_MAX_HOURS", 12),
-        # Failed sign-ins allowed per account and per address within the window.
-        "LOGIN_RATE_LIMIT": _int("LOGIN_RATE_LIMIT", 5),
-        "LOGIN_RATE_WINDOW_SECONDS": _int("LOGIN_RATE_WINDOW_SECONDS", 60),
+        # Sign-in throttling (services.sign_in_throttle; numbers in README,
+        # "Security"): failed sign-ins count for this long...
+        "LOGIN_FAILURE_WINDOW_SECONDS": _int("LOGIN_FAILURE_WINDOW_SECONDS", 900),
+        # ...one address may fail this often on one account, then waits...
+        "LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS": _int("LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS", 5),
+        # ...and this often on all accounts together (an office behind one NAT
+        # address shares it, so it is much higher)...
+        "LOGIN_FAILURES_PER_ADDRESS": _int("LOGIN_FAILURES_PER_ADDRESS", 50),
+        # ...while failures on one account from anywhere, past this many, make
+        # each next try wait longer (1 s, 2 s, 4 s... at most the maximum),
+        # never a lock; addresses the account signed in from lately skip it.
+        "LOGIN_ACCOUNT_DELAY_AFTER": _int("LOGIN_ACCOUNT_DELAY_AFTER", 10),
+        "LOGIN_ACCOUNT_DELAY_MAX_SECONDS": _int("LOGIN_ACCOUNT_DELAY_MAX_SECONDS", 60),
+        "LOGIN_KNOWN_ADDRESS_DAYS": _int("LOGIN_KNOWN_ADDRESS_DAYS", 30),
         # Reverse proxies in front of the app whose X-Forwarded-For is trusted.
         "PROXY_COUNT": _int("PROXY_COUNT", 0),
         # List pages: default and largest number of items.
@@ -198,6 +220,10 @@ def check_settings(config: Mapping[str, Any]) -> None:
     if log_format is not None and log_format not in LOG_FORMATS:
         raise RuntimeError(f"LOG_FORMAT must be 'json' or 'text', not {log_format!r}.")
     parse_networks(config.get("METRICS_ALLOWED_IPS") or "")
+    for name in POSITIVE_SETTINGS:
+        value = config.get(name)
+        if not isinstance(value, int) or value < 1:
+            raise RuntimeError(f"{name} must be a whole number of at least 1, not {value!r}.")
     for name in KEY_SETTINGS:
         weakness = key_weakness(config.get(name))
         if weakness:

@@ -235,6 +235,40 @@ class StaffSession(db.Model):
         return f"<StaffSession {self.id} staff={self.staff_id}>"
 
 
+#: What became of a sign-in attempt (``SignInAttempt.outcome``).
+ATTEMPT_OUTCOMES: tuple[str, ...] = ("pending", "failed", "succeeded", "cleared")
+
+
+class SignInAttempt(db.Model):
+    """A password check the sign-in throttle let through (``services.sign_in_throttle``).
+
+    Kept while it counts (the failure window) and deleted after. ``pending``
+    (being checked) and ``failed`` count against the account, the address and
+    the pair; a success marks the pair's earlier failures ``cleared``.
+    """
+
+    __tablename__ = "sign_in_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    # The username as typed, lower-cased, whether or not such an account exists.
+    account_key: Mapped[str] = mapped_column(String(64))
+    # Empty when the address is unknown (a command run on the server).
+    remote_addr: Mapped[str] = mapped_column(String(64))
+    # The database's clock, the same for every app server.
+    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str] = mapped_column(String(16))
+
+    __table_args__ = (
+        CheckConstraint(
+            "outcome in ('pending', 'failed', 'succeeded', 'cleared')", name="outcome_known"
+        ),
+        Index("ix_sign_in_attempts_account_key_attempted_at", "account_key", "attempted_at"),
+        Index("ix_sign_in_attempts_remote_addr_attempted_at", "remote_addr", "attempted_at"),
+        # Deleting the attempts that no longer count.
+        Index("ix_sign_in_attempts_attempted_at", "attempted_at"),
+    )
+
+
 class ApiToken(db.Model):
     """A bearer token for scripts; only its SHA-256 is stored."""
 

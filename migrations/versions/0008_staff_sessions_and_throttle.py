@@ -1,4 +1,4 @@
-"""Dashboard sessions kept on the server.
+"""Dashboard sessions kept on the server; sign-in attempts for the throttle.
 
 ``staff_sessions`` holds one row per sign-in: the SHA-256 of the random token
 the browser's cookie carries, the account, when it began and was last seen,
@@ -6,6 +6,11 @@ and when and why it ended. Every request looks its session up, so ending a
 session here (sign-out, password or role change, deactivation) ends it for
 every copy of the cookie. ``staff.session_version``, which did that job from
 inside the cookie, goes.
+
+``sign_in_attempts`` holds the password checks the sign-in throttle let
+through while they count: the account name as typed (lower-cased), the
+address, when (the database's clock) and the outcome. The throttle counts and
+adds a row under a lock, so parallel attempts cannot all slip under a limit.
 
 Revision ID: 0008
 Revises: 0006
@@ -61,8 +66,34 @@ def upgrade():
     # Sessions signed by the cookie alone carried this number; none survives.
     op.drop_column("staff", "session_version")
 
+    op.create_table(
+        "sign_in_attempts",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("account_key", sa.String(length=64), nullable=False),
+        sa.Column("remote_addr", sa.String(length=64), nullable=False),
+        sa.Column("attempted_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("outcome", sa.String(length=16), nullable=False),
+        sa.CheckConstraint(
+            "outcome in ('pending', 'failed', 'succeeded', 'cleared')",
+            name=op.f("ck_sign_in_attempts_outcome_known"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_sign_in_attempts")),
+    )
+    op.create_index(
+        "ix_sign_in_attempts_account_key_attempted_at",
+        "sign_in_attempts",
+        ["account_key", "attempted_at"],
+    )
+    op.create_index(
+        "ix_sign_in_attempts_remote_addr_attempted_at",
+        "sign_in_attempts",
+        ["remote_addr", "attempted_at"],
+    )
+    op.create_index("ix_sign_in_attempts_attempted_at", "sign_in_attempts", ["attempted_at"])
+
 
 def downgrade():
+    op.drop_table("sign_in_attempts")
     op.add_column(
         "staff",
         sa.Column("session_version", sa.Integer(), server_default=sa.text("1"), nullable=False),
