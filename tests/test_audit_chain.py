@@ -18,14 +18,15 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
-from tests.conftest import Database, append_only_lifted
+from tests.conftest import SUITE_KEYS, Database, append_only_lifted
 from tests.flask_commands import run_flask
 from webapp.audit import chain
 from webapp.extensions import db
 from webapp.models import User
 from webapp.services import audit_integrity
 
-KEY = b"dev-only-audit-chain-key"
+# The chain key the suite runs the app with (made at random for each run).
+KEY = SUITE_KEYS["AUDIT_CHAIN_KEY"].encode()
 
 
 def verify(runner: FlaskCliRunner, *args: str):
