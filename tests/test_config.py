@@ -165,6 +165,16 @@ def test_bad_settings_are_refused_in_any_environment(settings, message):
         check_settings(config)
 
 
+@pytest.mark.parametrize("name", ["LOGIN_FAILURES_PER_ADDRESS", "SESSION_IDLE_MINUTES"])
+def test_a_limit_or_lifetime_below_one_is_refused(app, monkeypatch, name):
+    """0 would refuse every sign-in or end every session at once: a mistake, said so."""
+    monkeypatch.setenv(name, "0")
+    with pytest.raises(
+        RuntimeError, match=rf"^{name} must be a whole number of at least 1, not 0\.$"
+    ):
+        create_app({"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"], **SUITE_KEYS})
+
+
 def test_a_number_that_is_not_one_is_named(monkeypatch):
     monkeypatch.setenv("DB_POOL_SIZE", "lots")
     with pytest.raises(RuntimeError, match=r"^DB_POOL_SIZE must be a whole number, not 'lots'\.$"):
