@@ -63,6 +63,7 @@ from bench.timeline_queries import (  # noqa: E402
     machine_report,
     percentile,
     stop_on_sigterm,
+    use_run_keys,
 )
 
 CHAIN = "chain"
@@ -343,6 +344,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    use_run_keys()
     started = time.perf_counter()
     with database_server(keep=False) as url:
         app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url)})

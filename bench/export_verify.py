@@ -70,6 +70,7 @@ from bench.timeline_queries import (  # noqa: E402
     generate_data,
     machine_report,
     stop_on_sigterm,
+    use_run_keys,
 )
 
 #: Entries read per round trip while building the chain (the walk's own batch size).
@@ -433,6 +434,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    use_run_keys()
     started = time.perf_counter()
     with database_server(keep=False) as url:
         app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url)})

@@ -54,7 +54,6 @@ import json
 import os
 import platform
 import re
-import secrets
 import shutil
 import signal
 import statistics
@@ -76,7 +75,7 @@ from sqlalchemy import event
 
 from webapp import create_app
 from webapp.audit.context import Actor, Origin, acting_as
-from webapp.config import database_url
+from webapp.config import KEY_SETTINGS, database_url
 from webapp.extensions import db
 from webapp.services.api_tokens import create_token
 from webapp.services.staff import create_staff
@@ -92,6 +91,7 @@ from bench.timeline_queries import (  # noqa: E402
     generate_data,
     machine_report,
     stop_on_sigterm,
+    use_run_keys,
 )
 
 WRK_DIR = ROOT / "bench" / "wrk"
@@ -223,11 +223,10 @@ def clean_environment() -> dict[str, str]:
 
 
 def production_environment(url: str, workers: int) -> dict[str, str]:
-    """The app's settings as a deployment has them, with keys made for this run only."""
+    """The app's settings as a deployment has them, with this run's keys (``use_run_keys``)."""
     return {
         "APP_ENV": "production",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "AUDIT_CHAIN_KEY": secrets.token_urlsafe(48),
+        **{name: os.environ[name] for name in KEY_SETTINGS},
         "DATABASE_URL": url,
         "WEB_CONCURRENCY": str(workers),
     }
@@ -1142,6 +1141,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    use_run_keys()
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="http-load-"))
     try:

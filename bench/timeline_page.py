@@ -62,6 +62,7 @@ from bench.timeline_queries import (  # noqa: E402
     percentile,
     stop_on_sigterm,
     summarize_plan,
+    use_run_keys,
 )
 
 #: the timeline's page size when the URL names none (the page's default)
@@ -464,6 +465,7 @@ def run(args: argparse.Namespace, url: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    use_run_keys()
     started = time.perf_counter()
     with database_server(args.keep_database) as url:
         run(args, url)

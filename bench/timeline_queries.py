@@ -43,7 +43,7 @@ from flask_migrate import upgrade
 from sqlalchemy import event, func, select, text
 
 from webapp import create_app
-from webapp.config import database_url
+from webapp.config import KEY_SETTINGS, database_url, random_key
 from webapp.extensions import db
 from webapp.local_database import (
     drop_database,
@@ -766,6 +766,15 @@ def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def use_run_keys() -> None:
+    """Keys made for this run only, in the environment where none is set, so
+    every app the benchmark starts (in-process, ``flask`` commands, gunicorn)
+    shares them; the app has no built-in keys."""
+    for name in KEY_SETTINGS:
+        if not os.environ.get(name):
+            os.environ[name] = random_key()
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -798,6 +807,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    use_run_keys()
     with database_server(args.keep_database) as url:
         app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url)})
         with app.app_context():

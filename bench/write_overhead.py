@@ -104,6 +104,7 @@ from bench.timeline_queries import (  # noqa: E402
     machine_report,
     percentile,
     stop_on_sigterm,
+    use_run_keys,
 )
 
 BATCH_ROWS = 500
@@ -819,6 +820,7 @@ def setup_variants(app: Flask, profiles: int) -> dict[str, Variant]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    use_run_keys()
     rounds = 2 if args.quick else args.rounds
     # --quick checks the code paths: Continuum's 500-row batches alone would take longer.
     sizes = Sizes(20, 1, 10, 5, batch_rows=50) if args.quick else Sizes(300, 2, 200, 50)

@@ -22,5 +22,9 @@ GRANT SELECT, UPDATE ON audit_chain_head TO profile_audit_app;
 GRANT SELECT, INSERT, DELETE ON audit_chain_pending TO profile_audit_app;
 -- Current state: profiles are soft-deleted, accounts deactivated, tokens revoked.
 GRANT SELECT, INSERT, UPDATE ON users, staff, api_tokens TO profile_audit_app;
+-- Dashboard sessions are ended by update; an account's long-over ones are deleted.
+GRANT SELECT, INSERT, UPDATE, DELETE ON staff_sessions TO profile_audit_app;
+-- The sign-in throttle's attempts are settled by update, deleted once they no longer count.
+GRANT SELECT, INSERT, UPDATE, DELETE ON sign_in_attempts TO profile_audit_app;
 GRANT SELECT ON alembic_version TO profile_audit_app;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO profile_audit_app;

@@ -25,7 +25,7 @@ from webapp.audit.chain import GENESIS_HASH
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.audit.entry_ids import entry_ids
 from webapp.audit.sealer import link_all
-from webapp.config import database_url
+from webapp.config import KEY_SETTINGS, database_url, random_key
 from webapp.extensions import db
 from webapp.local_database import (
     EmbeddedServerRefused,
@@ -41,6 +41,12 @@ from webapp.services.staff import hash_password
 # Every app the suite creates, here or in a subprocess, links entries only when
 # a test says so (link_chain), never from a thread behind the tests' backs.
 os.environ["AUDIT_SEALER"] = "off"
+#: The suite's keys, new at random for every run. Put in the environment too,
+#: so every app the tests start (in-process, ``flask`` and gunicorn
+#: subprocesses) shares them, as a deployment's processes do; tests of what
+#: happens without keys take them out.
+SUITE_KEYS = {name: random_key() for name in KEY_SETTINGS}
+os.environ.update(SUITE_KEYS)
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +91,7 @@ def app(test_database_url: str) -> Flask:
             "TESTING": True,
             "SQLALCHEMY_DATABASE_URI": database_url(test_database_url),
             "WTF_CSRF_ENABLED": True,
+            **SUITE_KEYS,
         }
     )
     with application.app_context():
@@ -102,7 +109,7 @@ def engine(test_database_url: str, app: Flask) -> Iterator[Engine]:
 
 TABLES = (
     "audit_chain, audit_chain_pending, audit_verifications, "
-    "user_audit, users, api_tokens, security_events, staff"
+    "user_audit, users, api_tokens, security_events, staff_sessions, staff, sign_in_attempts"
 )
 # Hashing is slow on purpose; the suite hashes this password once.
 PASSWORD = "correct horse battery staple"

@@ -30,7 +30,7 @@ from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
 from webapp import create_app
-from webapp.config import database_url
+from webapp.config import KEY_SETTINGS, database_url, random_key
 from webapp.extensions import db
 from webapp.local_database import (
     drop_database,
@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fuzz(url: str, args: argparse.Namespace, scratch: Path) -> int:
-    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url)})
+    # Keys made for this run only: the app has none built in.
+    keys = {name: random_key() for name in KEY_SETTINGS}
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url), **keys})
     with app.app_context():
         upgrade()
     token = _admin_token(app, url)

@@ -15,7 +15,6 @@ from webapp.audit.errors import UnattributedChangeError
 from webapp.extensions import db
 from webapp.services import staff as staff_service
 from webapp.services import users
-from webapp.timestamps import iso_utc, utcnow
 
 PROBLEM = "application/problem+json"
 
@@ -143,14 +142,8 @@ def test_tokens_of_a_deactivated_account_stop_working(app, staff_factory):
     assert response.status_code == 401
 
 
-def test_the_api_never_accepts_the_session_cookie(app, staff_factory):
-    admin = staff_factory.account("admin")
-    browser = app.test_client()
-    now = iso_utc(utcnow())
-    with browser.session_transaction() as session:
-        session["_user_id"] = admin.get_id()
-        session["_fresh"] = True
-        session["signed_in_at"] = session["seen_at"] = now
+def test_the_api_never_accepts_the_session_cookie(signed_in):
+    browser = signed_in("admin")
     # The same cookie is a valid dashboard session...
     assert browser.get("/").status_code == 200
     # ...but never credentials for the JSON API, which skips CSRF checks.

@@ -19,7 +19,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
-from tests.conftest import Database, append_only_lifted, post_profile
+from tests.conftest import SUITE_KEYS, Database, append_only_lifted, post_profile
 from tests.flask_commands import run_flask
 from webapp import create_app
 from webapp.audit import chain, seal
@@ -29,7 +29,8 @@ from webapp.extensions import db
 from webapp.models import User
 from webapp.services import audit_integrity
 
-KEY = b"dev-only-audit-chain-key"
+# The chain key the suite runs the app with (made at random for each run).
+KEY = SUITE_KEYS["AUDIT_CHAIN_KEY"].encode()
 
 
 def verify(runner: FlaskCliRunner, *args: str):

@@ -15,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 from sqlalchemy import Engine, text
 
+from tests.web_pages import sign_in as sign_in_through_the_form
 from webapp import cli
 from webapp.audit.context import current_actor, current_origin
 from webapp.services import staff as staff_service
@@ -269,7 +270,7 @@ def test_deactivate(app, runner, database):
 
 def test_set_password(app, runner, database):
     create(runner, "alice")
-    version = database.scalar("SELECT session_version FROM staff")
+    browser = sign_in_through_the_form(app.test_client(), "alice", PASSWORD)
 
     result = invoke(
         runner, "staff", "set-password", "alice", "--password-stdin", input=NEW_PASSWORD + "\n"
@@ -278,8 +279,9 @@ def test_set_password(app, runner, database):
     assert result.exit_code == 0, result.output
     assert not sign_in(app, "alice", PASSWORD)
     assert sign_in(app, "alice", NEW_PASSWORD)
-    # Sessions signed in with the old password end.
-    assert database.scalar("SELECT session_version FROM staff") == version + 1
+    # Sessions signed in with the old password end, on the server.
+    assert browser.get("/").status_code == 302
+    assert database.scalar("SELECT end_reason FROM staff_sessions") == "password_changed"
 
 
 def test_set_password_with_prompt(app, runner):

@@ -1,5 +1,6 @@
-"""Settings: APP_ENV, refusing to run in production with weak or default keys,
-the database URL and pool, and the observability settings."""
+"""Settings: no built-in keys (refusing to start without strong ones, in any
+environment), APP_ENV, the database URL and pool, and the observability
+settings."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
 
+from tests.conftest import SUITE_KEYS
 from tests.flask_commands import run_flask
 from webapp import create_app
 from webapp.config import (
-    DEV_AUDIT_CHAIN_KEY,
-    DEV_SECRET_KEY,
+    KEY_SETTINGS,
     check_settings,
     database_url,
     settings_from_environment,
@@ -51,12 +53,12 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         logger.propagate = propagate
 
 
-def production(app: Flask, **settings: object) -> Flask:
-    """An app with APP_ENV=production and strong keys, unless ``settings`` say otherwise."""
+def started(app: Flask, app_env: str = "production", **settings: object) -> Flask:
+    """An app with ``app_env`` and strong keys, unless ``settings`` say otherwise."""
     return create_app(
         {
             "SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"],
-            "APP_ENV": "production",
+            "APP_ENV": app_env,
             "SECRET_KEY": STRONG_SECRET,
             "AUDIT_CHAIN_KEY": STRONG_CHAIN,
             **settings,
@@ -64,57 +66,88 @@ def production(app: Flask, **settings: object) -> Flask:
     )
 
 
-def test_development_is_the_default_and_runs_with_the_development_keys(app):
+def test_development_is_the_default_and_the_suite_brings_its_own_keys(app):
     assert settings_from_environment()["APP_ENV"] == "development"
-    assert app.config["SECRET_KEY"] == DEV_SECRET_KEY
-    assert app.config["AUDIT_CHAIN_KEY"] == DEV_AUDIT_CHAIN_KEY
     assert app.config["LOG_FORMAT"] == "text"
+    for name in KEY_SETTINGS:
+        assert app.config[name] == SUITE_KEYS[name]
+
+
+def test_no_key_is_built_in():
+    """Without keys in the environment there are none: nothing to fall back on."""
+    settings = settings_from_environment()
+    assert [settings[name] for name in KEY_SETTINGS] == [None] * len(KEY_SETTINGS)
 
 
 def test_production_with_strong_keys_starts_and_logs_json(app):
-    started = production(app)
-    assert started.config["LOG_FORMAT"] == "json"
+    production = started(app)
+    assert production.config["LOG_FORMAT"] == "json"
     # Failed statements' values (emails) stay out of error messages.
-    assert started.config["SQLALCHEMY_ENGINE_OPTIONS"]["hide_parameters"] is True
-    assert started.test_client().get("/healthz").status_code == 200
+    assert production.config["SQLALCHEMY_ENGINE_OPTIONS"]["hide_parameters"] is True
+    assert production.test_client().get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("app_env", ["development", "production"])
 @pytest.mark.parametrize("name", ["SECRET_KEY", "AUDIT_CHAIN_KEY"])
 @pytest.mark.parametrize(
     ("value", "why"),
     [
         (None, "is not set"),
         ("", "is not set"),
-        ("dev-default", "is the development default"),
+        # The public constants development used to fall back on.
+        ("dev-only-not-a-secret", "is shorter than 32 characters"),
+        ("dev-only-audit-chain-key", "is shorter than 32 characters"),
         ("short-but-random-Xy7", "is shorter than 32 characters"),
         ("ab" * 20, "is too repetitive"),
     ],
 )
-def test_production_refuses_weak_keys(app, name, value, why):
-    if value == "dev-default":
-        value = DEV_SECRET_KEY if name == "SECRET_KEY" else DEV_AUDIT_CHAIN_KEY
+def test_missing_or_weak_keys_are_refused_in_any_environment(app, app_env, name, value, why):
     with pytest.raises(RuntimeError) as refused:
-        production(app, **{name: value})
+        started(app, app_env, **{name: value})
     message = str(refused.value)
-    assert message.startswith(f"Refusing to start with APP_ENV=production: {name} {why}")
+    assert message.startswith(f"{name} {why}")
+    assert "`make run` makes local keys by itself" in message
     assert "\n" not in message
     if value:
         assert value not in message  # the message never repeats the key
 
 
-def test_production_refuses_the_same_key_twice(app):
-    with pytest.raises(RuntimeError, match="must be different values"):
-        production(app, AUDIT_CHAIN_KEY=STRONG_SECRET)
+def test_the_same_key_twice_is_refused(app):
+    with pytest.raises(RuntimeError, match=r"^SECRET_KEY and AUDIT_CHAIN_KEY must be different"):
+        started(app, "development", AUDIT_CHAIN_KEY=STRONG_SECRET)
 
 
-def test_production_read_from_the_environment(app, monkeypatch):
-    monkeypatch.setenv("APP_ENV", "Production")
+@pytest.mark.parametrize("app_env", [None, "Production"])
+def test_keys_are_read_from_the_environment(app, monkeypatch, app_env):
+    if app_env:
+        monkeypatch.setenv("APP_ENV", app_env)
     monkeypatch.setenv("SECRET_KEY", STRONG_SECRET)
-    with pytest.raises(RuntimeError, match="AUDIT_CHAIN_KEY is the development default"):
+    with pytest.raises(RuntimeError, match=r"^AUDIT_CHAIN_KEY is not set: "):
         create_app({"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"]})
     monkeypatch.setenv("AUDIT_CHAIN_KEY", STRONG_CHAIN)
-    started = create_app({"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"]})
-    assert started.config["APP_ENV"] == "production"
+    configured = create_app({"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"]})
+    assert configured.config["APP_ENV"] == (app_env or "development").lower()
+    assert configured.config["SECRET_KEY"] == STRONG_SECRET
+
+
+def test_a_session_cookie_signed_with_the_old_public_key_is_refused(app, staff_factory):
+    """Development used to sign cookies with a constant anyone could read in
+    the source: a cookie forged with it, in the shape sessions then had,
+    opens nothing."""
+    admin = staff_factory.account("admin")
+    forger = Flask("forger")
+    forger.secret_key = "dev-only-not-a-secret"  # the old public constant
+    now = "2099-01-01T00:00:00.000000Z"
+    forged = (
+        SecureCookieSessionInterface()
+        .get_signing_serializer(forger)
+        .dumps({"_user_id": f"{admin.id}:1", "_fresh": True, "signed_in_at": now, "seen_at": now})
+    )
+    browser = app.test_client()
+    browser.set_cookie("session", forged)
+    response = browser.get("/users")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
 
 
 @pytest.mark.parametrize(
@@ -130,6 +163,16 @@ def test_bad_settings_are_refused_in_any_environment(settings, message):
     config = {"APP_ENV": "development", "LOG_FORMAT": None, "METRICS_ALLOWED_IPS": "", **settings}
     with pytest.raises(RuntimeError, match=message):
         check_settings(config)
+
+
+@pytest.mark.parametrize("name", ["LOGIN_FAILURES_PER_ADDRESS", "SESSION_IDLE_MINUTES"])
+def test_a_limit_or_lifetime_below_one_is_refused(app, monkeypatch, name):
+    """0 would refuse every sign-in or end every session at once: a mistake, said so."""
+    monkeypatch.setenv(name, "0")
+    with pytest.raises(
+        RuntimeError, match=rf"^{name} must be a whole number of at least 1, not 0\.$"
+    ):
+        create_app({"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"], **SUITE_KEYS})
 
 
 def test_a_number_that_is_not_one_is_named(monkeypatch):
@@ -150,7 +193,9 @@ def test_pool_settings_reach_the_engine(app, monkeypatch):
     monkeypatch.setenv("DB_POOL_SIZE", "3")
     monkeypatch.setenv("DB_POOL_TIMEOUT", "7")
     monkeypatch.setenv("DB_CONNECT_TIMEOUT", "2")
-    configured = create_app({"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"]})
+    configured = create_app(
+        {"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"], **SUITE_KEYS}
+    )
     options = configured.config["SQLALCHEMY_ENGINE_OPTIONS"]
     assert options["connect_args"]["connect_timeout"] == 2
     assert options["hide_parameters"] is False  # development keeps them for debugging
@@ -158,6 +203,16 @@ def test_pool_settings_reach_the_engine(app, monkeypatch):
         pool = db.engine.pool
         assert (pool.size(), pool.timeout()) == (3, 7)
         db.engine.dispose()
+
+
+def test_a_flask_command_without_keys_refuses_in_one_line(test_database_url):
+    """APP_ENV unset, as on a developer's machine: still no command without keys."""
+    status, stdout, stderr = run_flask(test_database_url, "stats", stderr_on_a_terminal=False)
+    assert status == 1
+    assert stdout == b""
+    assert "Traceback" not in stderr
+    [line] = stderr.strip().splitlines()
+    assert line.startswith("Error: SECRET_KEY is not set: ")
 
 
 def test_a_flask_command_with_a_weak_key_in_production_says_so_in_one_line(test_database_url):

@@ -473,6 +473,35 @@ def test_gunicorn_serves_the_image_layout_in_production_mode(gunicorn, app: Flas
     assert time.monotonic() - started < 30
 
 
+def test_gunicorn_without_keys_refuses_to_start_whatever_app_env_says(
+    image_layout, test_database_url, app
+):
+    """`gunicorn -c gunicorn.conf.py` with APP_ENV unset listens on 0.0.0.0: with
+    no key there is nothing to fall back on, so it stops at once, in one line."""
+    env = layout_env(image_layout["app"], DATABASE_URL=test_database_url, WEB_CONCURRENCY="2")
+    for name in ("APP_ENV", "SECRET_KEY", "AUDIT_CHAIN_KEY"):
+        del env[name]
+    command = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py"]
+    command += ["--bind", "127.0.0.1:0", "wsgi:app"]
+    process = subprocess.Popen(  # noqa: S603 - this interpreter
+        command,
+        cwd=image_layout["app"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, errors = process.communicate(timeout=BOOT_TIMEOUT)
+    finally:
+        _stop(process, set())
+    assert process.returncode != 0
+    [line] = [line for line in errors.splitlines() if line.strip()]
+    assert line.startswith("Error: SECRET_KEY is not set: "), errors
+    assert "Listening at" not in errors
+
+
 def test_gunicorn_refuses_to_start_with_the_example_keys(image_layout, test_database_url, app):
     """preload_app: a refused setting stops the master at once, with a non-zero exit."""
     env = layout_env(image_layout["app"], DATABASE_URL=test_database_url, WEB_CONCURRENCY="2")

@@ -1,6 +1,11 @@
-"""``make run``'s server: embedded PostgreSQL, migrations, a first admin account
-on an empty database, serving, and a clean stop on Ctrl-C that leaves nothing
-running and keeps the data for next time."""
+"""``make run``'s server: its own random keys kept in ``instance/``, embedded
+PostgreSQL, migrations, a first admin account on an empty database, serving,
+and a clean stop on Ctrl-C that leaves nothing running and keeps the data and
+the keys for next time.
+
+Each test runs the server from a fresh copy of the project (what a new clone
+has), so it makes its keys where a clone's ``make run`` would, never in this
+checkout's ``instance/``."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -23,10 +29,42 @@ from pathlib import Path
 
 import psutil
 import pytest
+from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
 
+from webapp.config import KEY_SETTINGS
+from webapp.devserver import read_keys_file
 from webapp.local_database import private_tree, scratch_directory
 
 ROOT = Path(__file__).resolve().parent.parent
+#: What a clone holds that the server reads; instance/ is not in a clone.
+PROJECT_FILES = ("webapp", "migrations", "templates", "static", ".flaskenv")
+
+
+_clones: list[Path] = []
+
+
+def fresh_clone(directory: Path) -> Path:
+    """The project's files in ``directory``, as a new clone has them (no ``instance/``)."""
+    _clones.append(directory)
+    directory.mkdir()
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, directory / name)
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def _remove_private_trees() -> Iterator[None]:
+    """As root each clone's `make run` gets a private tree outside the clone: remove it."""
+    yield
+    while _clones:
+        clone = _clones.pop()
+        if os.geteuid() == 0:
+            shutil.rmtree(private_tree(clone), ignore_errors=True)
 
 
 @pytest.fixture
@@ -58,14 +96,17 @@ def _request(url: str, token: str, body: dict | None = None) -> tuple[int, dict]
 class DevServer:
     """``python -m webapp.devserver`` with its output collected as it comes."""
 
-    def __init__(self, pgdata: Path, port: int) -> None:
-        # As a person runs it: no database URL, and the sealer thread on.
-        env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "AUDIT_SEALER"}}
+    def __init__(self, project: Path, pgdata: Path, port: int) -> None:
+        # As a person runs it: no keys and no database given (the server must
+        # make and find its own), and the sealer thread on.
+        left_out = {"DATABASE_URL", "AUDIT_SEALER", *KEY_SETTINGS}
+        env = {k: v for k, v in os.environ.items() if k not in left_out}
         env.update({"EMBEDDED_PGDATA": str(pgdata), "PORT": str(port)})
         self.base = f"http://127.0.0.1:{port}"
+        # From the project's directory, `-m` imports that copy's package.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "webapp.devserver"],
-            cwd=ROOT,
+            cwd=project,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -116,40 +157,82 @@ def _printed(pattern: str, output: str) -> str:
     return found.group(1)
 
 
-def _flask_token(database_url: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "FLASK_APP"}
-    env["DATABASE_URL"] = database_url
-    result = subprocess.run(
-        [sys.executable, "-m", "flask", "token", "create", "admin", "--name", "devserver test"],
-        cwd=ROOT,
+def _flask_token(project: Path, output: str) -> str:
+    """``flask token create`` in another terminal, set up exactly as the server said."""
+    setup = "\n".join(
+        line.strip()
+        for line in output.splitlines()
+        if line.strip().startswith(("export DATABASE_URL=", "set -a; . "))
+    )
+    assert setup.count("\n") == 1, output
+    env = {k: v for k, v in os.environ.items() if k not in {"FLASK_APP", *KEY_SETTINGS}}
+    command = f"{setup}\nexec {sys.executable} -m flask token create admin --name devserver-test"
+    result = subprocess.run(  # noqa: S603 - a shell running the lines the server printed
+        ["/bin/sh", "-c", command],
+        cwd=project,
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
-        check=True,
+        check=False,
     )
+    assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
 
-def _sign_in(base: str, username: str, password: str) -> int:
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: object, **kwargs: object) -> None:
-            return None
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
 
-    opener = urllib.request.build_opener(
-        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), NoRedirect()
-    )
+
+def _browser() -> tuple[urllib.request.OpenerDirector, http.cookiejar.CookieJar]:
+    jar = http.cookiejar.CookieJar()
+    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), NoRedirect()), jar
+
+
+def _open(opener: urllib.request.OpenerDirector, url: str, data: bytes | None = None) -> int:
+    try:
+        with opener.open(url, data=data, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def _sign_in(base: str, username: str, password: str) -> tuple[int, str]:
+    """The status of a sign-in through the form, and the session cookie it got."""
+    opener, jar = _browser()
     with opener.open(base + "/login", timeout=5) as response:
         page = response.read().decode()
     csrf = _printed(r'name="csrf_token"[^>]*value="([^"]+)"', page)
     form = urllib.parse.urlencode(
         {"csrf_token": csrf, "username": username, "password": password}
     ).encode()
+    status = _open(opener, base + "/login", form)
+    cookie = next((c.value for c in jar if c.name == "session"), "")
+    return status, cookie
+
+
+def _page_with_cookie(url: str, cookie: str) -> tuple[int, str]:
+    """GET ``url`` sending only ``cookie`` as the session: the status and where it redirects."""
+    request = urllib.request.Request(url, headers={"Cookie": f"session={cookie}"})  # noqa: S310
+    opener, _ = _browser()
     try:
-        with opener.open(base + "/login", data=form, timeout=5) as response:
-            return response.status
+        with opener.open(request, timeout=5) as response:
+            return response.status, ""
     except urllib.error.HTTPError as error:
-        return error.code
+        return error.code, error.headers.get("Location", "")
+
+
+def _cookie_signed_with(key: str, content: dict) -> str:
+    signer = Flask("forger")
+    signer.secret_key = key
+    return SecureCookieSessionInterface().get_signing_serializer(signer).dumps(content)
+
+
+def _keys_file(project: Path) -> Path:
+    path = project / "instance" / "keys.env"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    return path
 
 
 def _postgres_processes(pgdata: Path) -> list[psutil.Process]:
@@ -161,21 +244,33 @@ def _postgres_processes(pgdata: Path) -> list[psutil.Process]:
     return found
 
 
-def test_serves_on_embedded_postgres_and_stops_cleanly_on_ctrl_c(data_parent):
+def test_serves_on_embedded_postgres_and_stops_cleanly_on_ctrl_c(tmp_path, data_parent):
+    project = fresh_clone(tmp_path / "clone")
     pgdata = data_parent / "pgdata"
     port = _free_port()
 
-    server = DevServer(pgdata, port)
+    server = DevServer(project, pgdata, port)
     try:
         server.wait_until_serving()
         first_output = server.output
         # The first run creates `admin` with a random password and shows it.
         password = _printed(r"Password\s+(\S+)", first_output)
         assert f"Sign in at  http://127.0.0.1:{port}/login" in first_output
-        assert _sign_in(server.base, "admin", password) == 302
-        # ... and says how to run `flask` commands against its database.
-        database_url = _printed(r"export DATABASE_URL='([^']+)'", first_output)
-        token = _flask_token(database_url)
+        status, session_cookie = _sign_in(server.base, "admin", password)
+        assert status == 302
+        assert _page_with_cookie(server.base + "/users", session_cookie) == (200, "")
+        # A cookie signed with the constant development used to fall back on,
+        # naming the first admin, opens nothing.
+        now = "2099-01-01T00:00:00.000000Z"
+        forged = _cookie_signed_with(
+            "dev-only-not-a-secret",
+            {"_user_id": "1:1", "_fresh": True, "signed_in_at": now, "seen_at": now},
+        )
+        status, location = _page_with_cookie(server.base + "/users", forged)
+        assert status == 302
+        assert location.startswith("/login")
+        # ... and says how to run `flask` commands against its database, with its keys.
+        token = _flask_token(project, first_output)
         status, created = _request(
             server.base + "/api/v1/users", token, {"name": "Ada", "email": "a@example.com"}
         )
@@ -187,13 +282,19 @@ def test_serves_on_embedded_postgres_and_stops_cleanly_on_ctrl_c(data_parent):
     # The sealer linked the last save before the database went away.
     assert "Traceback" not in output
     assert _postgres_processes(pgdata) == []
+    keys = read_keys_file(_keys_file(project))
+    assert set(keys) == set(KEY_SETTINGS)
+    for value in keys.values():
+        assert value not in output  # shown nowhere, not even to the developer
 
-    # The data is kept for the next run, and the password is not shown again.
-    server = DevServer(pgdata, port)
+    # The data and the keys are kept for the next run, and the password is not
+    # shown again: the session signed before the restart still works.
+    server = DevServer(project, pgdata, port)
     try:
         server.wait_until_serving()
         _, listing = _request(server.base + "/api/v1/users", token)
         assert [u["id"] for u in listing["items"]] == [created["id"]]
+        assert _page_with_cookie(server.base + "/users", session_cookie) == (200, "")
         _, chain = _request(server.base + "/api/v1/audit/verify", token)
         assert (chain["head"]["seq"], chain["pending_entries"]) == (1, 0)
     finally:
@@ -201,20 +302,37 @@ def test_serves_on_embedded_postgres_and_stops_cleanly_on_ctrl_c(data_parent):
     assert "First run" not in output
     assert password not in output
     assert "export DATABASE_URL=" in output
+    assert read_keys_file(_keys_file(project)) == keys
     assert _postgres_processes(pgdata) == []
 
 
-def test_first_admin_password_is_random(data_parent):
-    passwords = []
+def test_two_fresh_clones_get_their_own_keys_and_admin_passwords(tmp_path, data_parent):
+    passwords, keys = [], []
     for run in range(2):
-        server = DevServer(data_parent / f"pgdata-{run}", _free_port())
+        project = fresh_clone(tmp_path / f"clone-{run}")
+        server = DevServer(project, data_parent / f"pgdata-{run}", _free_port())
         try:
             server.wait_until_serving()
         finally:
             output = server.stop()
         passwords.append(_printed(r"Password\s+(\S+)", output))
+        keys.append(read_keys_file(_keys_file(project)))
     assert passwords[0] != passwords[1]
     assert all(len(password) >= 12 for password in passwords)
+    for name in KEY_SETTINGS:
+        assert keys[0][name] != keys[1][name]
+        assert len(keys[0][name]) >= 43
+    # Within a clone, too, every key is different.
+    assert len(set(keys[0].values())) == len(KEY_SETTINGS)
+
+
+def test_the_keys_file_is_never_committed():
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--quiet", "--no-index", "instance/keys.env"],  # noqa: S607
+        cwd=ROOT,
+        check=False,
+    )
+    assert ignored.returncode == 0, ".gitignore must cover instance/keys.env"
 
 
 def _modes(path: Path) -> dict[Path, int]:

@@ -10,6 +10,8 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import DBAPIError
 
+from tests.conftest import PASSWORD
+from tests.web_pages import page_token, sign_in
 from webapp import create_app
 
 GRANTS = Path(__file__).resolve().parent.parent / "migrations" / "restricted_app_role.sql"
@@ -39,6 +41,19 @@ def test_the_app_works_as_the_restricted_role(restricted_url, staff_factory, dat
     )
     assert api.delete(f"/api/v1/users/{user_id}", headers=auth).status_code == 204
     assert [e["operation"] for e in database.audit(user_id)] == ["create", "update", "delete"]
+
+
+def test_dashboard_sessions_work_as_the_restricted_role(restricted_url, staff_factory):
+    """Signing in, being seen, signing out: every write a session needs is granted."""
+    restricted = create_app({"SQLALCHEMY_DATABASE_URI": restricted_url})
+    staff_factory.account("support", "ada")
+    browser = sign_in(restricted.test_client(), "ada", PASSWORD)
+    assert browser.get("/users").status_code == 200
+    cookie = browser.get_cookie("session").value
+    assert browser.post("/logout", data={"csrf_token": page_token(browser)}).status_code == 302
+    thief = restricted.test_client()
+    thief.set_cookie("session", cookie)
+    assert thief.get("/users").status_code == 302
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,11 @@ def event_names(database):
 
 
 def accounts(database):
+    """Every account, with how many of its dashboard sessions are still open."""
     return database.rows(
-        "SELECT id, username, role, active, session_version FROM staff ORDER BY id"
+        "SELECT id, username, role, active, password_hash, (SELECT count(*) FROM staff_sessions s "
+        "WHERE s.staff_id = staff.id AND s.ended_at IS NULL) AS open_sessions "
+        "FROM staff ORDER BY id"
     )
 
 
@@ -207,15 +210,17 @@ def test_every_problem_with_a_new_account_is_shown_at_once(admin, database):
     assert accounts(database) == before
 
 
-def test_admin_changes_a_role(admin, database, target):
+def test_admin_changes_a_role_and_ends_that_accounts_sessions(admin, database, signed_in):
+    victim = signed_in("support", "target")
     response = admin.post(
-        f"/admin/staff/{target['staff_id']}/role",
+        f"/admin/staff/{victim.staff.id}/role",
         data={"csrf_token": page_token(admin), "role": "auditor"},
     )
     assert response.status_code == 302
-    assert "target is now auditor." in text_of(admin.get("/admin/staff"))
-    [row] = [row for row in accounts(database) if row["id"] == target["staff_id"]]
-    assert row["role"] == "auditor"
+    assert "target is now auditor; its sessions have ended." in text_of(admin.get("/admin/staff"))
+    [row] = [row for row in accounts(database) if row["id"] == victim.staff.id]
+    assert (row["role"], row["open_sessions"]) == ("auditor", 0)
+    assert victim.get("/").status_code == 302
     [event] = database.rows("SELECT * FROM security_events WHERE event = 'role_changed'")
     assert event["details"] == {"from": "support", "to": "auditor"}
 

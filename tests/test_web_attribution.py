@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 from flask import Flask, request
 
+from tests.conftest import PASSWORD
+from tests.web_pages import sign_in
 from webapp import create_app
 from webapp.extensions import csrf
 from webapp.services import users
-from webapp.timestamps import iso_utc, utcnow
 
 
 @pytest.fixture
@@ -31,11 +32,7 @@ def app_with_form_post(app: Flask) -> Flask:
 
 def test_web_writes_are_attributed(app_with_form_post, staff_factory, database):
     kim = staff_factory.account("support", "kim")
-    browser = app_with_form_post.test_client()
-    now = iso_utc(utcnow())
-    with browser.session_transaction() as session:
-        session["_user_id"] = kim.get_id()
-        session["signed_in_at"] = session["seen_at"] = now
+    browser = sign_in(app_with_form_post.test_client(), "kim", PASSWORD)
 
     response = browser.post(
         "/test-create",

@@ -1,18 +1,23 @@
 """Settings read from the environment (twelve-factor).
 
-Defaults are safe for local development only. A ``.env`` file in the project
-root is honoured so a developer can keep local overrides out of the shell.
+A ``.env`` file in the project root is honoured so a developer can keep local
+overrides out of the shell.
 
-``APP_ENV`` is ``development`` unless set: ``make run``, the test suite and
-``flask`` commands on a developer's machine then work with no set-up. A
-deployment sets ``APP_ENV=production``, and ``check_settings`` then refuses to
-start without real keys.
+No key is built in: every start needs ``SECRET_KEY`` and ``AUDIT_CHAIN_KEY``
+(``KEY_SETTINGS``), long, random and different, whatever ``APP_ENV`` says, and
+``check_settings`` refuses to start without them in one line naming the
+setting. ``make run`` makes random keys for its checkout once and keeps them
+in ``instance/`` (``webapp.devserver``); deployments set them.
+
+``APP_ENV`` (``development`` unless set) only chooses defaults such as the log
+format and whether failed statements' values may appear in error messages.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,17 +48,37 @@ PRODUCTION = "production"
 APP_ENVS = (DEVELOPMENT, PRODUCTION)
 LOG_FORMATS = ("json", "text")
 
-# Known to anyone who has read this file: fine on a laptop, never in production.
-DEV_SECRET_KEY = "dev-only-not-a-secret"  # noqa: S105 - the refused default
-DEV_AUDIT_CHAIN_KEY = "dev-only-audit-chain-key"
-#: Shortest key accepted outside development (token_urlsafe(32) gives 43).
+#: Settings that only make sense as whole numbers of at least 1.
+POSITIVE_SETTINGS: tuple[str, ...] = (
+    "SESSION_IDLE_MINUTES",
+    "SESSION_MAX_HOURS",
+    "LOGIN_FAILURE_WINDOW_SECONDS",
+    "LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS",
+    "LOGIN_FAILURES_PER_ADDRESS",
+    "LOGIN_ACCOUNT_DELAY_AFTER",
+    "LOGIN_ACCOUNT_DELAY_MAX_SECONDS",
+    "LOGIN_KNOWN_ADDRESS_DAYS",
+)
+#: Every key the app needs, with what it protects. Each must be set, long,
+#: random and different from the others; a new key is added here (``make run``
+#: then adds it to its key file by itself).
+KEY_SETTINGS: dict[str, str] = {
+    "SECRET_KEY": "signs session cookies and CSRF tokens",
+    "AUDIT_CHAIN_KEY": "keys the audit hash chain (HMAC-SHA-256)",
+}
+#: Shortest key accepted (token_urlsafe(32) gives 43 characters).
 MIN_KEY_LENGTH = 32
 #: A long key made of very few characters ("aaaa...", "abab...") is no secret.
 MIN_KEY_DISTINCT_CHARACTERS = 8
 _KEY_ADVICE = (
-    "set a long random value, e.g. the output of "
-    "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+    "`make run` makes local keys by itself; anywhere else set it to a long random value, "
+    "e.g. the output of python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 )
+
+
+def random_key() -> str:
+    """A new random key, as ``make run`` and the test suite make them (64 characters)."""
+    return secrets.token_urlsafe(48)
 
 
 def _int(name: str, default: int) -> int:
@@ -96,10 +121,11 @@ def settings_from_environment() -> dict[str, Any]:
     return {
         # "development" or "production"; see check_settings.
         "APP_ENV": os.environ.get("APP_ENV", DEVELOPMENT).strip().lower(),
-        "SECRET_KEY": os.environ.get("SECRET_KEY", DEV_SECRET_KEY),
+        # No defaults: check_settings refuses to start without them.
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
         # Keys the audit hash chain (HMAC-SHA-256). Keep it out of the database
         # and its backups: whoever holds it could re-hash a rewritten history.
-        "AUDIT_CHAIN_KEY": os.environ.get("AUDIT_CHAIN_KEY", DEV_AUDIT_CHAIN_KEY),
+        "AUDIT_CHAIN_KEY": os.environ.get("AUDIT_CHAIN_KEY") or None,
         # Links committed entries into the chain: "thread" (a background
         # thread per process) or "off" (only `flask audit seal` links).
         "AUDIT_SEALER": os.environ.get("AUDIT_SEALER", "thread").strip().lower(),
@@ -134,9 +160,20 @@ def settings_from_environment() -> dict[str, Any]:
         "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
         "SESSION_IDLE_MINUTES": _int("SESSION_IDLE_MINUTES", 30),
         "SESSION_MAX_HOURS": _int("SESSION_MAX_HOURS", 12),
-        # Failed sign-ins allowed per account and per address within the window.
-        "LOGIN_RATE_LIMIT": _int("LOGIN_RATE_LIMIT", 5),
-        "LOGIN_RATE_WINDOW_SECONDS": _int("LOGIN_RATE_WINDOW_SECONDS", 60),
+        # Sign-in throttling (services.sign_in_throttle; numbers in README,
+        # "Security"): failed sign-ins count for this long...
+        "LOGIN_FAILURE_WINDOW_SECONDS": _int("LOGIN_FAILURE_WINDOW_SECONDS", 900),
+        # ...one address may fail this often on one account, then waits...
+        "LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS": _int("LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS", 5),
+        # ...and this often on all accounts together (an office behind one NAT
+        # address shares it, so it is much higher)...
+        "LOGIN_FAILURES_PER_ADDRESS": _int("LOGIN_FAILURES_PER_ADDRESS", 50),
+        # ...while failures on one account from anywhere, past this many, make
+        # each next try wait longer (1 s, 2 s, 4 s... at most the maximum),
+        # never a lock; addresses the account signed in from lately skip it.
+        "LOGIN_ACCOUNT_DELAY_AFTER": _int("LOGIN_ACCOUNT_DELAY_AFTER", 10),
+        "LOGIN_ACCOUNT_DELAY_MAX_SECONDS": _int("LOGIN_ACCOUNT_DELAY_MAX_SECONDS", 60),
+        "LOGIN_KNOWN_ADDRESS_DAYS": _int("LOGIN_KNOWN_ADDRESS_DAYS", 30),
         # Reverse proxies in front of the app whose X-Forwarded-For is trusted.
         "PROXY_COUNT": _int("PROXY_COUNT", 0),
         # List pages: default and largest number of items.
@@ -152,12 +189,10 @@ def settings_from_environment() -> dict[str, Any]:
     }
 
 
-def key_weakness(value: object, development_default: str) -> str | None:
-    """Why ``value`` is not fit to be a production key, or ``None`` if it is."""
+def key_weakness(value: object) -> str | None:
+    """Why ``value`` is not fit to be a key, or ``None`` if it is."""
     if not isinstance(value, str) or not value.strip():
         return "is not set"
-    if value == development_default:
-        return "is the development default"
     if len(value) < MIN_KEY_LENGTH:
         return f"is shorter than {MIN_KEY_LENGTH} characters"
     if len(set(value)) < MIN_KEY_DISTINCT_CHARACTERS:
@@ -183,7 +218,7 @@ def parse_networks(value: str, name: str = "METRICS_ALLOWED_IPS") -> tuple[Any, 
 
 
 def check_settings(config: Mapping[str, Any]) -> None:
-    """Refuse to run with settings that are wrong, or unsafe outside development.
+    """Refuse to run with settings that are wrong or unsafe, in any environment.
 
     Raises ``RuntimeError`` with a one-line message naming the setting (never
     its value). Called by ``create_app`` once overrides are applied.
@@ -199,20 +234,17 @@ def check_settings(config: Mapping[str, Any]) -> None:
         raise RuntimeError(
             f"AUDIT_SEALER must be 'thread' or 'off', not {config.get('AUDIT_SEALER')!r}."
         )
-    if app_env == DEVELOPMENT:
-        return
-    for name, default in (
-        ("SECRET_KEY", DEV_SECRET_KEY),
-        ("AUDIT_CHAIN_KEY", DEV_AUDIT_CHAIN_KEY),
-    ):
-        weakness = key_weakness(config.get(name), default)
+    for name in POSITIVE_SETTINGS:
+        value = config.get(name)
+        if not isinstance(value, int) or value < 1:
+            raise RuntimeError(f"{name} must be a whole number of at least 1, not {value!r}.")
+    for name in KEY_SETTINGS:
+        weakness = key_weakness(config.get(name))
         if weakness:
-            raise RuntimeError(
-                f"Refusing to start with APP_ENV={app_env}: {name} {weakness}; {_KEY_ADVICE}."
-            )
-    # One leaked key must not also give away the other.
-    if config["SECRET_KEY"] == config["AUDIT_CHAIN_KEY"]:
-        raise RuntimeError(
-            f"Refusing to start with APP_ENV={app_env}: SECRET_KEY and AUDIT_CHAIN_KEY "
-            "must be different values."
-        )
+            raise RuntimeError(f"{name} {weakness}: {_KEY_ADVICE}.")
+    # One leaked key must not also give away another.
+    names = list(KEY_SETTINGS)
+    for position, name in enumerate(names):
+        for other in names[position + 1 :]:
+            if config[name] == config[other]:
+                raise RuntimeError(f"{name} and {other} must be different values.")

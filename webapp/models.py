@@ -173,9 +173,6 @@ class Staff(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
-    # Bumped when the password changes or the account is deactivated: every
-    # session that carries an older number stops working at once.
-    session_version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -189,12 +186,93 @@ class Staff(UserMixin, db.Model):
     def is_active(self) -> bool:  # read by Flask-Login
         return bool(self.active)
 
-    def get_id(self) -> str:
-        """The session key: id and session version (see services.staff)."""
-        return f"{self.id}:{self.session_version}"
-
     def __repr__(self) -> str:
         return f"<Staff {self.id} {self.username} {self.role}>"
+
+
+#: Why a dashboard session ended (``StaffSession.end_reason``).
+SESSION_END_REASONS: tuple[str, ...] = (
+    "signed_out",
+    "idle",
+    "max_age",
+    "password_changed",
+    "role_changed",
+    "deactivated",
+)
+
+
+class StaffSession(db.Model):
+    """One dashboard sign-in, kept on the server so that it can be ended there.
+
+    The browser's signed cookie holds a random token; only its SHA-256 is kept
+    here. A session is open while ``ended_at`` is unset and neither its idle
+    nor its absolute lifetime has passed (``services.staff_sessions``).
+    """
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("staff.id", ondelete="RESTRICT"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Written at most once a minute, not on every request.
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+
+    staff: Mapped[Staff] = relationship(lazy="joined")
+
+    __table_args__ = (
+        CheckConstraint(
+            "end_reason in ('signed_out', 'idle', 'max_age', 'password_changed', "
+            "'role_changed', 'deactivated')",
+            name="end_reason_known",
+        ),
+        CheckConstraint("(ended_at IS NULL) = (end_reason IS NULL)", name="ended_with_reason"),
+        # Ending every session of an account (password, role, deactivation).
+        Index(
+            "ix_staff_sessions_staff_id_open", "staff_id", postgresql_where=text("ended_at IS NULL")
+        ),
+    )
+
+    def __repr__(self) -> str:
+        return f"<StaffSession {self.id} staff={self.staff_id}>"
+
+
+#: What became of a sign-in attempt (``SignInAttempt.outcome``).
+ATTEMPT_OUTCOMES: tuple[str, ...] = ("pending", "failed", "succeeded", "cleared")
+
+
+class SignInAttempt(db.Model):
+    """A password check the sign-in throttle let through (``services.sign_in_throttle``).
+
+    Kept while it counts (the failure window) and deleted after. ``pending``
+    (being checked) and ``failed`` count against the account, the address and
+    the pair; a success marks the pair's earlier failures ``cleared``.
+    """
+
+    __tablename__ = "sign_in_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    # The username as typed, lower-cased, whether or not such an account exists.
+    account_key: Mapped[str] = mapped_column(String(64))
+    # Empty when the address is unknown (a command run on the server).
+    remote_addr: Mapped[str] = mapped_column(String(64))
+    # The database's clock, the same for every app server.
+    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str] = mapped_column(String(16))
+
+    __table_args__ = (
+        CheckConstraint(
+            "outcome in ('pending', 'failed', 'succeeded', 'cleared')", name="outcome_known"
+        ),
+        Index("ix_sign_in_attempts_account_key_attempted_at", "account_key", "attempted_at"),
+        Index("ix_sign_in_attempts_remote_addr_attempted_at", "remote_addr", "attempted_at"),
+        # Deleting the attempts that no longer count.
+        Index("ix_sign_in_attempts_attempted_at", "attempted_at"),
+    )
 
 
 class ApiToken(db.Model):

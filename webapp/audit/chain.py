@@ -64,7 +64,7 @@ _LEGACY_FIELDS = (
 )
 _LEGACY_VALUES = {
     "timestamp": "pg_catalog.to_char(user_audit.timestamp AT TIME ZONE 'UTC', "
-    "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\')',
     "changed_fields": "pg_catalog.to_jsonb(user_audit.changed_fields)",
 }
 CANONICAL_ENTRY_V1_SQL = (

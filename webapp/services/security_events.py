@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime
 
-from sqlalchemy import func, insert, select, tuple_
+from sqlalchemy import insert, select, tuple_
 
 from webapp.audit.context import current_actor, current_origin
 from webapp.extensions import db
@@ -73,22 +72,6 @@ def record_event(
         event,
         extra={"security_event": {k: v for k, v in row.items() if k != "details"}},
     )
-
-
-def count_recent(
-    event: str, *, since: datetime, username: str | None = None, remote_addr: str | None = None
-) -> int:
-    """How many ``event`` rows since ``since`` for an account name or an address."""
-    statement = (
-        select(func.count())
-        .select_from(SecurityEvent)
-        .where(SecurityEvent.event == event, SecurityEvent.timestamp >= since)
-    )
-    if username is not None:
-        statement = statement.where(func.lower(SecurityEvent.username) == username.lower())
-    if remote_addr is not None:
-        statement = statement.where(SecurityEvent.remote_addr == remote_addr)
-    return db.session.scalar(statement) or 0
 
 
 def list_events(*, limit: int, cursor: str | None = None) -> Page[SecurityEvent]:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
-from datetime import timedelta
-
-from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -14,7 +10,9 @@ from webapp.extensions import db
 from webapp.models import ROLES, Staff
 from webapp.services.errors import Conflict, NotFound, ServiceError, ValidationFailed
 from webapp.services.pagination import MAX_BIGINT
-from webapp.services.security_events import count_recent, record_event
+from webapp.services.security_events import record_event
+from webapp.services.sign_in_throttle import reserve_attempt, settle_attempt
+from webapp.services.staff_sessions import end_all_sessions
 from webapp.timestamps import utcnow
 
 USERNAME_MAX = 64
@@ -28,11 +26,6 @@ _DUMMY_HASH = generate_password_hash("not a real password, only for timing")
 class InvalidCredentials(ServiceError):
     code = "invalid-credentials"
     title = "Sign-in failed"
-
-
-class TooManyAttempts(ServiceError):
-    code = "too-many-attempts"
-    title = "Too many sign-in attempts"
 
 
 def hash_password(password: str) -> str:
@@ -116,12 +109,15 @@ def create_staff(username: object, password: object, role: object) -> Staff:
 
 
 def set_role(staff_id: int, role: object) -> Staff:
+    """Change the role; a real change ends every session of the account."""
     staff = get_staff(staff_id)
     new_role = clean_role(role)
     if staff.role != new_role:
         _keep_an_admin(staff)
         old_role = staff.role
         staff.role = new_role
+        # Whoever is signed in as the account signs in again, under the new role.
+        end_all_sessions(staff.id, "role_changed")
         record_event(
             "role_changed",
             staff_id=staff.id,
@@ -137,7 +133,7 @@ def set_password(staff_id: int, password: object) -> Staff:
     """Change the password and end every session of the account."""
     staff = get_staff(staff_id)
     staff.password_hash = hash_password(clean_password(password))
-    staff.session_version += 1
+    end_all_sessions(staff.id, "password_changed")
     record_event("password_changed", staff_id=staff.id, username=staff.username, commit=False)
     db.session.commit()
     return staff
@@ -149,7 +145,7 @@ def deactivate(staff_id: int) -> Staff:
     if staff.active:
         _keep_an_admin(staff)
         staff.active = False
-        staff.session_version += 1
+        end_all_sessions(staff.id, "deactivated")
         record_event("staff_deactivated", staff_id=staff.id, username=staff.username, commit=False)
         db.session.commit()
     return staff
@@ -158,24 +154,19 @@ def deactivate(staff_id: int) -> Staff:
 def authenticate(username: object, password: object, *, remote_addr: str | None) -> Staff:
     """Check a sign-in attempt; every outcome is a security event.
 
-    Failures get one message whether or not the account exists. Too many
-    recent failures for the account or the address refuse further attempts
-    for the rest of the window, even with the right password.
+    Failures get one message whether or not the account exists. The sign-in
+    throttle (``services.sign_in_throttle``) may refuse the attempt first,
+    with ``TooManyAttempts``, even with the right password; it never checks
+    more passwords than its limits allow, however many requests arrive at once.
     """
     name = username.strip()[:USERNAME_MAX] if isinstance(username, str) else ""
     secret = password if isinstance(password, str) else ""
-    config = current_app.config
-    since = utcnow() - timedelta(seconds=config["LOGIN_RATE_WINDOW_SECONDS"])
-    limit = config["LOGIN_RATE_LIMIT"]
-    if (name and count_recent("login_failed", since=since, username=name) >= limit) or (
-        remote_addr and count_recent("login_failed", since=since, remote_addr=remote_addr) >= limit
-    ):
-        record_event("login_throttled", username=name or None)
-        raise TooManyAttempts("Too many failed sign-in attempts. Wait a minute and try again.")
+    attempt = reserve_attempt(name, remote_addr)
 
     staff = find_by_username(name) if name else None
     password_ok = check_password_hash(staff.password_hash if staff else _DUMMY_HASH, secret)
     if staff is None or not staff.active or not password_ok or not secret:
+        settle_attempt(attempt, succeeded=False)
         record_event(
             "login_failed",
             staff_id=staff.id if staff else None,
@@ -183,22 +174,10 @@ def authenticate(username: object, password: object, *, remote_addr: str | None)
             details={"reason": _failure_reason(staff, password_ok)},
         )
         raise InvalidCredentials("Unknown username or wrong password.")
+    settle_attempt(attempt, succeeded=True)
     staff.last_login_at = utcnow()
     record_event("login_succeeded", staff_id=staff.id, username=staff.username, commit=False)
     db.session.commit()
-    return staff
-
-
-def staff_for_session(key: str) -> Staff | None:
-    """The active account a session key still belongs to, else ``None``."""
-    staff_id, _, version = key.partition(":")
-    if not staff_id.isdigit() or not version.isdigit():
-        return None
-    staff = db.session.get(Staff, int(staff_id)) if int(staff_id) <= MAX_BIGINT else None
-    if staff is None or not staff.active:
-        return None
-    if not hmac.compare_digest(str(staff.session_version), version):
-        return None
     return staff
 
 

@@ -91,9 +91,10 @@ def staff_create() -> Page | Response:
 @bp.post("/admin/staff/<int:staff_id>/role")
 @requires(STAFF_MANAGE)
 def staff_set_role(staff_id: int) -> Page | Response:
-    """Change another account's role (effective on its next request)."""
+    """Change another account's role; its sessions end, to start again under the new role."""
     form = RoleForm()
-    staff_service.get_staff(staff_id)  # an unknown account is a 404 whatever the form says
+    # An unknown account is a 404 whatever the form says.
+    old_role = staff_service.get_staff(staff_id).role
     try:
         _refuse_own_account(staff_id, "change your own role")
         if not form.validate():
@@ -102,7 +103,10 @@ def staff_set_role(staff_id: int) -> Page | Response:
     except ServiceError as error:
         message = show_in_form(form, error)
         return _staff_page(status_for(error), refusal=RowRefusal(staff_id, form, message))
-    flash(f"{account.username} is now {account.role}.", "success")
+    if account.role == old_role:
+        flash(f"{account.username} already is {account.role}.", "info")
+    else:
+        flash(f"{account.username} is now {account.role}; its sessions have ended.", "success")
     return redirect(url_for("web.staff_list"))
 
 

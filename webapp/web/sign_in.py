@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from webapp.auth.access import current_staff
 from webapp.auth.web_session import end_session, start_session
 from webapp.services.security_events import record_event
-from webapp.services.staff import InvalidCredentials, TooManyAttempts, authenticate
+from webapp.services.sign_in_throttle import TooManyAttempts
+from webapp.services.staff import InvalidCredentials, authenticate
 from webapp.web import bp
 from webapp.web.forms import SignInForm
 
@@ -56,8 +57,7 @@ def login() -> ResponseReturnValue:
         return (
             render_template("login.html", form=form, message=error.detail),
             429,
-            # Failures older than the window no longer count against anyone.
-            {"Retry-After": str(current_app.config["LOGIN_RATE_WINDOW_SECONDS"])},
+            {"Retry-After": str(error.retry_after)},
         )
     except InvalidCredentials as error:
         return render_template("login.html", form=form, message=error.detail), 401
@@ -69,9 +69,10 @@ def login() -> ResponseReturnValue:
 def logout() -> Response:
     """End the session (POST only, so another site cannot sign anyone out)."""
     staff = current_staff()
+    end_session("signed_out")
     if staff is not None:
+        # Committed with the session's end on the server.
         record_event("logout", staff_id=staff.id, username=staff.username)
-    end_session()
     # After end_session: it clears the session, flashed messages included.
     flash("You have signed out.", "info")
     return redirect(url_for("web.login"))
