@@ -128,6 +128,10 @@ def _fuzz(url: str, args: argparse.Namespace, scratch: Path) -> int:
         return subprocess.call(command, cwd=scratch)  # noqa: S603 - our interpreter, our arguments
     finally:
         http.shutdown()
+        # Its last entries linked while the database is still there.
+        sealer = app.extensions.get("audit_sealer")
+        if sealer is not None:
+            sealer.close()
         thread.join(timeout=10)
         with app.app_context():
             db.session.remove()
