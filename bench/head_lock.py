@@ -40,9 +40,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, UOWTransaction
 
 from webapp.audit.capture import operation_for
-from webapp.audit.chain import LEGACY_ENCODING, link_hash
+from webapp.audit.chain import CANONICAL_ENTRY_V1_SQL, link_hash
 from webapp.audit.context import current_actor, current_change, current_origin
-from webapp.audit.seal import SEALED_FIELDS, canonical_entry_sql
 from webapp.audit.snapshot import changed_fields, committed_snapshot, current_snapshot
 from webapp.models import UserAudit
 
@@ -172,7 +171,8 @@ def _insert_entries() -> Any:
         .with_for_update()
         .cte("chain_head")
     )
-    canonical = canonical_entry_sql(SEALED_FIELDS, LEGACY_ENCODING, table=ENTRIES)
+    # The previous design's canonical bytes (today's links of encoding 1), of this table.
+    canonical = CANONICAL_ENTRY_V1_SQL.replace("user_audit.", f"{ENTRIES}.")
     return (
         insert(entries)
         .add_cte(head)
