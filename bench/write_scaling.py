@@ -85,6 +85,7 @@ from bench.timeline_queries import (  # noqa: E402
     machine_report,
     percentile,
     stop_on_sigterm,
+    use_run_keys,
 )
 from bench.write_overhead import (  # noqa: E402
     BIND_KEYS,
@@ -464,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     duration = 1.5 if args.quick else args.seconds
     rounds = 1 if args.quick else args.rounds
     started = time.perf_counter()
+    use_run_keys()
     # Writers are forked from this process before it holds any connection or thread.
     context = multiprocessing.get_context("fork")
     cells: dict[tuple[str, int], list[Cell]] = {

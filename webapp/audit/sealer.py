@@ -28,9 +28,12 @@ log = logging.getLogger(__name__)
 
 #: After a wake-up, wait this long for more commits, so that under load one
 #: batch links many entries instead of one transaction per save.
-GATHER_SECONDS = 0.05
+GATHER_SECONDS = 0.2
 #: Wait before trying again when another sealer holds the head.
-BUSY_RETRY_SECONDS = 0.02
+BUSY_RETRY_SECONDS = 0.05
+#: A process's sealer that found the head held looks again this much later,
+#: in case the holder had finished its last batch before this entry committed.
+BUSY_RECHECK_SECONDS = 0.25
 #: Wait after a failed batch (database down) before trying again.
 ERROR_RETRY_SECONDS = 1.0
 
@@ -41,13 +44,23 @@ def link_all(engine: Any, key: bytes, *, batch: int = chain.LINK_BATCH) -> int:
     Waits while another sealer holds the head, so that when it returns every
     entry committed before the call is linked.
     """
+    while True:
+        linked = link_unless_held(engine, key, batch=batch)
+        if linked is not None:
+            return linked
+        time.sleep(BUSY_RETRY_SECONDS)
+
+
+def link_unless_held(engine: Any, key: bytes, *, batch: int = chain.LINK_BATCH) -> int | None:
+    """Link every queued entry, as ``link_all``; but return ``None`` at once when
+    another sealer holds the head. That one goes on until the queue is empty,
+    so contending for the head would only cost the database."""
     linked = 0
     while True:
         with engine.begin() as connection:
             count = chain.link_pending(connection, key, batch)
         if count is None:
-            time.sleep(BUSY_RETRY_SECONDS)
-            continue
+            return None if linked == 0 else linked
         linked += count
         if count == 0:
             return linked
@@ -116,13 +129,15 @@ class Sealer:
         from webapp.extensions import db
 
         key = self.app.config["AUDIT_CHAIN_KEY"].encode()
+        timeout = self.poll_seconds
         while not self._stopping.is_set():
-            if self._wake.wait(self.poll_seconds):
+            if self._wake.wait(timeout):
                 time.sleep(GATHER_SECONDS)
             self._wake.clear()
             try:
                 with self.app.app_context():
-                    link_all(db.engine, key)
+                    linked = link_unless_held(db.engine, key)
+                timeout = self.poll_seconds if linked is not None else BUSY_RECHECK_SECONDS
             except Exception:
                 log.exception("linking audit entries failed; retrying")
                 time.sleep(ERROR_RETRY_SECONDS)
