@@ -112,3 +112,55 @@ def test_an_unreachable_database_is_503_not_500():
     assert response.mimetype == PROBLEM
     assert response.headers["Retry-After"]
     assert "nonexistent" not in response.get_data(as_text=True)
+
+
+# --- methods every route answers ------------------------------------------------------
+
+
+def _get_urls(app: Flask, user_id: int) -> list[str]:
+    """Every route that answers GET, with its arguments filled in (a profile's id)."""
+    adapter = app.url_map.bind("localhost")
+    return sorted(
+        adapter.build(rule.endpoint, dict.fromkeys(rule.arguments, user_id))
+        for rule in app.url_map.iter_rules()
+        if "GET" in rule.methods and rule.endpoint != "static"
+    )
+
+
+@pytest.mark.parametrize("who", ["anonymous", "signed-in admin", "api token"])
+def test_head_works_wherever_get_does(app, client, signed_in, who):
+    """HEAD is GET without the body: same status, same headers, for every page
+    and endpoint (the sign-in page once answered HEAD as a failed sign-in)."""
+    created = client.post("/api/v1/users", json={"name": "Ada", "email": "a@example.com"})
+    user_id = created.get_json()["id"]
+    caller = {"anonymous": app.test_client(), "api token": client}.get(who) or signed_in("admin")
+    for url in [*_get_urls(app, user_id), "/static/app.css"]:
+        got = caller.get(url)
+        head = caller.head(url)
+        assert (url, head.status_code) == (url, got.status_code)
+        assert (url, head.status_code) != (url, 404)
+        assert head.data == b""
+        assert head.mimetype == got.mimetype
+        if got.status_code in (301, 302, 303):
+            assert head.headers["Location"] == got.headers["Location"]
+        got.close()
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer pa_not-a-real-token"])
+def test_options_on_the_api_answers_allow_without_a_body(app, authorization):
+    caller = app.test_client()
+    headers = {"Authorization": authorization} if authorization else {}
+    for path, methods in [
+        ("/api/v1/users", {"GET", "HEAD", "POST", "OPTIONS"}),
+        ("/api/v1/users/1", {"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}),
+        ("/api/v1/users/1/restore", {"POST", "OPTIONS"}),
+        ("/api/v1/openapi.json", {"GET", "HEAD", "OPTIONS"}),
+    ]:
+        response = caller.open(path, method="OPTIONS", headers=headers)
+        assert response.status_code == 204, path
+        assert set(response.headers["Allow"].replace(" ", "").split(",")) == methods
+        assert response.data == b""
+        assert "text/html" not in response.headers.get("Content-Type", "")
+        assert response.headers["X-Request-ID"]
+    missing = caller.open("/api/v1/nowhere", method="OPTIONS")
+    assert (missing.status_code, missing.mimetype) == (404, PROBLEM)
