@@ -88,7 +88,7 @@ def engine(test_database_url: str, app: Flask) -> Iterator[Engine]:
 
 TABLES = (
     "audit_chain, audit_chain_pending, audit_verifications, "
-    "user_audit, users, api_tokens, security_events, staff"
+    "user_audit, users, api_tokens, security_events, security_event_repeats, staff"
 )
 # Hashing is slow on purpose; the suite hashes this password once.
 PASSWORD = "correct horse battery staple"
@@ -101,6 +101,7 @@ APPEND_ONLY_TABLES = (
     "audit_chain",
     "audit_chain_head",
     "audit_verifications",
+    "security_event_repeats",
 )
 
 
