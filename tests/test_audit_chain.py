@@ -92,6 +92,12 @@ def test_every_entry_is_linked_in_order_with_a_keyed_hash(client, database):
 
 def test_the_canonical_bytes_hold_every_column_of_an_entry(client, database):
     make_history(client, profiles=1)
+    traced = client.post(
+        "/api/v1/users",
+        json={"name": "Traced", "email": "traced@example.com"},
+        headers={"X-Request-ID": "trace-0001"},
+    )
+    assert traced.status_code == 201
     columns = {
         row["column_name"]
         for row in database.rows(
@@ -99,16 +105,67 @@ def test_the_canonical_bytes_hold_every_column_of_an_entry(client, database):
         )
     }
     assert columns == set(chain.CHAINED_FIELDS)
-    entry = database.audit()[1]
-    canonical = bytes(canonical_entries(database)[1]["canonical"])
+    entry = database.audit()[-1]
+    assert entry["token_id"] is not None
+    assert entry["client_request_id"] == "trace-0001"
+    canonical = bytes(canonical_entries(database)[-1]["canonical"])
     decoded = json.loads(canonical)
     assert set(decoded) == columns | {"encoding"}
+    assert (decoded["token_id"], decoded["client_request_id"]) == (entry["token_id"], "trace-0001")
     assert decoded["timestamp"] == entry["timestamp"].astimezone(UTC).strftime(
         "%Y-%m-%dT%H:%M:%S.%fZ"
     )
     assert decoded["new_data"] == entry["new_data"]
     assert decoded["changed_fields"] == entry["changed_fields"]
     assert (decoded["version"], decoded["actor_label"]) == (entry["version"], entry["actor_label"])
+
+
+def test_columns_added_later_leave_the_bytes_of_entries_without_them_unchanged(
+    client, database, engine
+):
+    """Entries chained before ``token_id`` and ``client_request_id`` existed
+    have them null: their canonical bytes must be what they were, or every
+    link made before the columns were added would stop verifying."""
+    with engine.begin() as connection:  # as psql would: the safety net records it, no token
+        connection.execute(
+            text("INSERT INTO users (name, email, version) VALUES ('Old', 'old@example.com', 1)")
+        )
+    make_history(client, profiles=1)
+    original = (
+        "pg_catalog.convert_to(pg_catalog.jsonb_build_object("
+        + ", ".join(
+            f"'{name}', {chain._VALUE_OF.get(name, f'user_audit.{name}')}"
+            for name in chain.CHAINED_FIELDS
+            if name not in chain.OPTIONAL_CHAINED_FIELDS
+        )
+        + f", 'encoding', {chain.ENCODING_VERSION})::text, 'UTF8')"
+    )
+    rows = database.rows(
+        f"SELECT token_id, {original} AS original, {chain.CANONICAL_ENTRY_SQL} AS canonical "
+        "FROM user_audit ORDER BY id"
+    )
+    without_token = [row for row in rows if row["token_id"] is None]
+    with_token = [row for row in rows if row["token_id"] is not None]
+    assert without_token
+    assert with_token
+    for row in without_token:
+        assert bytes(row["canonical"]) == bytes(row["original"])
+    for row in with_token:
+        assert bytes(row["canonical"]) != bytes(row["original"])
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("token_id", "NULL"), ("client_request_id", "'forged-0001'")],
+    ids=["token-removed", "client-id-added"],
+)
+def test_an_edited_token_or_client_request_id_is_named(
+    client, runner, engine, database, column, value
+):
+    make_history(client, profiles=1)
+    victim = database.audit()[1]["id"]
+    tamper(engine, f"UPDATE user_audit SET {column} = {value} WHERE id = {victim}")
+    assert_fails_at(verify(runner), victim, "does not match its hash")
 
 
 def test_the_canonical_bytes_do_not_depend_on_the_sessions_settings(client, engine, database):

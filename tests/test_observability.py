@@ -119,7 +119,8 @@ def test_one_json_line_per_request_without_secrets_or_emails(json_app, staff_fac
     assert created["method"] == "POST"
     assert created["path"] == "/api/v1/users"  # never the query string
     assert created["status"] == 201
-    assert created["request_id"] == "req-log-000001"
+    assert created["request_id"] == response.headers["X-Request-ID"] != "req-log-000001"
+    assert created["client_request_id"] == "req-log-000001"
     assert created["actor"] == "log-admin"
     assert created["remote_addr"] == "192.0.2.7"
     assert created["level"] == "info"
@@ -186,10 +187,12 @@ def test_text_format_for_development(app):
     application = make_app(app)  # development: text unless told otherwise
     assert application.config["LOG_FORMAT"] == "text"
     buffer = capture_logs()
-    application.test_client().get("/login", headers={"X-Request-ID": "text-req-0001"})
+    response = application.test_client().get("/login", headers={"X-Request-ID": "text-req-0001"})
     line = buffer.getvalue().strip()
-    assert " INFO webapp.request [text-req-0001] GET /login 200 " in line
+    server_id = response.headers["X-Request-ID"]
+    assert f" INFO webapp.request [{server_id}] GET /login 200 " in line
     assert "remote_addr=127.0.0.1" in line
+    assert "client_request_id=text-req-0001" in line
     # Text mode keeps the application's records flowing to the root logger.
     assert logging.getLogger("webapp").propagate
 

@@ -39,6 +39,10 @@ from webapp.models import UserAudit
 GENESIS_HASH = bytes(32)
 #: Part of the canonical bytes; bumped if their definition ever changes.
 ENCODING_VERSION = 1
+#: Columns added after entries were first chained. They join the canonical
+#: bytes only when set, so the bytes (and hashes) of older entries, where they
+#: are null, stay what they were; setting or clearing one still changes them.
+OPTIONAL_CHAINED_FIELDS: tuple[str, ...] = ("token_id", "client_request_id")
 #: The entry's columns covered by its hash (all of them).
 CHAINED_FIELDS: tuple[str, ...] = (
     "id",
@@ -57,6 +61,7 @@ CHAINED_FIELDS: tuple[str, ...] = (
     "remote_addr",
     "request_id",
     "unattributed",
+    *OPTIONAL_CHAINED_FIELDS,
 )
 #: Safety-net entries sealed per append, so a backlog never stalls one save.
 SEAL_BATCH = 100
@@ -67,11 +72,20 @@ _VALUE_OF = {
     '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\')',
     "changed_fields": "pg_catalog.to_jsonb(user_audit.changed_fields)",
 }
+
+
+def _pairs(names: Iterable[str]) -> str:
+    return ", ".join(f"'{name}', {_VALUE_OF.get(name, f'user_audit.{name}')}" for name in names)
+
+
 #: SQL for the canonical bytes of the ``user_audit`` row in scope (UTF-8 ``bytea``).
 CANONICAL_ENTRY_SQL = (
-    "pg_catalog.convert_to(pg_catalog.jsonb_build_object("
-    + ", ".join(f"'{name}', {_VALUE_OF.get(name, f'user_audit.{name}')}" for name in CHAINED_FIELDS)
-    + f", 'encoding', {ENCODING_VERSION})::text, 'UTF8')"
+    "pg_catalog.convert_to((pg_catalog.jsonb_build_object("
+    + _pairs(name for name in CHAINED_FIELDS if name not in OPTIONAL_CHAINED_FIELDS)
+    + f", 'encoding', {ENCODING_VERSION}) OPERATOR(pg_catalog.||) "
+    + "pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object("
+    + _pairs(OPTIONAL_CHAINED_FIELDS)
+    + ")))::text, 'UTF8')"
 )
 
 

@@ -39,6 +39,11 @@ def init_app(app: Flask) -> None:
         g.api_staff = token.staff
         g.api_token = token
         g.actor_token = bind_actor(
-            Actor(staff_id=token.staff.id, label=token.staff.username, channel_detail=token.name)
+            Actor(
+                staff_id=token.staff.id,
+                label=token.staff.username,
+                channel_detail=token.name,
+                token_id=token.id,
+            )
         )
         return None
