@@ -40,15 +40,20 @@ _EXTENSION_KEY = "profile_audit.openapi"
 # Must match webapp.request_id (sane incoming ids are kept, others replaced).
 REQUEST_ID_PATTERN = "^[A-Za-z0-9._:-]{8,128}$"
 # Characters profile_rules never stores: control characters, line and
-# paragraph separators, bidirectional overrides (stricter than the server only
+# paragraph separators, bidirectional controls (stricter than the server only
 # in refusing them at the edges too, where it trims whitespace first).
-_FORBIDDEN = r"\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-NAME_PATTERN = rf"^[^{_FORBIDDEN}]*[^\s{_FORBIDDEN}][^{_FORBIDDEN}]*$"
+_BIDI = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_FORBIDDEN = rf"\u0000-\u001f\u007f-\u009f\u2028\u2029{_BIDI}"
+# Characters that show nothing (profile_rules.looks_blank, within the Basic
+# Multilingual Plane): a name needs at least one other character.
+_INVISIBLE = (
+    r"\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+    r"\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
+)
+NAME_PATTERN = rf"^[^{_FORBIDDEN}]*[^\s{_FORBIDDEN}{_INVISIBLE}][^{_FORBIDDEN}]*$"
 SEARCH_PATTERN = rf"^[^{_FORBIDDEN}]*$"
 # A reason may also hold newlines and tabs.
-REASON_PATTERN = (
-    r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$"
-)
+REASON_PATTERN = rf"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029{_BIDI}]*$"
 CURSOR_MAX = 200  # webapp.services.pagination refuses longer cursors
 ACTOR_MAX = 100
 
@@ -697,8 +702,9 @@ def _components() -> dict[str, Any]:
         "maxLength": NAME_MAX,
         "pattern": NAME_PATTERN,
         "description": (
-            f"1 to {NAME_MAX} characters once surrounding whitespace is trimmed; "
-            "no control characters, line separators or bidirectional overrides."
+            f"1 to {NAME_MAX} characters once surrounding whitespace is trimmed, not all "
+            "of them invisible (zero-width or format characters, fillers); no control "
+            "characters, line separators or bidirectional controls."
         ),
     }
     email = {

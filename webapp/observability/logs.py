@@ -25,6 +25,8 @@ from typing import Any
 from flask import Flask, g, has_request_context
 from flask.logging import default_handler
 
+from webapp.services.profile_rules import spell_out_bidi_controls
+
 #: The request lines' logger; it never propagates (nobody else should print them).
 REQUEST_LOGGER = "webapp.request"
 #: The application's loggers: app.logger is "webapp", security events "profile_audit.security".
@@ -39,10 +41,12 @@ _API_TOKEN = re.compile(r"\bpa_[A-Za-z0-9_-]{6,}")
 
 
 def redact(text: str) -> str:
-    """``text`` with email addresses and API tokens masked."""
+    """``text`` with email addresses and API tokens masked, and bidirectional
+    controls (a username typed with U+202E...) spelt out so they cannot
+    reorder the line on a terminal."""
     text = _EMAIL.sub("[email]", text)
     text = _BEARER.sub(r"\1 [redacted]", text)
-    return _API_TOKEN.sub("pa_[redacted]", text)
+    return spell_out_bidi_controls(_API_TOKEN.sub("pa_[redacted]", text))
 
 
 def _timestamp(created: float) -> str:
