@@ -16,6 +16,7 @@ from sqlalchemy import Row
 
 from webapp.api.representations import audit_entry_json
 from webapp.services.audit_log import AuditFilter, list_entry_rows, resolve_actor
+from webapp.services.spreadsheet_cells import json_cell, neutralise
 from webapp.timestamps import iso_utc
 
 BATCH_SIZE = 1000
@@ -37,9 +38,6 @@ CSV_COLUMNS: tuple[str, ...] = (
     "new_data",
 )
 
-# A spreadsheet runs a cell that starts with one of these as a formula.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
 
 def iter_entries(audit_filter: AuditFilter, *, batch_size: int = BATCH_SIZE) -> Iterator[Row[Any]]:
     """Every entry of the filter, newest first, one keyset batch at a time.
@@ -57,15 +55,6 @@ def iter_entries(audit_filter: AuditFilter, *, batch_size: int = BATCH_SIZE) -> 
         cursor = page.next_cursor
 
 
-def neutralise(cell: str) -> str:
-    """Keep a spreadsheet from running a text cell as a formula."""
-    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
-
-
-def _json_cell(value: Any) -> str:
-    return "" if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
 def csv_row(entry: Row[Any]) -> list[str | int]:
     """One entry as CSV cells; the snapshots as JSON text."""
     text_cells = [
@@ -78,8 +67,8 @@ def csv_row(entry: Row[Any]) -> list[str | int]:
         entry.remote_addr or "",
         entry.request_id or "",
         entry.reason or "",
-        _json_cell(entry.previous_data),
-        _json_cell(entry.new_data),
+        json_cell(entry.previous_data),
+        json_cell(entry.new_data),
     ]
     timestamp, operation, changed, *rest = (neutralise(cell) for cell in text_cells)
     return [entry.id, timestamp, entry.user_id, operation, entry.version, changed, *rest]
