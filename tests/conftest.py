@@ -151,8 +151,21 @@ class StaffFactory:
             db.session.expunge(staff)
         return staff
 
-    def token(self, staff: Staff, name: str = "tests", **kwargs: object) -> str:
-        with self.app.app_context():
+    def token(
+        self,
+        staff: Staff,
+        name: str = "tests",
+        *,
+        created_by: Staff | None = None,
+        **kwargs: object,
+    ) -> str:
+        """A token acting as ``staff``, created by ``created_by`` (else from the command line)."""
+        creator = (
+            Actor(created_by.id, created_by.username)
+            if created_by is not None
+            else Actor(None, "cli:tests", channel_detail="tests")
+        )
+        with self.app.app_context(), acting_as(creator, Origin("cli")):
             _, secret = api_tokens.create_token(db.session.get(Staff, staff.id), name, **kwargs)
         return secret
 

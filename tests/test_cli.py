@@ -364,9 +364,11 @@ def test_token_list_never_shows_the_token(app, runner):
     assert token not in result.output
     header, line = result.stdout.splitlines()
     assert header.split() == [
-        "ID", "OWNER", "NAME", "PREFIX", "STATUS", "CREATED", "EXPIRES", "LAST", "USED"
+        "ID", "OWNER", "NAME", "PREFIX", "STATUS", "CREATED", "CREATED", "BY", "EXPIRES", "LAST",
+        "USED"
     ]  # fmt: skip
     assert line.startswith("1   alice  nightly export  " + token[:10] + "…  active  ")
+    assert f"  {ACTOR}  " in line  # who created it
     assert "never" not in line  # it expires, and it has been used
 
 

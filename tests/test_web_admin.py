@@ -331,6 +331,26 @@ def test_a_new_token_is_shown_once_and_works(app, admin, target, database):
     assert used.status_code == 200
 
 
+def test_a_token_made_for_another_account_records_the_admin_who_made_it(admin, target, database):
+    assert create_token(admin, owner=str(target["staff_id"]), name="on behalf").status_code == 201
+    [token] = database.rows("SELECT * FROM api_tokens WHERE name = 'on behalf'")
+    root = database.rows("SELECT id FROM staff WHERE username = 'root'")[0]["id"]
+    assert (token["staff_id"], token["created_by_id"]) == (target["staff_id"], root)
+    assert token["created_by_label"] == "root"
+    row = text_of(admin.get("/admin/tokens")).split(f'id="token-{token["id"]}"', 1)[1]
+    assert '<td data-label="Created by">root</td>' in row.split("</tr>", 1)[0]
+
+
+def test_a_token_name_the_owner_already_used_is_refused_next_to_the_field(admin, target, database):
+    before = database.rows("SELECT * FROM api_tokens ORDER BY id")
+    response = create_token(admin, owner=str(target["staff_id"]), name="TARGET-script")
+    assert response.status_code == 409
+    page = text_of(response)
+    assert "target already has a token named TARGET-script" in page
+    assert 'id="token-name-errors"' in response.get_data(as_text=True)
+    assert database.rows("SELECT * FROM api_tokens ORDER BY id") == before
+
+
 def test_a_revoked_token_stops_working(app, admin, target, database):
     api = app.test_client()
     bearer = {"Authorization": f"Bearer {target['secret']}"}

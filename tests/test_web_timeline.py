@@ -101,7 +101,7 @@ def test_page_lists_entries_newest_first(auditor, history, database):
     assert "data-relative" in page
     assert 'class="op op-restore"' in page
     assert "test-admin" in page
-    assert "via api" in page
+    assert "via token <strong><bdi>tests</bdi></strong>" in page
 
 
 # --- filters in the URL ---------------------------------------------------------

@@ -270,7 +270,17 @@ def token_list() -> None:
         click.echo("No API tokens yet.", err=True)
         return
     _echo_table(
-        ("ID", "OWNER", "NAME", "PREFIX", "STATUS", "CREATED", "EXPIRES", "LAST USED"),
+        (
+            "ID",
+            "OWNER",
+            "NAME",
+            "PREFIX",
+            "STATUS",
+            "CREATED",
+            "CREATED BY",
+            "EXPIRES",
+            "LAST USED",
+        ),
         [
             (
                 str(token.id),
@@ -279,6 +289,7 @@ def token_list() -> None:
                 f"{token.prefix}…",
                 api_tokens.token_status(token),
                 _when(token.created_at, "-"),
+                token.created_by_label or "-",
                 _when(token.expires_at),
                 _when(token.last_used_at),
             )

@@ -835,8 +835,43 @@ def _components() -> dict[str, Any]:
                         "the program named by a database client."
                     ),
                 },
+                "token": {
+                    **nullable(ref("ActingToken")),
+                    "description": (
+                        "The API token the change came through (`null` for other "
+                        "channels): it acts as the account above, and was created by "
+                        "`created_by`, possibly someone else."
+                    ),
+                },
             },
             "Who made a change.",
+        ),
+        "ActingToken": strict(
+            {
+                "id": big_id,
+                "name": {
+                    "type": "string",
+                    "description": "Unique among its owner's tokens, whatever the case.",
+                },
+                "created_by": {
+                    **nullable(ref("TokenCreator")),
+                    "description": "Who created the token; `null` when it was not recorded.",
+                },
+            },
+            "An API token, as named on audit entries.",
+        ),
+        "TokenCreator": strict(
+            {
+                "id": {
+                    **nullable(big_id),
+                    "description": "The staff account's id; `null` for a command.",
+                },
+                "label": {
+                    "type": "string",
+                    "description": "The username, or `cli:<os user>`.",
+                },
+            },
+            "Who created an API token.",
         ),
         "AuditEntry": strict(
             {
@@ -858,7 +893,14 @@ def _components() -> dict[str, Any]:
                 "reason": text_or_null,
                 "actor": ref("Actor"),
                 "remote_addr": text_or_null,
-                "request_id": text_or_null,
+                "request_id": {
+                    **text_or_null,
+                    "description": "The server's id of the request that made the change.",
+                },
+                "client_request_id": {
+                    **text_or_null,
+                    "description": "The `X-Request-ID` the client sent with it, if well-formed.",
+                },
                 "unattributed": {
                     "type": "boolean",
                     "description": "Written by the database's safety net, not the app.",

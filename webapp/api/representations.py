@@ -22,8 +22,22 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
+def token_json(entry: UserAudit | Row[Any]) -> dict[str, Any] | None:
+    """The API token an entry came through and who created it; ``None`` for other channels.
+
+    The token acts as its owner (the entry's actor), but an admin may have
+    created it for that account: its creator is who really chose to act.
+    """
+    if entry.token_id is None:
+        return None
+    created_by = None
+    if entry.token_created_by is not None:  # unknown for tokens older than the record
+        created_by = {"id": entry.token_created_by_id, "label": entry.token_created_by}
+    return {"id": entry.token_id, "name": entry.token_name, "created_by": created_by}
+
+
 def audit_entry_json(entry: UserAudit | Row[Any]) -> dict[str, Any]:
-    """An entry in the API's shape; a row of its columns reads the same (exports)."""
+    """An entry in the API's shape; a row of its columns (and its token's) reads the same."""
     return {
         "id": entry.id,
         "user_id": entry.user_id,
@@ -39,9 +53,11 @@ def audit_entry_json(entry: UserAudit | Row[Any]) -> dict[str, Any]:
             "label": entry.actor_label,
             "channel": entry.channel,
             "channel_detail": entry.channel_detail,
+            "token": token_json(entry),
         },
         "remote_addr": entry.remote_addr,
         "request_id": entry.request_id,
+        "client_request_id": entry.client_request_id,
         "unattributed": entry.unattributed,
     }
 
