@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from webapp.models import AuditVerification, SecurityEvent, User, UserAudit
+from webapp.models import AuditVerification, User, UserAudit
 from webapp.timestamps import iso_utc
 
 
@@ -62,16 +62,20 @@ def audit_entry_json(entry: UserAudit | Row[Any]) -> dict[str, Any]:
     }
 
 
-def security_event_json(event: SecurityEvent) -> dict[str, Any]:
+def security_event_json(event: Row[Any]) -> dict[str, Any]:
+    """An event (a row of its columns with ``count`` and ``last_seen``) in the API's shape."""
     return {
         "id": event.id,
         "timestamp": iso_utc(event.timestamp),
         "event": event.event,
+        "count": event.count,
+        "last_seen": iso_utc(event.last_seen),
         "staff_id": event.staff_id,
         "username": event.username,
         "actor": event.actor_label,
         "remote_addr": event.remote_addr,
         "request_id": event.request_id,
+        "client_request_id": event.client_request_id,
         "details": event.details,
     }
 
