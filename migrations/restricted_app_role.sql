@@ -20,6 +20,8 @@ GRANT SELECT, INSERT ON user_audit, security_events, audit_chain, audit_verifica
 -- entries the safety net queues are taken off the queue when sealed.
 GRANT SELECT, UPDATE ON audit_chain_head TO profile_audit_app;
 GRANT SELECT, INSERT, DELETE ON audit_chain_pending TO profile_audit_app;
+-- Repeated security events count up (a trigger refuses counting down); never deleted.
+GRANT SELECT, INSERT, UPDATE ON security_event_repeats TO profile_audit_app;
 -- Current state: profiles are soft-deleted, accounts deactivated, tokens revoked.
 GRANT SELECT, INSERT, UPDATE ON users, staff, api_tokens TO profile_audit_app;
 -- Dashboard sessions are ended by update; an account's long-over ones are deleted.

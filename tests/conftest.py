@@ -109,7 +109,8 @@ def engine(test_database_url: str, app: Flask) -> Iterator[Engine]:
 
 TABLES = (
     "audit_chain, audit_chain_pending, audit_verifications, "
-    "user_audit, users, api_tokens, security_events, staff_sessions, staff, sign_in_attempts"
+    "user_audit, users, api_tokens, security_events, security_event_repeats, staff_sessions, "
+    "staff, sign_in_attempts"
 )
 # Hashing is slow on purpose; the suite hashes this password once.
 PASSWORD = "correct horse battery staple"
@@ -122,6 +123,7 @@ APPEND_ONLY_TABLES = (
     "audit_chain",
     "audit_chain_head",
     "audit_verifications",
+    "security_event_repeats",
 )
 
 
@@ -183,8 +185,21 @@ class StaffFactory:
             db.session.expunge(staff)
         return staff
 
-    def token(self, staff: Staff, name: str = "tests", **kwargs: object) -> str:
-        with self.app.app_context():
+    def token(
+        self,
+        staff: Staff,
+        name: str = "tests",
+        *,
+        created_by: Staff | None = None,
+        **kwargs: object,
+    ) -> str:
+        """A token acting as ``staff``, created by ``created_by`` (else from the command line)."""
+        creator = (
+            Actor(created_by.id, created_by.username)
+            if created_by is not None
+            else Actor(None, "cli:tests", channel_detail="tests")
+        )
+        with self.app.app_context(), acting_as(creator, Origin("cli")):
             _, secret = api_tokens.create_token(db.session.get(Staff, staff.id), name, **kwargs)
         return secret
 

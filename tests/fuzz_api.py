@@ -30,6 +30,7 @@ from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
 from webapp import create_app
+from webapp.audit.context import Actor, Origin, acting_as
 from webapp.config import KEY_SETTINGS, database_url, random_key
 from webapp.extensions import db
 from webapp.local_database import (
@@ -152,7 +153,7 @@ def _admin_token(app, url: str) -> str:
             ).scalar_one()
     finally:
         engine.dispose()
-    with app.app_context():
+    with app.app_context(), acting_as(Actor(None, "cli:fuzz"), Origin("cli")):
         _, secret = api_tokens.create_token(db.session.get(Staff, staff_id), "fuzz")
     return secret
 

@@ -48,6 +48,7 @@ def test_newest_first_with_all_fields(client, history):
         "actor",
         "remote_addr",
         "request_id",
+        "client_request_id",
         "unattributed",
     }
     stamps = [e["timestamp"] for e in items]

@@ -158,15 +158,19 @@ def test_api_writes_are_attributed(staff_factory, database):
         json={"name": "Ada", "email": "ada@example.com", "reason": "ticket 7"},
         headers={"X-Request-ID": "req-0123456789"},
     )
-    assert response.headers["X-Request-ID"] == "req-0123456789"
+    server_id = response.headers["X-Request-ID"]
+    assert server_id != "req-0123456789"
 
     [entry] = database.audit(response.get_json()["id"])
+    [token] = database.rows("SELECT id FROM api_tokens")
     assert entry["actor_id"] == caller.staff.id
     assert entry["actor_label"] == "sam"
     assert entry["channel"] == "api"
     assert entry["channel_detail"] == "tests"  # the token's name
+    assert entry["token_id"] == token["id"]
     assert entry["remote_addr"] == "127.0.0.1"
-    assert entry["request_id"] == "req-0123456789"
+    assert entry["request_id"] == server_id
+    assert entry["client_request_id"] == "req-0123456789"
     assert entry["reason"] == "ticket 7"
 
     listed = caller.get(f"/api/v1/users/{entry['user_id']}/history").get_json()["items"][0]
@@ -175,8 +179,13 @@ def test_api_writes_are_attributed(staff_factory, database):
         "label": "sam",
         "channel": "api",
         "channel_detail": "tests",
+        "token": {
+            "id": token["id"],
+            "name": "tests",
+            "created_by": {"id": None, "label": "cli:tests"},
+        },
     }
-    assert listed["request_id"] == "req-0123456789"
+    assert (listed["request_id"], listed["client_request_id"]) == (server_id, "req-0123456789")
 
 
 def test_the_label_survives_deactivation(staff_factory, database, app):

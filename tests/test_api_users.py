@@ -196,7 +196,7 @@ class TestUpdate:
         assert body["current"]["name"] == "First"
         assert body["current"]["version"] == 2
 
-    def test_if_match_star_and_weak_tags_are_accepted(self, client):
+    def test_if_match_star_is_accepted(self, client):
         user = create(client)
         assert (
             client.patch(
@@ -204,12 +204,26 @@ class TestUpdate:
             ).status_code
             == 200
         )
-        assert (
-            client.patch(
-                f"/api/v1/users/{user['id']}", json={"name": "B"}, headers={"If-Match": 'W/"2"'}
-            ).status_code
-            == 200
-        )
+
+    @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "restore"])
+    def test_a_weak_tag_never_satisfies_if_match(self, client, database, method):
+        """RFC 9110: If-Match uses the strong comparison, so ``W/"1"`` does not
+        match even the current version ``"1"``."""
+        user = create(client)
+        url, current, body = f"/api/v1/users/{user['id']}", '"1"', None
+        if method == "restore":
+            assert client.delete(url).status_code == 204
+            url, current, method = f"{url}/restore", '"2"', "POST"
+        elif method != "DELETE":
+            body = {"name": "B", "email": "b@example.com"}
+
+        def send(if_match: str):
+            return client.open(url, method=method, json=body, headers={"If-Match": if_match})
+
+        before = database.fingerprint()
+        assert_problem(send(f"W/{current}"), 412)
+        assert database.fingerprint() == before
+        assert send(current).status_code in {200, 204}
 
     def test_malformed_if_match_is_400(self, client):
         user = create(client)

@@ -118,8 +118,17 @@ def test_every_entry_is_linked_in_order_with_a_keyed_hash(make_history, client, 
     assert (head["seq"], bytes(head["hash"])) == (len(entries), previous)
 
 
-def test_the_canonical_bytes_hold_every_column_of_an_entry(make_history, client, database):
+def test_the_canonical_bytes_hold_every_column_of_an_entry(
+    make_history, client, database, link_chain
+):
     make_history(profiles=1)
+    traced = client.post(
+        "/api/v1/users",
+        json={"name": "Traced", "email": "traced@example.com"},
+        headers={"X-Request-ID": "trace-0001"},
+    )
+    assert traced.status_code == 201
+    link_chain()
     columns = {
         row["column_name"]
         for row in database.rows(
@@ -136,12 +145,54 @@ def test_the_canonical_bytes_hold_every_column_of_an_entry(make_history, client,
     decoded = dict(zip(seal.SEALED_FIELDS, map(json.loads, values), strict=True))
     assert set(decoded) == columns - {"seal"}
     assert decoded["id"] == entry["id"]
+    traced_entry = database.audit()[-1]
+    assert traced_entry["token_id"] is not None
+    assert traced_entry["client_request_id"] == "trace-0001"
+    _, *traced_values = bytes(canonical_entries(database)[-1]["canonical"]).decode().split("\x1f")
+    traced_decoded = dict(zip(seal.SEALED_FIELDS, map(json.loads, traced_values), strict=True))
+    assert (traced_decoded["token_id"], traced_decoded["client_request_id"]) == (
+        traced_entry["token_id"],
+        "trace-0001",
+    )
     assert decoded["timestamp"] == entry["timestamp"].astimezone(UTC).strftime(
         "%Y-%m-%dT%H:%M:%S.%fZ"
     )
     assert decoded["new_data"] == entry["new_data"]
     assert decoded["changed_fields"] == entry["changed_fields"]
     assert (decoded["version"], decoded["actor_label"]) == (entry["version"], entry["actor_label"])
+
+
+def test_columns_added_later_leave_the_legacy_bytes_of_entries_without_them_unchanged(
+    make_history, client, database, engine
+):
+    """Links of encoding 1 hashed the entries' columns as they were then; the
+    columns added since (``token_id``, ``client_request_id``) join those bytes
+    only when set, so every link made before them still verifies."""
+    with engine.begin() as connection:  # as psql would: the safety net records it, no token
+        connection.execute(
+            text("INSERT INTO users (name, email, version) VALUES ('Old', 'old@example.com', 1)")
+        )
+    make_history(profiles=1)
+    original = (
+        "pg_catalog.convert_to(pg_catalog.jsonb_build_object("
+        + ", ".join(
+            f"'{name}', {chain._LEGACY_VALUES.get(name, f'user_audit.{name}')}"
+            for name in chain._LEGACY_FIELDS
+        )
+        + f", 'encoding', {chain.LEGACY_ENCODING})::text, 'UTF8')"
+    )
+    rows = database.rows(
+        f"SELECT token_id, {original} AS original, {chain.CANONICAL_ENTRY_V1_SQL} AS canonical "
+        "FROM user_audit ORDER BY id"
+    )
+    without_token = [row for row in rows if row["token_id"] is None]
+    with_token = [row for row in rows if row["token_id"] is not None]
+    assert without_token
+    assert with_token
+    for row in without_token:
+        assert bytes(row["canonical"]) == bytes(row["original"])
+    for row in with_token:
+        assert bytes(row["canonical"]) != bytes(row["original"])
 
 
 def test_the_canonical_bytes_do_not_depend_on_the_sessions_settings(

@@ -107,9 +107,42 @@ def test_neutralise(value):
     assert audit_export.neutralise(value) == "'" + value
 
 
-@pytest.mark.parametrize("value", ["Ada", "", "1-2", "a=b", '{"name": "=x"}'])
+@pytest.mark.parametrize("value", ["Ada", "", "1-2", "a=b", '{"name": "=x"}', "a; b", "x\ty"])
 def test_neutralise_leaves_other_text_alone(value):
     assert audit_export.neutralise(value) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "safe"),
+    [
+        ("ok;=cmd|' /C calc'!A0", "ok;'=cmd|' /C calc'!A0"),
+        ("ok\t=cmd|' /C calc'!A0", "ok\t'=cmd|' /C calc'!A0"),
+        ("a;+1;-2;@SUM(A1)", "a;'+1;'-2;'@SUM(A1)"),
+        ("ok; =1+1", "ok;' =1+1"),
+        (" =1+1", "' =1+1"),
+        ("=a;=b", "'=a;'=b"),
+    ],
+)
+def test_neutralise_formulas_after_a_separator(value, safe):
+    """A spreadsheet splitting on ";" or tabs starts a new cell there."""
+    assert audit_export.neutralise(value) == safe
+
+
+def test_no_cell_part_can_run_as_a_formula_whatever_the_separator(client, auditor):
+    """Opened with ";" or tabs as the separator, every piece of every cell is
+    text; the snapshots still read back as the same JSON."""
+    name = "Ada;=cmd|' /C calc'!A0"
+    created = create(client, name, "ada@example.com", reason="ok;=cmd|' /C calc'!A0\t@x")
+    text = auditor.get("/audit/export.csv").get_data(as_text=True)
+    [row] = csv.DictReader(io.StringIO(text))
+    assert row["reason"] == "ok;'=cmd|' /C calc'!A0\t'@x"
+    assert json.loads(row["new_data"])["name"] == name
+    assert ";" not in row["new_data"]
+    for line in text.splitlines():
+        for separator in (";", "\t"):
+            for piece in line.split(separator)[1:]:
+                assert not piece.lstrip(" ").startswith(("=", "+", "-", "@")), (line, piece)
+    assert created["name"] == name
 
 
 def test_ndjson_has_one_json_object_per_line(auditor, entries, database):

@@ -4,7 +4,9 @@ input of unusual kinds is accepted and normalized."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
 
+from tests.web_pages import form_token
 from webapp.services.errors import ValidationFailed
 from webapp.services.profile_rules import FieldError, clean_email, clean_name, clean_profile
 
@@ -49,6 +51,76 @@ def test_names_accepted_and_normalized(raw, stored):
 def test_names_refused(raw, message):
     with pytest.raises(FieldError, match=message):
         clean_name(raw)
+
+
+# Characters that show nothing on their own: format characters, fillers,
+# bidirectional marks and overrides.
+INVISIBLE = {
+    "zero-width-space": "\u200b",
+    "byte-order-mark": "\ufeff",
+    "word-joiner": "\u2060",
+    "soft-hyphen": "\u00ad",
+    "hangul-filler": "\u3164",
+    "halfwidth-hangul-filler": "\uffa0",
+    "right-to-left-mark": "\u200f",
+    "left-to-right-mark": "\u200e",
+    "arabic-letter-mark": "\u061c",
+    "right-to-left-override": "\u202e",
+    "first-strong-isolate": "\u2068",
+    "braille-blank": "\u2800",
+    "zero-width-joiner": "\u200d",
+    "variation-selector": "\ufe0f",
+    "tag-space": "\U000e0020",
+    "mixed": " \u200b\u3164\u00ad\ufeff ",
+}
+
+
+@pytest.mark.parametrize("raw", INVISIBLE.values(), ids=INVISIBLE.keys())
+def test_names_of_only_invisible_characters_are_blank(raw):
+    with pytest.raises(FieldError, match="must not be blank"):
+        clean_name(raw)
+    with pytest.raises(FieldError, match="must not be blank"):
+        clean_name(raw * 3)
+
+
+@pytest.mark.parametrize("control", ["\u200e", "\u200f", "\u061c", "\u202e", "\u2066"])
+def test_names_with_bidirectional_controls_are_refused(control):
+    """They could make a name, and the text printed after it, read as something else."""
+    with pytest.raises(FieldError, match="control characters"):
+        clean_name(f"evil{control}gnp.exe")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["Ada\u00adLovelace", "\u05e9\u05dc\u05d5\u05dd", "\u0645\u0631\u062d\u0628\u0627"],
+    ids=["soft-hyphen-inside", "hebrew", "arabic"],
+)
+def test_names_with_something_visible_are_accepted(raw):
+    assert clean_name(raw) == raw
+
+
+@pytest.mark.parametrize("raw", INVISIBLE.values(), ids=INVISIBLE.keys())
+def test_invisible_names_are_refused_by_the_api_and_the_form(client, signed_in, database, raw):
+    response = client.post("/api/v1/users", json={"name": raw, "email": "a@example.com"})
+    assert response.status_code == 400
+    assert response.get_json()["errors"]["name"] == ["must not be blank"]
+
+    browser = signed_in("support")
+    form = browser.post(
+        "/users/new",
+        data={"csrf_token": form_token(browser, "/users/new"), "name": raw, "email": "a@x.org"},
+    )
+    assert form.status_code == 400
+    assert "must not be blank" in form.get_data(as_text=True)
+    assert database.fingerprint() == [[], []]
+
+
+def test_a_reason_of_only_invisible_characters_is_no_reason(client, database):
+    created = client.post(
+        "/api/v1/users", json={"name": "Ada", "email": "a@example.com", "reason": "\u200b\u3164"}
+    )
+    assert created.status_code == 201
+    assert database.audit()[0]["reason"] is None
 
 
 @pytest.mark.parametrize(
@@ -208,3 +280,19 @@ def test_search_with_odd_but_valid_text_works(client):
         assert client.get("/api/v1/users", query_string={"q": q}).status_code == 200
     found = client.get("/api/v1/users", query_string={"q": "ë \\"}).get_json()["items"]
     assert [u["email"] for u in found] == ["zoe@example.com"]
+
+
+def test_an_override_already_stored_is_shown_as_its_code_point(client, signed_in, engine):
+    """Older rows, or a write behind the app's back, may still hold one: pages
+    print it as [U+202E], which reorders nothing."""
+    user_id = client.post("/api/v1/users", json={"name": "Ada", "email": "a@example.com"}).json[
+        "id"
+    ]
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE users SET name = :name WHERE id = :id"),
+            {"name": "evil\u202egnp.exe", "id": user_id},
+        )
+    page = signed_in("support").get(f"/users/{user_id}").get_data(as_text=True)
+    assert "\u202e" not in page
+    assert "<h1>evil[U+202E]gnp.exe</h1>" in page

@@ -3,9 +3,9 @@ from the command line, attributed to ``cli:<operating-system user>``."""
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +18,7 @@ from sqlalchemy import Engine, text
 from tests.web_pages import sign_in as sign_in_through_the_form
 from webapp import cli
 from webapp.audit.context import current_actor, current_origin
+from webapp.cli import os_user as real_os_user
 from webapp.services import staff as staff_service
 from webapp.services import users as users_service
 from webapp.services.staff import InvalidCredentials
@@ -31,7 +32,7 @@ NEW_PASSWORD = "another long secret passphrase"
 
 @pytest.fixture(autouse=True)
 def _os_user(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(getpass, "getuser", lambda: OS_USER)
+    monkeypatch.setattr(cli, "os_user", lambda: OS_USER)
 
 
 def invoke(runner: FlaskCliRunner, *args: str, input: str | None = None):
@@ -365,9 +366,11 @@ def test_token_list_never_shows_the_token(app, runner):
     assert token not in result.output
     header, line = result.stdout.splitlines()
     assert header.split() == [
-        "ID", "OWNER", "NAME", "PREFIX", "STATUS", "CREATED", "EXPIRES", "LAST", "USED"
+        "ID", "OWNER", "NAME", "PREFIX", "STATUS", "CREATED", "CREATED", "BY", "EXPIRES", "LAST",
+        "USED"
     ]  # fmt: skip
     assert line.startswith("1   alice  nightly export  " + token[:10] + "…  active  ")
+    assert f"  {ACTOR}  " in line  # who created it
     assert "never" not in line  # it expires, and it has been used
 
 
@@ -442,12 +445,37 @@ def test_security_events_name_the_cli_user(app, runner, database):
 
 
 def test_os_user_falls_back_to_the_uid(monkeypatch):
-    def no_name() -> str:
-        raise OSError("No username set in the environment")
+    def no_entry(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
 
-    monkeypatch.setattr(getpass, "getuser", no_name)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    monkeypatch.setattr(os, "geteuid", lambda: 10001)
 
-    assert cli.os_user().isdigit()
+    assert real_os_user() == "10001"
+
+
+def test_the_actor_is_the_effective_user_not_what_the_environment_says(
+    runner, database, monkeypatch
+):
+    """``USER=alice flask ...`` (or sudo, which keeps the caller's LOGNAME) must
+    not make a command act as someone else: the name comes from the effective uid."""
+    asked: list[int] = []
+
+    def passwd_entry(uid: int) -> pwd.struct_passwd:
+        asked.append(uid)
+        return pwd.struct_passwd(("svc-deploy", "x", uid, uid, "", "/", "/bin/sh"))
+
+    monkeypatch.setattr(pwd, "getpwuid", passwd_entry)
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    for variable in ("USER", "LOGNAME", "LNAME", "USERNAME"):
+        monkeypatch.setenv(variable, "alice")
+    monkeypatch.setattr(cli, "os_user", real_os_user)
+
+    assert cli.os_user() == "svc-deploy"
+    assert set(asked) == {4242}
+    create(runner, "grace")
+    [event] = database.rows("SELECT actor_label FROM security_events")
+    assert event["actor_label"] == "cli:svc-deploy"
 
 
 def test_profile_changes_from_the_cli_are_attributed(app, database):

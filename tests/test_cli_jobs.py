@@ -8,7 +8,6 @@ byte, for the same filter.
 
 from __future__ import annotations
 
-import getpass
 import itertools
 import json
 
@@ -20,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from tests.conftest import TABLES, Database, append_only_lifted, post_profile
 from tests.flask_commands import run_flask
-from webapp import audit_commands
+from webapp import audit_commands, cli
 from webapp.audit.chain import GENESIS_HASH
 from webapp.audit.entry_ids import entry_ids
 from webapp.demo_commands import make_plan
@@ -32,7 +31,7 @@ ACTOR = f"cli:{OS_USER}"
 
 @pytest.fixture(autouse=True)
 def _os_user(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(getpass, "getuser", lambda: OS_USER)
+    monkeypatch.setattr(cli, "os_user", lambda: OS_USER)
 
 
 def invoke(runner: FlaskCliRunner, *args: str):

@@ -297,8 +297,15 @@ def test_serves_on_embedded_postgres_and_stops_cleanly_on_ctrl_c(tmp_path, data_
         assert _page_with_cookie(server.base + "/users", session_cookie) == (200, "")
         _, chain = _request(server.base + "/api/v1/audit/verify", token)
         assert (chain["head"]["seq"], chain["pending_entries"]) == (1, 0)
+        # A search is a name or an email: the access log never shows it.
+        _, found = _request(server.base + "/api/v1/users?q=a%40example.com&limit=7", token)
+        assert [u["id"] for u in found["items"]] == [created["id"]]
     finally:
         output = server.stop()
+    assert "GET /api/v1/users?[query] HTTP/1.1" in output
+    assert "a%40example.com" not in output
+    assert "a@example.com" not in output
+    assert "limit=7" not in output
     assert "First run" not in output
     assert password not in output
     assert "export DATABASE_URL=" in output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from flask import Flask
 
@@ -43,13 +45,38 @@ def test_request_id_is_generated_and_echoed(client):
     assert first != second
 
 
-def test_a_sane_incoming_request_id_is_kept_and_a_bad_one_replaced(client):
-    kept = client.get("/api/v1/users", headers={"X-Request-ID": "trace-1234abcd"})
-    assert kept.headers["X-Request-ID"] == "trace-1234abcd"
-    for bad in ["short", "has spaces in it", "<script>alert(1)</script>", "x" * 200]:
-        replaced = client.get("/api/v1/users", headers={"X-Request-ID": bad})
-        assert replaced.headers["X-Request-ID"] != bad
-        assert len(replaced.headers["X-Request-ID"]) == 32
+def test_a_client_request_id_never_becomes_the_requests_own_id(client, database):
+    """A client can send the same X-Request-ID twice, or someone else's: the
+    request's id is always the server's, the client's is only kept beside it."""
+    for _ in range(2):
+        created = client.post(
+            "/api/v1/users",
+            json={"name": "Ada", "email": f"ada{uuid.uuid4().hex[:6]}@example.com"},
+            headers={"X-Request-ID": "trace-1234abcd"},
+        )
+        assert created.status_code == 201
+        assert created.headers["X-Request-ID"] != "trace-1234abcd"
+        assert len(created.headers["X-Request-ID"]) == 32
+    entries = database.audit()
+    assert [e["client_request_id"] for e in entries] == ["trace-1234abcd"] * 2
+    assert len({e["request_id"] for e in entries}) == 2
+    assert all(len(e["request_id"]) == 32 for e in entries)
+
+
+@pytest.mark.parametrize(
+    "bad", ["short", "has spaces in it", "<script>alert(1)</script>", "x" * 200, "trace:1234/abcd"]
+)
+def test_a_malformed_client_request_id_is_dropped(client, database, bad):
+    response = client.post(
+        "/api/v1/users",
+        json={"name": "Ada", "email": "ada@example.com"},
+        headers={"X-Request-ID": bad},
+    )
+    assert response.status_code == 201
+    assert len(response.headers["X-Request-ID"]) == 32
+    [entry] = database.audit()
+    assert entry["client_request_id"] is None
+    assert entry["request_id"] == response.headers["X-Request-ID"]
 
 
 def test_api_404_and_405_are_problems(client):
@@ -112,3 +139,55 @@ def test_an_unreachable_database_is_503_not_500():
     assert response.mimetype == PROBLEM
     assert response.headers["Retry-After"]
     assert "nonexistent" not in response.get_data(as_text=True)
+
+
+# --- methods every route answers ------------------------------------------------------
+
+
+def _get_urls(app: Flask, user_id: int) -> list[str]:
+    """Every route that answers GET, with its arguments filled in (a profile's id)."""
+    adapter = app.url_map.bind("localhost")
+    return sorted(
+        adapter.build(rule.endpoint, dict.fromkeys(rule.arguments, user_id))
+        for rule in app.url_map.iter_rules()
+        if "GET" in rule.methods and rule.endpoint != "static"
+    )
+
+
+@pytest.mark.parametrize("who", ["anonymous", "signed-in admin", "api token"])
+def test_head_works_wherever_get_does(app, client, signed_in, who):
+    """HEAD is GET without the body: same status, same headers, for every page
+    and endpoint (the sign-in page once answered HEAD as a failed sign-in)."""
+    created = client.post("/api/v1/users", json={"name": "Ada", "email": "a@example.com"})
+    user_id = created.get_json()["id"]
+    caller = {"anonymous": app.test_client(), "api token": client}.get(who) or signed_in("admin")
+    for url in [*_get_urls(app, user_id), "/static/app.css"]:
+        got = caller.get(url)
+        head = caller.head(url)
+        assert (url, head.status_code) == (url, got.status_code)
+        assert (url, head.status_code) != (url, 404)
+        assert head.data == b""
+        assert head.mimetype == got.mimetype
+        if got.status_code in (301, 302, 303):
+            assert head.headers["Location"] == got.headers["Location"]
+        got.close()
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer pa_not-a-real-token"])
+def test_options_on_the_api_answers_allow_without_a_body(app, authorization):
+    caller = app.test_client()
+    headers = {"Authorization": authorization} if authorization else {}
+    for path, methods in [
+        ("/api/v1/users", {"GET", "HEAD", "POST", "OPTIONS"}),
+        ("/api/v1/users/1", {"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}),
+        ("/api/v1/users/1/restore", {"POST", "OPTIONS"}),
+        ("/api/v1/openapi.json", {"GET", "HEAD", "OPTIONS"}),
+    ]:
+        response = caller.open(path, method="OPTIONS", headers=headers)
+        assert response.status_code == 204, path
+        assert set(response.headers["Allow"].replace(" ", "").split(",")) == methods
+        assert response.data == b""
+        assert "text/html" not in response.headers.get("Content-Type", "")
+        assert response.headers["X-Request-ID"]
+    missing = caller.open("/api/v1/nowhere", method="OPTIONS")
+    assert (missing.status_code, missing.mimetype) == (404, PROBLEM)

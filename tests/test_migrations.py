@@ -135,3 +135,38 @@ def test_links_made_before_seals_still_verify_beside_new_ones(scratch_app):
     verified = scratch_app.test_cli_runner().invoke(args=["audit", "verify"])
     assert verified.exit_code == 0, verified.output
     assert "OK: 2 entries verified" in verified.output
+
+
+def test_duplicate_token_names_are_told_apart_when_names_become_unique(scratch_app):
+    """Before token names were unique per owner, one account could have two
+    "nightly" tokens; the upgrade keeps the oldest name and suffixes the others."""
+    with scratch_app.app_context():
+        upgrade(revision="0006")
+        with db.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO staff (id, username, password_hash, role) OVERRIDING SYSTEM VALUE "
+                    "VALUES (1, 'sam', '!', 'support'), (2, 'kim', '!', 'support')"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO api_tokens (id, staff_id, name, token_hash, prefix) "
+                    "OVERRIDING SYSTEM VALUE VALUES "
+                    "(1, 1, 'nightly', repeat('a', 64), 'pa_a'), "
+                    "(2, 1, 'Nightly', repeat('b', 64), 'pa_b'), "
+                    "(3, 2, 'nightly', repeat('c', 64), 'pa_c'), "
+                    "(4, 1, 'other', repeat('d', 64), 'pa_d')"
+                )
+            )
+        upgrade()
+        with db.engine.connect() as connection:
+            names = connection.execute(
+                text("SELECT id, name, created_by_id FROM api_tokens ORDER BY id")
+            ).all()
+    assert [(row.id, row.name, row.created_by_id) for row in names] == [
+        (1, "nightly", None),
+        (2, "Nightly #2", None),
+        (3, "nightly", None),
+        (4, "other", None),
+    ]

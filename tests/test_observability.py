@@ -32,7 +32,7 @@ from webapp.local_database import drop_database, ensure_database
 from webapp.observability import logs, sentry
 
 ROOT = Path(__file__).resolve().parent.parent
-LOGGERS = (logs.REQUEST_LOGGER, *logs.APP_LOGGERS)
+LOGGERS = (logs.REQUEST_LOGGER, logs.SECURITY_LOGGER, *logs.APP_LOGGERS)
 UNREACHABLE = "postgresql+psycopg://nobody@127.0.0.1:9/nothing"
 HEAD = ScriptDirectory(str(PROJECT_ROOT / "migrations")).get_current_head()
 
@@ -119,7 +119,8 @@ def test_one_json_line_per_request_without_secrets_or_emails(json_app, staff_fac
     assert created["method"] == "POST"
     assert created["path"] == "/api/v1/users"  # never the query string
     assert created["status"] == 201
-    assert created["request_id"] == "req-log-000001"
+    assert created["request_id"] == response.headers["X-Request-ID"] != "req-log-000001"
+    assert created["client_request_id"] == "req-log-000001"
     assert created["actor"] == "log-admin"
     assert created["remote_addr"] == "192.0.2.7"
     assert created["level"] == "info"
@@ -151,6 +152,54 @@ def test_a_failed_sign_in_logs_its_security_event_without_the_password(json_app,
     post = [r for r in records if r["logger"] == logs.REQUEST_LOGGER and r["method"] == "POST"]
     assert post[0]["path"] == "/login"
     assert post[0]["actor"] is None
+
+
+def test_a_commands_security_events_reach_the_json_log(json_app):
+    """Outside a request only warnings of the application are printed, but a
+    security event (an account created from the command line) always is."""
+    buffer = capture_logs()
+    result = json_app.test_cli_runner().invoke(
+        args=["staff", "create", "kim", "--role", "auditor", "--password-stdin"],
+        input="a long enough passphrase\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "a long enough passphrase" not in buffer.getvalue()
+    [record] = lines(buffer)
+    assert record["logger"] == logs.SECURITY_LOGGER
+    assert record["message"] == "security event staff_created"
+    assert record["security_event"]["username"] == "kim"
+    assert record["security_event"]["actor_label"].startswith("cli:")
+
+
+def test_security_events_reach_the_text_log_whatever_the_root_logger_says(app, staff_factory):
+    """Under gunicorn or a ``flask`` command nothing prints information records
+    of the root logger, and a migration raises it to warnings: security
+    events have a handler of their own."""
+    application = make_app(app)  # text
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    root.setLevel(logging.WARNING)
+    root.handlers[:] = []
+    try:
+        buffer = capture_logs()
+        for _ in range(2):
+            application.test_client().get(
+                "/api/v1/users", headers={"Authorization": "Bearer pa_not-a-real-token"}
+            )
+        application.test_cli_runner().invoke(
+            args=["staff", "create", "kim", "--role", "auditor", "--password-stdin"],
+            input="a long enough passphrase\n",
+        )
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+    events = [line for line in buffer.getvalue().splitlines() if logs.SECURITY_LOGGER in line]
+    assert len(events) == 3
+    assert "security event token_rejected" in events[0]
+    assert "repeat=2" in events[1]
+    assert "security event staff_created" in events[2]
+    assert "username=kim" in events[2]
+    assert "pa_not-a-real-token" not in buffer.getvalue()
 
 
 def test_application_errors_are_json_with_request_id_and_redacted(app):
@@ -186,10 +235,12 @@ def test_text_format_for_development(app):
     application = make_app(app)  # development: text unless told otherwise
     assert application.config["LOG_FORMAT"] == "text"
     buffer = capture_logs()
-    application.test_client().get("/login", headers={"X-Request-ID": "text-req-0001"})
+    response = application.test_client().get("/login", headers={"X-Request-ID": "text-req-0001"})
     line = buffer.getvalue().strip()
-    assert " INFO webapp.request [text-req-0001] GET /login 200 " in line
+    server_id = response.headers["X-Request-ID"]
+    assert f" INFO webapp.request [{server_id}] GET /login 200 " in line
     assert "remote_addr=127.0.0.1" in line
+    assert "client_request_id=text-req-0001" in line
     # Text mode keeps the application's records flowing to the root logger.
     assert logging.getLogger("webapp").propagate
 

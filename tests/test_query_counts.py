@@ -30,6 +30,7 @@ from tests.web_pages import HTMX, page_token
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.extensions import db
 from webapp.services import users as user_service
+from webapp.services.security_events import record_event
 from webapp.web import profiles as profile_views
 
 SMALL, LARGE = 2, 50
@@ -218,6 +219,40 @@ def test_timeline_json_queries_do_not_grow_with_its_size(app, log):
         measured[size] = measure(app, log.admin_api, f"/api/v1/audit?limit={size}")
         assert measured[size].body.count('"operation"') == size
     # The token with its account (one join), the entries.
+    assert_constant(measured, most=2)
+
+
+# --- the security events -------------------------------------------------------------------
+
+
+@pytest.fixture
+def events(app, signed_in):
+    """Sixty events of several kinds, some of them repeated and counted."""
+    kinds = ["token_rejected", "csrf_failed", "login_failed", "staff_created", "forbidden"]
+    with app.app_context():
+        for number in range(60):
+            origin = Origin("web", remote_addr=f"192.0.2.{number % 7}")
+            with acting_as(Actor(None, f"cli:ops{number % 3}"), origin):
+                for _ in range(1 + number % 2):
+                    record_event(kinds[number % len(kinds)], username=f"user{number}")
+    return signed_in("auditor", "audrey")
+
+
+def test_security_events_page_queries_do_not_grow_with_its_size(app, events):
+    measured = {}
+    for size in (SMALL, LARGE):
+        measured[size] = measure(app, events, f"/security-events?limit={size}")
+        assert measured[size].body.count('<tr id="event-') == size
+    # The signed-in account, the events with their counts (one join).
+    assert_constant(measured, most=2)
+
+
+def test_security_events_json_queries_do_not_grow_with_its_size(app, events, client):
+    measured = {}
+    for size in (SMALL, LARGE):
+        measured[size] = measure(app, client, f"/api/v1/security-events?limit={size}")
+        assert measured[size].body.count('"last_seen"') == size
+    # The token with its account, the events with their counts.
     assert_constant(measured, most=2)
 
 

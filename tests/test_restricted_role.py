@@ -41,6 +41,11 @@ def test_the_app_works_as_the_restricted_role(restricted_url, staff_factory, dat
     )
     assert api.delete(f"/api/v1/users/{user_id}", headers=auth).status_code == 204
     assert [e["operation"] for e in database.audit(user_id)] == ["create", "update", "delete"]
+    # Refusals anyone can repeat count up in their own table.
+    for _ in range(2):
+        refused = api.get("/api/v1/users", headers={"Authorization": "Bearer pa_not-a-token"})
+        assert refused.status_code == 401
+    assert database.scalar("SELECT count FROM security_event_repeats") == 2
 
 
 def test_dashboard_sessions_work_as_the_restricted_role(restricted_url, staff_factory):
@@ -65,6 +70,8 @@ def test_dashboard_sessions_work_as_the_restricted_role(restricted_url, staff_fa
         "ALTER TABLE user_audit DISABLE TRIGGER USER",
         "UPDATE security_events SET username = 'x'",
         "DELETE FROM users",
+        "DELETE FROM security_event_repeats",
+        "TRUNCATE security_event_repeats",
     ],
 )
 def test_the_restricted_role_cannot_change_history(restricted_url, client, database, statement):

@@ -48,7 +48,9 @@ def test_web_writes_are_attributed(app_with_form_post, staff_factory, database):
     assert entry["channel"] == "web"
     assert entry["channel_detail"] is None
     assert entry["remote_addr"] == "192.0.2.44"
-    assert entry["request_id"] == "web-req-000001"
+    assert entry["request_id"] == response.headers["X-Request-ID"] != "web-req-000001"
+    assert entry["client_request_id"] == "web-req-000001"
+    assert entry["token_id"] is None
     assert entry["reason"] == "phone call"
 
 

@@ -101,7 +101,7 @@ def test_page_lists_entries_newest_first(auditor, history, database):
     assert "data-relative" in page
     assert 'class="op op-restore"' in page
     assert "test-admin" in page
-    assert "via api" in page
+    assert "via token <strong><bdi>tests</bdi></strong>" in page
 
 
 # --- filters in the URL ---------------------------------------------------------
@@ -527,3 +527,38 @@ def test_the_chart_has_a_page_of_its_own_without_javascript(auditor, history, si
     assert "activity-chart" in body(page)
     assert auditor.get("/audit/activity?operation=erase").status_code == 400
     assert signed_in("support").get("/audit/activity").status_code == 403
+
+
+# --- text that could reorder the page ---------------------------------------------
+
+
+def test_bidirectional_controls_in_stored_text_cannot_reorder_what_staff_see(
+    auditor, client, engine, app, signed_in
+):
+    """Names are refused with them now, but older rows (or a write behind the
+    app's back) may hold one: pages print it as its code point, never as a
+    control that reorders the text around it, and isolate user text."""
+    ada = create(client, "Ada", "ada@example.com")
+    with engine.begin() as connection:  # as psql would: the safety net records it
+        connection.execute(
+            text("UPDATE users SET name = :name WHERE id = :id"),
+            {"name": "evil\u202egnp.exe", "id": ada["id"]},
+        )
+    browser = app.test_client()  # a stranger typing an override as a username
+    login = browser.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', login).group(1)
+    browser.post("/login", data={"csrf_token": csrf, "username": "adm\u202enimda", "password": "x"})
+
+    pages = [
+        auditor.get("/audit"),
+        auditor.get(f"/users/{ada['id']}"),
+        auditor.get("/users"),
+        auditor.get(f"/audit/compare?user_id={ada['id']}"),
+        auditor.get("/security-events"),
+    ]
+    for response in pages:
+        assert response.status_code == 200
+        assert "\u202e" not in body(response)
+    assert "<bdi>evil[U+202E]gnp.exe</bdi>" in body(pages[0])
+    assert "evil[U+202E]gnp.exe" in body(pages[1])
+    assert "<bdi>adm[U+202E]nimda</bdi>" in body(pages[4])

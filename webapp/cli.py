@@ -8,8 +8,8 @@ dashboard and the API name the signed-in account.
 from __future__ import annotations
 
 import functools
-import getpass
 import os
+import pwd
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,15 +38,18 @@ _OS_USER_MAX = 90
 
 
 def os_user() -> str:
-    """The operating-system user running the command, or its uid if it has no name."""
+    """The operating-system user the command runs as: its effective uid's name, or the uid.
+
+    Never ``$USER`` or ``$LOGNAME``: anyone can set those to any name (``USER=alice
+    flask ...``), and under ``sudo`` they name who called it, not who acts.
+    """
+    uid = os.geteuid()
     try:
-        name = getpass.getuser()
-    except (OSError, KeyError, ImportError):
-        # Containers often run a uid with no passwd entry and no USER variable.
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        # Containers often run a uid with no passwd entry.
         name = ""
-    if not name:
-        name = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
-    return name[:_OS_USER_MAX]
+    return (name or str(uid))[:_OS_USER_MAX]
 
 
 @contextmanager
@@ -267,7 +270,17 @@ def token_list() -> None:
         click.echo("No API tokens yet.", err=True)
         return
     _echo_table(
-        ("ID", "OWNER", "NAME", "PREFIX", "STATUS", "CREATED", "EXPIRES", "LAST USED"),
+        (
+            "ID",
+            "OWNER",
+            "NAME",
+            "PREFIX",
+            "STATUS",
+            "CREATED",
+            "CREATED BY",
+            "EXPIRES",
+            "LAST USED",
+        ),
         [
             (
                 str(token.id),
@@ -276,6 +289,7 @@ def token_list() -> None:
                 f"{token.prefix}…",
                 api_tokens.token_status(token),
                 _when(token.created_at, "-"),
+                token.created_by_label or "-",
                 _when(token.expires_at),
                 _when(token.last_used_at),
             )

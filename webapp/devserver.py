@@ -22,14 +22,19 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import signal
 import stat
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
+
+from werkzeug.serving import WSGIRequestHandler
 
 from webapp.config import KEY_SETTINGS, PROJECT_ROOT, random_key
+from webapp.observability.logs import redact
 
 DATABASE_NAME = "profile_audit"
 FIRST_ADMIN = "admin"
@@ -98,6 +103,23 @@ def local_keys(path: Path = LOCAL_KEYS_FILE) -> dict[str, str]:
         return local_keys(path)
     log.info("Made new random keys (%s) in %s", ", ".join(missing), path)
     return {name: keys[name] for name in KEY_SETTINGS}
+
+
+# A query string in a request line: searches are names and email addresses.
+_QUERY = re.compile(r"(?<=\S)\?[^\s\"']*")
+
+
+class MaskingRequestHandler(WSGIRequestHandler):
+    """Werkzeug's request handler, whose access line never shows a query string.
+
+    The app's own request line leaves queries out already; the server's line
+    (``"GET /users?q=ada@example.com HTTP/1.1" 200``) would otherwise print
+    every search, and with it people's names and email addresses.
+    """
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        text = message % args if args else message
+        super().log(type, "%s", redact(_QUERY.sub("?[query]", text)))
 
 
 def create_first_admin() -> str | None:
@@ -227,7 +249,13 @@ def main() -> int:
                 + "  .venv/bin/flask token create admin --name my-script",
             )
         log.info("Profile Audit on %s (Ctrl-C stops it)", base_url)
-        app.run(host=host, port=port, use_reloader=False, threaded=True)
+        app.run(
+            host=host,
+            port=port,
+            use_reloader=False,
+            threaded=True,
+            request_handler=MaskingRequestHandler,
+        )
     except KeyboardInterrupt:
         pass
     finally:

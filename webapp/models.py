@@ -119,12 +119,21 @@ class UserAudit(db.Model):
     channel: Mapped[str | None] = mapped_column(String(8))
     channel_detail: Mapped[str | None] = mapped_column(String(100))
     remote_addr: Mapped[str | None] = mapped_column(String(64))
+    # The server's own id of the request; a client's X-Request-ID is only kept beside it.
     request_id: Mapped[str | None] = mapped_column(String(128))
     # Written by the database's safety net for a change that bypassed the app.
     unattributed: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     # HMAC of the entry's canonical bytes (webapp.audit.seal), made by the
     # application in the entry's own INSERT; none on safety-net entries.
     seal: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The API token the change came through: with its creator, it tells an
+    # admin acting through another account's token from that account itself.
+    token_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("api_tokens.id", ondelete="RESTRICT")
+    )
+    client_request_id: Mapped[str | None] = mapped_column(String(128))
+
+    token: Mapped[ApiToken | None] = relationship(lazy="select", viewonly=True)
 
     __table_args__ = (
         CheckConstraint(
@@ -158,6 +167,20 @@ class UserAudit(db.Model):
         ),
         Index("ix_user_audit_changed_fields", "changed_fields", postgresql_using="gin"),
     )
+
+    # The token's name and creator read as they do on a row of the entries'
+    # columns joined with its token (exports, the API's timeline).
+    @property
+    def token_name(self) -> str | None:
+        return self.token.name if self.token is not None else None
+
+    @property
+    def token_created_by_id(self) -> int | None:
+        return self.token.created_by_id if self.token is not None else None
+
+    @property
+    def token_created_by(self) -> str | None:
+        return self.token.created_by_label if self.token is not None else None
 
     def __repr__(self) -> str:
         return f"<UserAudit {self.id} {self.operation} user={self.user_id} v{self.version}>"
@@ -290,11 +313,23 @@ class ApiToken(db.Model):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Who created it (an admin may create a token owned by another account);
+    # the label is copied like an audit entry's actor label. Unknown (null)
+    # for tokens created before this was recorded.
+    created_by_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("staff.id", ondelete="RESTRICT")
+    )
+    created_by_label: Mapped[str | None] = mapped_column(String(100))
 
-    staff: Mapped[Staff] = relationship(lazy="joined")
+    staff: Mapped[Staff] = relationship(lazy="joined", foreign_keys=[staff_id])
 
     __mapper_args__: dict[str, Any] = {"eager_defaults": True}  # noqa: RUF012
-    __table_args__ = (Index("ix_api_tokens_staff_id", "staff_id"),)
+    __table_args__ = (
+        Index("ix_api_tokens_staff_id", "staff_id"),
+        # Names tell an owner's tokens apart on audit entries, so they stay
+        # taken after a token is revoked or expires.
+        Index("uq_api_tokens_staff_id_lower_name", "staff_id", text("lower(name)"), unique=True),
+    )
 
 
 class SecurityEvent(db.Model):
@@ -318,12 +353,65 @@ class SecurityEvent(db.Model):
     remote_addr: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(128))
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    client_request_id: Mapped[str | None] = mapped_column(String(128))
+    # Set on the first event of a kind that can be repeated at will (refused
+    # tokens...): its repeats in the same window only count up there.
+    repeat_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("security_event_repeats.id", ondelete="RESTRICT"), unique=True
+    )
 
     __table_args__ = (
         Index("ix_security_events_timestamp_id", "timestamp", "id"),
         # Rate limiting counts recent failures per account and per address.
         Index("ix_security_events_event_username", "event", text("lower(username)"), "timestamp"),
         Index("ix_security_events_event_remote_addr", "event", "remote_addr", "timestamp"),
+        # The security events page's filters, each in keyset order.
+        Index("ix_security_events_event_timestamp_id", "event", "timestamp", "id"),
+        Index(
+            "ix_security_events_lower_username_timestamp_id",
+            text("lower(username)"),
+            "timestamp",
+            "id",
+        ),
+        Index("ix_security_events_remote_addr_timestamp_id", "remote_addr", "timestamp", "id"),
+    )
+
+
+class SecurityEventRepeat(db.Model):
+    """How often one kind of event came from one address (about one account) in one window.
+
+    Only the first occurrence is a ``security_events`` row; the others add to
+    ``count`` and move ``last_seen``. A trigger lets the counters only go up.
+    """
+
+    __tablename__ = "security_event_repeats"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    event: Mapped[str] = mapped_column(String(40))
+    remote_addr: Mapped[str] = mapped_column(String(64))
+    staff_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("staff.id", ondelete="RESTRICT")
+    )
+    # The few details that tell repeats apart (why a token was refused...),
+    # taken only from details with a handful of possible values.
+    variant: Mapped[str] = mapped_column(String(200))
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    count: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        CheckConstraint("count >= 1", name="count_positive"),
+        Index(
+            "uq_security_event_repeats_key",
+            "event",
+            "remote_addr",
+            "staff_id",
+            "variant",
+            "window_start",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
     )
 
 

@@ -1,7 +1,11 @@
-"""A request id for every request: taken from ``X-Request-ID`` when sane, else generated.
+"""A request id for every request, made by the server; a client's own is kept beside it.
 
-It is echoed in the response header and in error bodies, so a user's report
-can be matched with the server's log line.
+The server's id is echoed in the response header and in error bodies, so a
+user's report can be matched with the server's log line and the request's
+audit entries. A client's own ``X-Request-ID`` is only a label: any client
+can send any value, twice or on purpose, so it is never used as the
+request's id. When it is well-formed it is kept as ``g.client_request_id``
+(logged and stored beside the server's id); otherwise it is dropped.
 """
 
 from __future__ import annotations
@@ -12,14 +16,22 @@ import uuid
 from flask import Flask, Response, g, request
 
 HEADER = "X-Request-ID"
-_VALID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+#: What a client's id must look like to be kept (no spaces, quotes or markup).
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{8,128}$"
+_VALID = re.compile(CLIENT_ID_PATTERN)
+
+
+def client_request_id(value: str) -> str | None:
+    """A client's ``X-Request-ID`` if it is well-formed, else ``None``."""
+    # fullmatch: "$" would also accept a trailing newline.
+    return value if _VALID.fullmatch(value) else None
 
 
 def init_app(app: Flask) -> None:
     @app.before_request
     def assign_request_id() -> None:
-        incoming = request.headers.get(HEADER, "")
-        g.request_id = incoming if _VALID.match(incoming) else uuid.uuid4().hex
+        g.request_id = uuid.uuid4().hex
+        g.client_request_id = client_request_id(request.headers.get(HEADER, ""))
 
     @app.after_request
     def echo_request_id(response: Response) -> Response:

@@ -6,7 +6,7 @@ Every error is ``application/problem+json``.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app, request
 
 from webapp.api.problems import service_problem
 from webapp.api.representations import user_json
@@ -19,6 +19,17 @@ from webapp.services.errors import (
 )
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+@bp.before_request
+def answer_options() -> Response | None:
+    """``OPTIONS``: 204 with the path's methods in ``Allow``, no body (Flask's own is HTML)."""
+    if request.method != "OPTIONS":
+        return None
+    response = current_app.make_default_options_response()
+    response.status_code = 204
+    response.headers.remove("Content-Type")
+    return response
 
 
 @bp.errorhandler(ServiceError)

@@ -62,6 +62,9 @@ def audit_verification() -> Response:
 @bp.get("/security-events")
 @requires(SECURITY_EVENTS_READ)
 def list_security_events() -> Response:
-    args = query_args({"limit", "cursor"})
-    page = security_events.list_events(limit=page_limit(args), cursor=single(args, "cursor"))
+    args = query_args({*security_events.FILTER_FIELDS, "limit", "cursor"}, repeatable={"event"})
+    event_filter = security_events.parse_event_filter(args)
+    page = security_events.list_events(
+        event_filter, limit=page_limit(args), cursor=single(args, "cursor")
+    )
     return jsonify(items=[security_event_json(e) for e in page.items], next_cursor=page.next_cursor)

@@ -25,10 +25,16 @@ from webapp.api.request_input import query_args
 from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.auth import permissions
 from webapp.models import CHANNELS, OPERATIONS
+from webapp.request_id import CLIENT_ID_PATTERN
 from webapp.services import errors as service_errors
 from webapp.services.pagination import MAX_BIGINT
 from webapp.services.profile_rules import EMAIL_MAX, NAME_MAX, REASON_MAX, SEARCH_MAX
-from webapp.services.security_events import EVENTS
+from webapp.services.security_events import (
+    ACCOUNT_MAX,
+    EVENTS,
+    REPEAT_WINDOW,
+    REPEATED_EVENTS,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,18 +43,24 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_REF = "#/components/schemas/"
 _EXTENSION_KEY = "profile_audit.openapi"
 
-# Must match webapp.request_id (sane incoming ids are kept, others replaced).
-REQUEST_ID_PATTERN = "^[A-Za-z0-9._:-]{8,128}$"
+# What a client's X-Request-ID must look like to be kept (webapp.request_id);
+# the server's own ids (32 hex digits) match it too.
+REQUEST_ID_PATTERN = CLIENT_ID_PATTERN
 # Characters profile_rules never stores: control characters, line and
-# paragraph separators, bidirectional overrides (stricter than the server only
+# paragraph separators, bidirectional controls (stricter than the server only
 # in refusing them at the edges too, where it trims whitespace first).
-_FORBIDDEN = r"\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-NAME_PATTERN = rf"^[^{_FORBIDDEN}]*[^\s{_FORBIDDEN}][^{_FORBIDDEN}]*$"
+_BIDI = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_FORBIDDEN = rf"\u0000-\u001f\u007f-\u009f\u2028\u2029{_BIDI}"
+# Characters that show nothing (profile_rules.looks_blank, within the Basic
+# Multilingual Plane): a name needs at least one other character.
+_INVISIBLE = (
+    r"\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+    r"\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
+)
+NAME_PATTERN = rf"^[^{_FORBIDDEN}]*[^\s{_FORBIDDEN}{_INVISIBLE}][^{_FORBIDDEN}]*$"
 SEARCH_PATTERN = rf"^[^{_FORBIDDEN}]*$"
 # A reason may also hold newlines and tabs.
-REASON_PATTERN = (
-    r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$"
-)
+REASON_PATTERN = rf"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029{_BIDI}]*$"
 CURSOR_MAX = 200  # webapp.services.pagination refuses longer cursors
 ACTOR_MAX = 100
 
@@ -604,11 +616,59 @@ def build_document(*, page_size_default: int, page_size_max: int) -> dict[str, A
                 tag="Security events",
                 summary="Security events",
                 description=(
-                    "Sign-ins, account and token changes and refusals, newest first. "
-                    "They never hold a password or a token."
+                    "Sign-ins, account and token changes, refusals and exports, newest "
+                    "first, filtered. They never hold a password or a token. Events anyone "
+                    f"can repeat at will ({', '.join(f'`{e}`' for e in sorted(REPEATED_EVENTS))}) "
+                    "are listed once per kind, address, account and reason in each "
+                    f"{int(REPEAT_WINDOW.total_seconds() // 60)}-minute window, with `count` "
+                    "and `last_seen`."
                 ),
                 permission=permissions.SECURITY_EVENTS_READ,
-                parameters=paging,
+                parameters=[
+                    {
+                        "name": "event",
+                        "in": "query",
+                        "description": (
+                            "Only these kinds. Repeat the parameter or separate values with commas."
+                        ),
+                        "style": "form",
+                        "explode": True,
+                        "schema": {"type": "array", "items": {"enum": list(EVENTS)}},
+                    },
+                    {
+                        "name": "account",
+                        "in": "query",
+                        "description": "Only events about this username, case-insensitive.",
+                        "schema": {"type": "string", "maxLength": ACCOUNT_MAX},
+                    },
+                    {
+                        "name": "address",
+                        "in": "query",
+                        "description": "Only events from this IP address.",
+                        "schema": {
+                            "anyOf": [
+                                {"type": "string", "format": "ipv4"},
+                                {"type": "string", "format": "ipv6"},
+                            ]
+                        },
+                    },
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "description": "Events at or after this ISO 8601 date or datetime.",
+                        "schema": ref("TimeBound"),
+                    },
+                    {
+                        "name": "until",
+                        "in": "query",
+                        "description": (
+                            "Events at or before this ISO 8601 date (the whole UTC day "
+                            "included) or datetime. Must be later than `since`."
+                        ),
+                        "schema": ref("TimeBound"),
+                    },
+                    *paging,
+                ],
                 success={
                     "200": json_response("One page of security events.", ref("SecurityEventPage"))
                 },
@@ -650,7 +710,10 @@ def build_document(*, page_size_default: int, page_size_max: int) -> dict[str, A
         "tags": [
             {"name": "Profiles", "description": "Read and change user profiles."},
             {"name": "Audit", "description": "Who changed what, when and why."},
-            {"name": "Security events", "description": "Sign-ins, token changes, refusals."},
+            {
+                "name": "Security events",
+                "description": "Sign-ins, account and token changes, refusals, exports.",
+            },
             {"name": "API description", "description": "This document."},
         ],
         "paths": paths,
@@ -697,8 +760,9 @@ def _components() -> dict[str, Any]:
         "maxLength": NAME_MAX,
         "pattern": NAME_PATTERN,
         "description": (
-            f"1 to {NAME_MAX} characters once surrounding whitespace is trimmed; "
-            "no control characters, line separators or bidirectional overrides."
+            f"1 to {NAME_MAX} characters once surrounding whitespace is trimmed, not all "
+            "of them invisible (zero-width or format characters, fillers); no control "
+            "characters, line separators or bidirectional controls."
         ),
     }
     email = {
@@ -829,8 +893,43 @@ def _components() -> dict[str, Any]:
                         "the program named by a database client."
                     ),
                 },
+                "token": {
+                    **nullable(ref("ActingToken")),
+                    "description": (
+                        "The API token the change came through (`null` for other "
+                        "channels): it acts as the account above, and was created by "
+                        "`created_by`, possibly someone else."
+                    ),
+                },
             },
             "Who made a change.",
+        ),
+        "ActingToken": strict(
+            {
+                "id": big_id,
+                "name": {
+                    "type": "string",
+                    "description": "Unique among its owner's tokens, whatever the case.",
+                },
+                "created_by": {
+                    **nullable(ref("TokenCreator")),
+                    "description": "Who created the token; `null` when it was not recorded.",
+                },
+            },
+            "An API token, as named on audit entries.",
+        ),
+        "TokenCreator": strict(
+            {
+                "id": {
+                    **nullable(big_id),
+                    "description": "The staff account's id; `null` for a command.",
+                },
+                "label": {
+                    "type": "string",
+                    "description": "The username, or `cli:<os user>`.",
+                },
+            },
+            "Who created an API token.",
         ),
         "AuditEntry": strict(
             {
@@ -852,7 +951,14 @@ def _components() -> dict[str, Any]:
                 "reason": text_or_null,
                 "actor": ref("Actor"),
                 "remote_addr": text_or_null,
-                "request_id": text_or_null,
+                "request_id": {
+                    **text_or_null,
+                    "description": "The server's id of the request that made the change.",
+                },
+                "client_request_id": {
+                    **text_or_null,
+                    "description": "The `X-Request-ID` the client sent with it, if well-formed.",
+                },
                 "unattributed": {
                     "type": "boolean",
                     "description": "Written by the database's safety net, not the app.",
@@ -866,6 +972,18 @@ def _components() -> dict[str, Any]:
                 "id": big_id,
                 "timestamp": timestamp,
                 "event": {"enum": list(EVENTS)},
+                "count": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": (
+                        "How many times it happened: more than 1 for a kind anyone can "
+                        "repeat, counted in its window instead of listed again."
+                    ),
+                },
+                "last_seen": {
+                    **timestamp,
+                    "description": "When it last happened (`timestamp` is the first time).",
+                },
                 "staff_id": {
                     **nullable(big_id),
                     "description": "The account the event is about.",
@@ -876,7 +994,14 @@ def _components() -> dict[str, Any]:
                 },
                 "actor": {**text_or_null, "description": "Who did it."},
                 "remote_addr": text_or_null,
-                "request_id": text_or_null,
+                "request_id": {
+                    **text_or_null,
+                    "description": "The server's id of the request (of the first occurrence).",
+                },
+                "client_request_id": {
+                    **text_or_null,
+                    "description": "The `X-Request-ID` the client sent, if well-formed.",
+                },
                 "details": {"type": "object", "description": "Event-specific details."},
             },
             "A sign-in, an account or token change, or a refusal.",
@@ -1008,15 +1133,19 @@ def _components() -> dict[str, Any]:
                 "name": "X-Request-ID",
                 "in": "header",
                 "description": (
-                    "Your id for this request, echoed back and written to the logs and the "
-                    "audit entry. Ids not matching the pattern are replaced by a fresh one."
+                    "Your own id for this request, kept beside the server's id in the logs, "
+                    "audit entries and security events (`client_request_id`). It never "
+                    "replaces the server's id; one not matching the pattern is dropped."
                 ),
                 "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
             },
         },
         "headers": {
             "X-Request-ID": {
-                "description": "The request's id (yours if it was sane, else a new one).",
+                "description": (
+                    "The server's id of this request (never the client's), as in the logs "
+                    "and on audit entries."
+                ),
                 "required": True,
                 "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
             },

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from webapp.models import AuditVerification, SecurityEvent, User, UserAudit
+from webapp.models import AuditVerification, User, UserAudit
 from webapp.timestamps import iso_utc
 
 
@@ -22,8 +22,22 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
+def token_json(entry: UserAudit | Row[Any]) -> dict[str, Any] | None:
+    """The API token an entry came through and who created it; ``None`` for other channels.
+
+    The token acts as its owner (the entry's actor), but an admin may have
+    created it for that account: its creator is who really chose to act.
+    """
+    if entry.token_id is None:
+        return None
+    created_by = None
+    if entry.token_created_by is not None:  # unknown for tokens older than the record
+        created_by = {"id": entry.token_created_by_id, "label": entry.token_created_by}
+    return {"id": entry.token_id, "name": entry.token_name, "created_by": created_by}
+
+
 def audit_entry_json(entry: UserAudit | Row[Any]) -> dict[str, Any]:
-    """An entry in the API's shape; a row of its columns reads the same (exports)."""
+    """An entry in the API's shape; a row of its columns (and its token's) reads the same."""
     return {
         "id": entry.id,
         "user_id": entry.user_id,
@@ -39,23 +53,29 @@ def audit_entry_json(entry: UserAudit | Row[Any]) -> dict[str, Any]:
             "label": entry.actor_label,
             "channel": entry.channel,
             "channel_detail": entry.channel_detail,
+            "token": token_json(entry),
         },
         "remote_addr": entry.remote_addr,
         "request_id": entry.request_id,
+        "client_request_id": entry.client_request_id,
         "unattributed": entry.unattributed,
     }
 
 
-def security_event_json(event: SecurityEvent) -> dict[str, Any]:
+def security_event_json(event: Row[Any]) -> dict[str, Any]:
+    """An event (a row of its columns with ``count`` and ``last_seen``) in the API's shape."""
     return {
         "id": event.id,
         "timestamp": iso_utc(event.timestamp),
         "event": event.event,
+        "count": event.count,
+        "last_seen": iso_utc(event.last_seen),
         "staff_id": event.staff_id,
         "username": event.username,
         "actor": event.actor_label,
         "remote_addr": event.remote_addr,
         "request_id": event.request_id,
+        "client_request_id": event.client_request_id,
         "details": event.details,
     }
 

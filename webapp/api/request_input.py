@@ -15,7 +15,7 @@ from webapp.api.problems import problem
 from webapp.services.errors import ValidationFailed
 from webapp.services.pagination import parse_limit
 
-_ETAG = re.compile(r'^\s*(?:W/)?"([^"]*)"\s*$')
+_ETAG = re.compile(r'^\s*(W/)?"([^"]*)"\s*$')
 
 
 class InputRejected(HTTPException):
@@ -88,7 +88,9 @@ def parse_bool(args: dict[str, list[str]], name: str) -> bool:
 def if_match_version() -> int | None:
     """The profile version named by ``If-Match``, or ``None`` when absent or ``*``.
 
-    A well-formed tag that is not a version of ours can never match: 412.
+    A well-formed tag that is not a version of ours can never match: 412. Nor
+    can a weak one (``W/"3"``): ``If-Match`` compares strongly (RFC 9110,
+    13.1.1), and a write must not proceed on "about the same" version.
     """
     header = request.headers.get("If-Match")
     if header is None or header.strip() == "*":
@@ -98,7 +100,15 @@ def if_match_version() -> int | None:
         raise InputRejected(
             problem(400, detail='If-Match must be one entity tag, like "3" (with the quotes).')
         )
-    tag = match.group(1)
+    weak, tag = match.groups()
+    if weak:
+        raise InputRejected(
+            problem(
+                412,
+                detail=f"If-Match {header.strip()} is a weak entity tag, which never matches "
+                "(RFC 9110 strong comparison); send the ETag as given.",
+            )
+        )
     if not tag.isascii() or not tag.isdigit() or len(tag) > 18:
         raise InputRejected(
             problem(412, detail=f"If-Match {header.strip()} does not match the profile's ETag.")

@@ -116,6 +116,8 @@ def write_entries(session: Session, flush_context: UOWTransaction) -> None:
             "channel_detail": actor.channel_detail,
             "remote_addr": origin.remote_addr,
             "request_id": origin.request_id,
+            "token_id": actor.token_id,
+            "client_request_id": origin.client_request_id,
         }
         for entry_id, entry in zip(ids, pending, strict=True)
     ]

@@ -67,12 +67,25 @@ _LEGACY_VALUES = {
     '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\')',
     "changed_fields": "pg_catalog.to_jsonb(user_audit.changed_fields)",
 }
-CANONICAL_ENTRY_V1_SQL = (
-    "pg_catalog.convert_to(pg_catalog.jsonb_build_object("
-    + ", ".join(
-        f"'{name}', {_LEGACY_VALUES.get(name, f'user_audit.{name}')}" for name in _LEGACY_FIELDS
+#: Columns added to entries since: in the legacy bytes only when set, so
+#: that the bytes of the entries linked then stay what they were, while
+#: setting one afterwards still changes them.
+_LEGACY_OPTIONAL_FIELDS = ("token_id", "client_request_id")
+
+
+def _legacy_pairs(names: tuple[str, ...]) -> str:
+    return ", ".join(
+        f"'{name}', {_LEGACY_VALUES.get(name, f'user_audit.{name}')}" for name in names
     )
-    + f", 'encoding', {LEGACY_ENCODING})::text, 'UTF8')"
+
+
+CANONICAL_ENTRY_V1_SQL = (
+    "pg_catalog.convert_to((pg_catalog.jsonb_build_object("
+    + _legacy_pairs(_LEGACY_FIELDS)
+    + f", 'encoding', {LEGACY_ENCODING}) OPERATOR(pg_catalog.||) "
+    + "pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object("
+    + _legacy_pairs(_LEGACY_OPTIONAL_FIELDS)
+    + ")))::text, 'UTF8')"
 )
 #: Queued entries linked per sealer transaction.
 LINK_BATCH = 500

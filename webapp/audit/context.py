@@ -23,7 +23,10 @@ class Origin:
     #: "web", "api" or "cli"
     channel: str
     remote_addr: str | None = None
+    #: the server's own id of the request
     request_id: str | None = None
+    #: the X-Request-ID the client sent, when well-formed (its own, never unique)
+    client_request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class Actor:
     label: str
     #: the API token's name, or the operating-system user of a CLI command
     channel_detail: str | None = None
+    #: the API token acting, whose creator may be someone other than the account
+    token_id: int | None = None
 
 
 @dataclass(frozen=True)

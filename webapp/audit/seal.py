@@ -52,6 +52,8 @@ SEALED_COLUMNS: dict[str, str] = {
     "remote_addr": "text",
     "request_id": "text",
     "unattributed": "boolean",
+    "token_id": "integer",
+    "client_request_id": "text",
 }
 SEALED_FIELDS: tuple[str, ...] = tuple(SEALED_COLUMNS)
 _SEPARATOR = "\x1f"

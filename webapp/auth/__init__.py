@@ -31,6 +31,7 @@ def init_app(app: Flask) -> None:
             channel="api" if is_api_request() else "web",
             remote_addr=request.remote_addr,
             request_id=g.get("request_id"),
+            client_request_id=g.get("client_request_id"),
         )
         g.origin_token = bind_origin(origin)
 

@@ -25,7 +25,9 @@ def is_public_view() -> bool:
 def init_app(app: Flask) -> None:
     @app.before_request
     def authenticate_api_request() -> Response | None:
-        if not is_api_request() or is_public_view():
+        # OPTIONS only asks which methods a path allows: it reads and grants
+        # nothing (and a browser's CORS preflight never carries a token).
+        if not is_api_request() or is_public_view() or request.method == "OPTIONS":
             return None
         header = request.headers.get("Authorization", "")
         scheme, _, secret = header.partition(" ")
@@ -37,6 +39,11 @@ def init_app(app: Flask) -> None:
         g.api_staff = token.staff
         g.api_token = token
         g.actor_token = bind_actor(
-            Actor(staff_id=token.staff.id, label=token.staff.username, channel_detail=token.name)
+            Actor(
+                staff_id=token.staff.id,
+                label=token.staff.username,
+                channel_detail=token.name,
+                token_id=token.id,
+            )
         )
         return None

@@ -55,6 +55,7 @@ def init_app(app: Flask) -> None:
                 "status": response.status_code,
                 "duration_ms": round(seconds * 1000, 1),
                 "request_id": g.get("request_id"),
+                "client_request_id": g.get("client_request_id"),
                 "actor": actor.label if actor else None,
                 "remote_addr": request.remote_addr,
             }

@@ -5,7 +5,9 @@ Two kinds of record go out:
 * one line per request on the ``webapp.request`` logger: time, level, method,
   path, status, duration_ms, request_id, actor, remote_addr;
 * the application's own records (``app.logger``, the ``webapp.*`` and
-  ``profile_audit.*`` loggers), with the request id when logged in a request.
+  ``profile_audit.*`` loggers), with the request id when logged in a request;
+* every security event, on ``profile_audit.security``, in requests and in
+  ``flask`` commands alike, whatever else configured the root logger.
 
 What is never logged: query strings (a search for ``?q=ada@example.com`` would
 put a profile's email in the log), request bodies, headers and cookies. As a
@@ -25,10 +27,15 @@ from typing import Any
 from flask import Flask, g, has_request_context
 from flask.logging import default_handler
 
+from webapp.services.profile_rules import spell_out_bidi_controls
+
 #: The request lines' logger; it never propagates (nobody else should print them).
 REQUEST_LOGGER = "webapp.request"
 #: The application's loggers: app.logger is "webapp", security events "profile_audit.security".
 APP_LOGGERS = ("webapp", "profile_audit")
+#: Security events' logger: like the request lines, it has its own handler and
+#: never propagates, so no root logger's level or lack of handlers drops them.
+SECURITY_LOGGER = "profile_audit.security"
 #: Longest path kept in a line; anything a client sends can be arbitrarily long.
 MAX_PATH = 256
 
@@ -39,10 +46,12 @@ _API_TOKEN = re.compile(r"\bpa_[A-Za-z0-9_-]{6,}")
 
 
 def redact(text: str) -> str:
-    """``text`` with email addresses and API tokens masked."""
+    """``text`` with email addresses and API tokens masked, and bidirectional
+    controls (a username typed with U+202E...) spelt out so they cannot
+    reorder the line on a terminal."""
     text = _EMAIL.sub("[email]", text)
     text = _BEARER.sub(r"\1 [redacted]", text)
-    return _API_TOKEN.sub("pa_[redacted]", text)
+    return spell_out_bidi_controls(_API_TOKEN.sub("pa_[redacted]", text))
 
 
 def _timestamp(created: float) -> str:
@@ -85,6 +94,9 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = dict(getattr(record, "log_fields", None) or {})
+        # A security event's own fields (account, address...) after its message.
+        security_event = getattr(record, "security_event", None) or {}
+        fields.update({key: value for key, value in security_event.items() if value is not None})
         request_id = fields.pop("request_id", None) or _request_id() or "-"
         line = (
             f"{_timestamp(record.created)} {record.levelname} {record.name} "
@@ -93,7 +105,7 @@ class TextFormatter(logging.Formatter):
         extras = " ".join(
             f"{key}={'-' if value is None else value}"
             for key, value in fields.items()
-            if key not in {"method", "path", "status", "duration_ms"}
+            if key not in {"method", "path", "status", "duration_ms", "event"}
         )
         if extras:
             line = f"{line} {extras}"
@@ -136,15 +148,18 @@ def configure_logging(app: Flask) -> None:
     is exactly one JSON line whatever else configured the root logger (a
     migration run in the same process does). In ``text`` they keep
     propagating, as before, so development tools and pytest's ``caplog``
-    see them.
+    see them. Request lines and security events have handlers of their own
+    in both formats: under gunicorn or a ``flask`` command nothing else would
+    print an info record, and a migration raises the root logger to warnings.
     """
     log_format = app.config["LOG_FORMAT"]
     formatter: logging.Formatter = JsonFormatter() if log_format == "json" else TextFormatter()
 
-    request_logger = logging.getLogger(REQUEST_LOGGER)
-    _replace_handler(request_logger, _new_handler(formatter))
-    request_logger.setLevel(logging.INFO)
-    request_logger.propagate = False
+    for name in (REQUEST_LOGGER, SECURITY_LOGGER):
+        logger = logging.getLogger(name)
+        _replace_handler(logger, _new_handler(formatter))
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
     for name in APP_LOGGERS:
         logger = logging.getLogger(name)

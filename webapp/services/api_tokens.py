@@ -10,13 +10,17 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
+from webapp.audit.context import current_actor
+from webapp.audit.errors import UnattributedChangeError
 from webapp.extensions import db
 from webapp.models import ApiToken, Staff
 from webapp.services.errors import Conflict, NotFound, ValidationFailed
 from webapp.services.pagination import MAX_BIGINT
+from webapp.services.profile_rules import looks_blank
 from webapp.services.security_events import record_event
 from webapp.timestamps import utcnow
 
@@ -32,8 +36,11 @@ def _digest(token: str) -> str:
 
 
 def clean_token_name(value: object) -> str:
+    """1 to 100 printable characters, not all of them invisible (a Hangul filler...)."""
     text = value.strip() if isinstance(value, str) else ""
-    if not 1 <= len(text) <= NAME_MAX or not text.isprintable():
+    # isprintable() already refuses format characters (bidirectional
+    # overrides, zero-width spaces); some invisible letters pass it.
+    if not 1 <= len(text) <= NAME_MAX or not text.isprintable() or looks_blank(text):
         raise ValidationFailed(
             f"name must be 1 to {NAME_MAX} printable characters",
             errors={"name": [f"must be 1 to {NAME_MAX} printable characters"]},
@@ -53,14 +60,41 @@ def clean_expiry_days(value: object) -> int | None:
     return int(text)
 
 
+def _name_taken(staff: Staff, name: str) -> Conflict:
+    message = (
+        f"{staff.username} already has a token named {name} "
+        "(names of revoked and expired tokens stay taken)"
+    )
+    return Conflict(f"{message}.", errors={"name": [message]})
+
+
 def create_token(
     staff: Staff, name: object, *, expires_in_days: object = None
 ) -> tuple[ApiToken, str]:
-    """Create a token for ``staff``; returns the row and the token, shown only now."""
+    """Create a token for ``staff``; returns the row and the token, shown only now.
+
+    The acting account or command is recorded as its creator: the token acts
+    as ``staff``, and its entries must still show who made it. Names are
+    unique per owner whatever their case, revoked tokens included, so a name
+    on an entry always means one token.
+    """
+    creator = current_actor()
+    if creator is None:
+        raise UnattributedChangeError(
+            "Refusing to create an API token with no actor: bind one with "
+            "webapp.audit.context.acting_as(...) (requests and CLI commands do)."
+        )
     if not staff.active:
         raise Conflict(f"{staff.username} is deactivated; it cannot get new tokens.")
     token_name = clean_token_name(name)
     days = clean_expiry_days(expires_in_days)
+    taken = db.session.scalar(
+        select(ApiToken.id).where(
+            ApiToken.staff_id == staff.id, func.lower(ApiToken.name) == token_name.lower()
+        )
+    )
+    if taken is not None:
+        raise _name_taken(staff, token_name)
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(
         staff_id=staff.id,
@@ -68,9 +102,16 @@ def create_token(
         token_hash=_digest(secret),
         prefix=secret[:10],
         expires_at=utcnow() + timedelta(days=days) if days else None,
+        created_by_id=creator.staff_id,
+        created_by_label=creator.label,
     )
     db.session.add(token)
-    db.session.flush()
+    try:
+        db.session.flush()
+    except IntegrityError:
+        # Another request took the name between the check and the insert.
+        db.session.rollback()
+        raise _name_taken(staff, token_name) from None
     record_event(
         "token_created",
         staff_id=staff.id,

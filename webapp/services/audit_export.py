@@ -16,6 +16,7 @@ from sqlalchemy import Row
 
 from webapp.api.representations import audit_entry_json
 from webapp.services.audit_log import AuditFilter, list_entry_rows, resolve_actor
+from webapp.services.spreadsheet_cells import json_cell, neutralise
 from webapp.timestamps import iso_utc
 
 BATCH_SIZE = 1000
@@ -30,15 +31,15 @@ CSV_COLUMNS: tuple[str, ...] = (
     "actor",
     "channel",
     "channel_detail",
+    "token_id",
+    "token_created_by",
     "remote_addr",
     "request_id",
+    "client_request_id",
     "reason",
     "previous_data",
     "new_data",
 )
-
-# A spreadsheet runs a cell that starts with one of these as a formula.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def iter_entries(audit_filter: AuditFilter, *, batch_size: int = BATCH_SIZE) -> Iterator[Row[Any]]:
@@ -57,17 +58,16 @@ def iter_entries(audit_filter: AuditFilter, *, batch_size: int = BATCH_SIZE) -> 
         cursor = page.next_cursor
 
 
-def neutralise(cell: str) -> str:
-    """Keep a spreadsheet from running a text cell as a formula."""
-    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
-
-
-def _json_cell(value: Any) -> str:
-    return "" if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
 def csv_row(entry: Row[Any]) -> list[str | int]:
-    """One entry as CSV cells; the snapshots as JSON text."""
+    """One entry as CSV cells; the snapshots as JSON text.
+
+    An entry made through an API token names the token (``channel_detail``,
+    ``token_id``) and who created it (``token_created_by``, ``unknown`` when
+    that was not recorded), who may be someone else than the ``actor``.
+    """
+    created_by = ""
+    if entry.token_id is not None:
+        created_by = entry.token_created_by or "unknown"
     text_cells = [
         iso_utc(entry.timestamp) or "",
         entry.operation,
@@ -75,14 +75,32 @@ def csv_row(entry: Row[Any]) -> list[str | int]:
         entry.actor_label or "",
         entry.channel or "",
         entry.channel_detail or "",
+        created_by,
         entry.remote_addr or "",
         entry.request_id or "",
+        entry.client_request_id or "",
         entry.reason or "",
-        _json_cell(entry.previous_data),
-        _json_cell(entry.new_data),
+        json_cell(entry.previous_data),
+        json_cell(entry.new_data),
     ]
-    timestamp, operation, changed, *rest = (neutralise(cell) for cell in text_cells)
-    return [entry.id, timestamp, entry.user_id, operation, entry.version, changed, *rest]
+    timestamp, operation, changed, actor, channel, detail, created_by, *rest = (
+        neutralise(cell) for cell in text_cells
+    )
+    token_id = entry.token_id if entry.token_id is not None else ""
+    return [
+        entry.id,
+        timestamp,
+        entry.user_id,
+        operation,
+        entry.version,
+        changed,
+        actor,
+        channel,
+        detail,
+        token_id,
+        created_by,
+        *rest,
+    ]
 
 
 def csv_lines(audit_filter: AuditFilter, *, batch_size: int = BATCH_SIZE) -> Iterator[str]:

@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Row, Select, func, select, tuple_
+from sqlalchemy.orm import joinedload, lazyload
 
 from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.extensions import db
-from webapp.models import OPERATIONS, Staff, UserAudit
+from webapp.models import OPERATIONS, ApiToken, Staff, UserAudit
 from webapp.services.errors import ValidationFailed
 from webapp.services.pagination import (
     MAX_BIGINT,
@@ -108,21 +109,34 @@ def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
 def list_entries(
     audit_filter: AuditFilter, *, limit: int, cursor: str | None = None
 ) -> Page[UserAudit]:
-    """Entries matching ``audit_filter``, newest first, one keyset page."""
-    rows = list(db.session.scalars(_page_statement(audit_filter, limit=limit, cursor=cursor)))
+    """Entries matching ``audit_filter``, newest first, one keyset page.
+
+    Each with the API token it came through (name, creator), in the same query.
+    """
+    statement = _page_statement(audit_filter, limit=limit, cursor=cursor).options(
+        joinedload(UserAudit.token).options(lazyload(ApiToken.staff))
+    )
+    rows = list(db.session.scalars(statement))
     return _page(rows, limit)
 
 
 def list_entry_rows(
     audit_filter: AuditFilter, *, limit: int, cursor: str | None = None
 ) -> Page[Row[Any]]:
-    """The same page as ``list_entries``, as plain rows of the entries' columns.
+    """The same page as ``list_entries``, as plain rows of the entries' columns
+    (and ``token_name``, ``token_created_by_id``, ``token_created_by``).
 
     For reading every entry (exports): building, instrumenting and tracking an
     ORM object per entry cost about a third of an export's time.
     """
     statement = _page_statement(audit_filter, limit=limit, cursor=cursor)
-    rows = list(db.session.execute(statement.with_only_columns(*UserAudit.__table__.columns)))
+    columns = statement.with_only_columns(
+        *UserAudit.__table__.columns,
+        ApiToken.name.label("token_name"),
+        ApiToken.created_by_id.label("token_created_by_id"),
+        ApiToken.created_by_label.label("token_created_by"),
+    ).outerjoin(ApiToken, ApiToken.id == UserAudit.token_id)
+    rows = list(db.session.execute(columns))
     return _page(rows, limit)
 
 

@@ -21,11 +21,35 @@ PROFILE_FIELDS: tuple[str, ...] = ("name", "email")
 
 # Never stored: control characters (Cc, including NUL, which PostgreSQL
 # cannot store), lone surrogates (Cs, not encodable as UTF-8), line and
-# paragraph separators (Zl, Zp) and the bidirectional overrides that can make a
-# name display as something else. Joiners (Cf) stay: some scripts and emoji
+# paragraph separators (Zl, Zp) and the bidirectional controls (embeddings,
+# overrides, isolates and marks) that can make a name, and the text around
+# it, display as something else. Joiners (Cf) stay: some scripts and emoji
 # need them.
 _FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+BIDI_CONTROLS = frozenset(
+    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+)
+# Characters that show nothing by themselves: whitespace, format characters
+# (zero-width spaces, word joiners, byte order marks, soft hyphens,
+# bidirectional marks) and the default-ignorable or blank code points that
+# pass for letters (Hangul fillers, the Braille blank, variation selectors,
+# tags). A name made only of them looks blank, so it is blank.
+_INVISIBLE_CATEGORIES = {"Cc", "Cf", "Zs", "Zl", "Zp"}
+_INVISIBLE_RANGES = (
+    (0x034F, 0x034F),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x2060, 0x206F),
+    (0x2800, 0x2800),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
 
 
 class FieldError(ValueError):
@@ -34,10 +58,34 @@ class FieldError(ValueError):
 
 def _has_forbidden_characters(value: str, *, allow: str = "") -> bool:
     return any(
-        (unicodedata.category(char) in _FORBIDDEN_CATEGORIES or char in _BIDI_CONTROLS)
+        (unicodedata.category(char) in _FORBIDDEN_CATEGORIES or char in BIDI_CONTROLS)
         and char not in allow
         for char in value
     )
+
+
+_BIDI_SPELT_OUT = {ord(char): f"[U+{ord(char):04X}]" for char in BIDI_CONTROLS}
+
+
+def spell_out_bidi_controls(text: str) -> str:
+    """``text`` with each bidirectional control written as its code point (``[U+202E]``).
+
+    For showing stored text that may hold one (older rows, a username typed
+    at the sign-in form): printed as such, it would reorder what follows it.
+    """
+    return text.translate(_BIDI_SPELT_OUT)
+
+
+def _invisible(char: str) -> bool:
+    if char.isspace() or unicodedata.category(char) in _INVISIBLE_CATEGORIES:
+        return True
+    code = ord(char)
+    return any(low <= code <= high for low, high in _INVISIBLE_RANGES)
+
+
+def looks_blank(text: str) -> bool:
+    """Whether ``text`` shows nothing: empty, or only characters that are invisible."""
+    return all(_invisible(char) for char in text)
 
 
 def _require_text(value: object) -> str:
@@ -47,14 +95,15 @@ def _require_text(value: object) -> str:
 
 
 def clean_name(value: object) -> str:
-    """Trim surrounding whitespace; 1 to 255 characters, no control characters."""
+    """Trim surrounding whitespace; 1 to 255 characters, some of them visible, no
+    control characters or bidirectional controls."""
     # Surrounding whitespace (a pasted tab or newline included) is trimmed
     # before the character rules apply.
     text = unicodedata.normalize("NFC", _require_text(value)).strip()
+    if looks_blank(text):
+        raise FieldError("must not be blank")
     if _has_forbidden_characters(text):
         raise FieldError("must not contain control characters")
-    if not text:
-        raise FieldError("must not be blank")
     if len(text) > NAME_MAX:
         raise FieldError(f"must be at most {NAME_MAX} characters (got {len(text)})")
     return text
@@ -88,7 +137,7 @@ def clean_reason(value: object) -> str | None:
     text = text.strip()
     if len(text) > REASON_MAX:
         raise FieldError(f"must be at most {REASON_MAX} characters")
-    return text or None
+    return None if looks_blank(text) else text
 
 
 def clean_search(value: str) -> str:

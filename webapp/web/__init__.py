@@ -9,16 +9,39 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response
+from flask.sansio.blueprints import BlueprintSetupState
+from markupsafe import Markup
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.auth import permissions
 from webapp.auth.access import can, current_staff
 from webapp.errors import error_page
 from webapp.services.errors import ServiceError
+from webapp.services.profile_rules import spell_out_bidi_controls
 from webapp.timestamps import UTC, iso_utc
 from webapp.web.refusals import status_for
 
 bp = Blueprint("web", __name__)
+
+
+def show_bidi_controls(value: Any) -> Any:
+    """Every printed text with its bidirectional controls made visible.
+
+    The rules refuse them in new names, but older data, failed sign-ins'
+    usernames or a reason may hold one: an override (U+202E) would reorder
+    the text it is printed in, and staff would read something else than what
+    is stored. Markup (already built HTML, whose own values went through
+    this) is left alone.
+    """
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return spell_out_bidi_controls(value)
+    return value
+
+
+@bp.record_once
+def _install_finalize(state: BlueprintSetupState) -> None:
+    # Jinja calls ``finalize`` on the value of every {{ ... }} before escaping it.
+    state.app.jinja_env.finalize = show_bidi_controls
 
 
 @bp.errorhandler(ServiceError)

@@ -40,12 +40,14 @@ def safe_next(target: str | None) -> str:
 def login() -> ResponseReturnValue:
     """The sign-in form; a success starts a fresh session and goes where the user was headed."""
     form = SignInForm()
-    if request.method == "GET":
+    # HEAD asks for what GET would answer, never for a sign-in attempt.
+    showing = request.method in ("GET", "HEAD")
+    if showing:
         form.next.data = request.args.get("next", "")
     target = safe_next(form.next.data or request.args.get("next"))
     if current_staff() is not None:
         return redirect(target)
-    if request.method == "GET":
+    if showing:
         return render_template("login.html", form=form), 200
     if not form.validate():
         return render_template("login.html", form=form), 400

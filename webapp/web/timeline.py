@@ -14,6 +14,7 @@ from webapp.services import audit_export, audit_integrity, audit_views
 from webapp.services.audit_log import AuditFilter, list_entries
 from webapp.services.errors import ValidationFailed
 from webapp.services.pagination import parse_limit
+from webapp.services.security_events import record_event
 from webapp.timestamps import utcnow
 from webapp.web import bp
 from webapp.web.rendering import render_page, wants_fragment
@@ -111,6 +112,9 @@ def _export(kind: str, mimetype: str, lines: Callable[[AuditFilter], Iterator[st
         if not problems:
             problems = [f"The user “{query.user_search}” does not name exactly one profile."]
         return error_page(400, "The export was not made. " + " ".join(problems))
+    if request.method == "GET":  # a HEAD request exports nothing
+        # Personal data leaving the application: who took which part is a security event.
+        record_event("audit_exported", details={"format": kind, "filter": query.query_string})
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     response = Response(stream_with_context(lines(query.audit_filter)), mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{kind}"'
