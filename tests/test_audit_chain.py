@@ -509,6 +509,8 @@ EDITS = {
     "remote_addr": "remote_addr = '203.0.113.9'",
     "request_id": "request_id = 'edited'",
     "unattributed": "unattributed = true",
+    "token_id": "token_id = NULL",
+    "client_request_id": "client_request_id = 'edited'",
     "seal": "seal = sha256(seal)",
 }
 
