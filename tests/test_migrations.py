@@ -102,10 +102,19 @@ def test_links_made_before_seals_still_verify_beside_new_ones(scratch_app):
                     "INSERT INTO users (name, email, version) VALUES ('Old', 'old@example.com', 1)"
                 )
             )
-            # Linked as revision 0006's application linked entries.
+            # Linked as revision 0006's application linked entries (the legacy
+            # bytes of that time, before token columns existed).
+            canonical_then = (
+                "pg_catalog.convert_to(pg_catalog.jsonb_build_object("
+                + ", ".join(
+                    f"'{name}', {chain._LEGACY_VALUES.get(name, f'user_audit.{name}')}"
+                    for name in chain._LEGACY_FIELDS
+                )
+                + f", 'encoding', {chain.LEGACY_ENCODING})::text, 'UTF8')"
+            )
             rows = connection.execute(
                 text(
-                    f"SELECT user_audit.id, {chain.CANONICAL_ENTRY_V1_SQL} AS canonical "
+                    f"SELECT user_audit.id, {canonical_then} AS canonical "
                     "FROM user_audit ORDER BY id"
                 )
             ).all()
