@@ -60,17 +60,20 @@ LEAKS = ("Traceback", 'File "', "sqlalchemy", "psycopg", "OperationalError", "Er
 
 
 def assert_clean_error(
-    response: TestResponse, statuses: Sequence[int], request_id: str | None = None
+    response: TestResponse, statuses: Sequence[int], client_request_id: str | None = None
 ) -> None:
     """``response`` is a server error that names its request id and shows no internals.
+
+    The id is the server's own, never ``client_request_id``, the one the client sent.
 
     Under ``/api`` it is problem+json, elsewhere an HTML page.
     """
     assert response.status_code in statuses, (response.status_code, response.get_data())
     body = response.get_data(as_text=True)
     echoed = response.headers["X-Request-ID"]
-    if request_id is not None:
-        assert echoed == request_id
+    assert len(echoed) == 32
+    if client_request_id is not None:
+        assert echoed != client_request_id
     if response.request.path.startswith("/api/"):
         assert response.mimetype == PROBLEM
         problem = response.get_json()
@@ -208,7 +211,8 @@ def test_a_connection_killed_before_commit_saves_nothing_and_the_app_carries_on(
     entries = database.audit()
     assert len(entries) == len(before[1]) + 1
     assert entries[-1]["new_data"]["name"] == "Ada Lovelace"
-    assert entries[-1]["request_id"] == f"fault-{send.__name__}-again"
+    assert entries[-1]["request_id"] == again.headers["X-Request-ID"]
+    assert entries[-1]["client_request_id"] == f"fault-{send.__name__}-again"
     changed = database.user(entries[-1]["user_id"])
     assert (changed["name"], changed["version"]) == ("Ada Lovelace", entries[-1]["version"])
     assert "Never Saved" not in str(database.fingerprint())
