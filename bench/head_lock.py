@@ -21,6 +21,8 @@ simulation of the statements, not the old code: the benchmarks label it so.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 from flask import current_app
@@ -52,55 +54,28 @@ LINKS = "head_lock_chain"
 HEAD = "head_lock_chain_head"
 PENDING = "head_lock_chain_pending"
 
-#: The previous safety net (revision 0006's), pointed at the scratch tables.
-_SAFETY_NET = f"""
-CREATE FUNCTION {PROFILES}_safety_net() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    previous jsonb;
-    current jsonb := profile_snapshot(NEW);
-    fields text[];
-    operation text;
-    entry_id bigint;
-BEGIN
-    IF current_setting('profile_audit.capturing', true) = 'on' THEN
-        RETURN NULL;
-    END IF;
-    IF TG_OP = 'INSERT' THEN
-        operation := 'create';
-        fields := ARRAY(SELECT f FROM unnest(ARRAY['name', 'email', 'deleted_at']) f
-                        WHERE current -> f <> 'null'::jsonb);
-    ELSE
-        previous := profile_snapshot(OLD);
-        IF previous = current THEN
-            RETURN NULL;
-        END IF;
-        fields := ARRAY(SELECT f FROM unnest(ARRAY['name', 'email', 'deleted_at']) f
-                        WHERE previous -> f IS DISTINCT FROM current -> f);
-        operation := CASE
-            WHEN OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL THEN 'delete'
-            WHEN OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN 'restore'
-            ELSE 'update'
-        END;
-    END IF;
-    INSERT INTO {ENTRIES}
-        (user_id, operation, previous_data, new_data, changed_fields, version,
-         actor_label, channel, channel_detail, remote_addr, unattributed)
-    VALUES (
-        NEW.id, operation, previous, current, fields, NEW.version,
-        left(coalesce(nullif(current_setting('profile_audit.actor', true), ''),
-                      'db:' || session_user), 100),
-        'database',
-        left(nullif(current_setting('application_name', true), ''), 100),
-        host(inet_client_addr()),
-        true
+
+def _revision_0006_safety_net() -> str:
+    """Revision 0006's safety-net function, read from that migration itself."""
+    path = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+    spec = importlib.util.spec_from_file_location(
+        "revision_0006", path / "0006_audit_hash_chain.py"
     )
-    RETURNING id INTO entry_id;
-    INSERT INTO {PENDING} (entry_id) VALUES (entry_id);
-    RETURN NULL;
-END
-$$
-"""
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.SAFETY_NET_WITH_ATTRIBUTION
+
+
+#: The previous safety net (revision 0006's), pointed at the scratch tables.
+_SAFETY_NET = (
+    _revision_0006_safety_net()
+    .replace(
+        "CREATE OR REPLACE FUNCTION users_audit_safety_net()",
+        f"CREATE FUNCTION {PROFILES}_safety_net()",
+    )
+    .replace("INSERT INTO user_audit", f"INSERT INTO {ENTRIES}")
+    .replace("INSERT INTO audit_chain_pending", f"INSERT INTO {PENDING}")
+)
 
 #: The scratch tables: copies of today's (LIKE ... INCLUDING ALL), minus what the
 #: previous design did not have (the seal's index for the safety net at COMMIT).
