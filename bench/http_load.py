@@ -96,6 +96,9 @@ from bench.timeline_queries import (  # noqa: E402
 
 WRK_DIR = ROOT / "bench" / "wrk"
 TARGET_RATIO = 0.7
+#: The benchmark's own in-process apps (seeding, the token) link nothing in a
+#: thread of their own: the served app does, as deployed.
+IN_PROCESS = {"AUDIT_SEALER": "off"}
 BOOT_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 WRK_TIMEOUT = "5s"
@@ -267,7 +270,7 @@ class Credentials:
 
 def create_accounts(url: str) -> Credentials:
     """A support account and an auditor, each with an API token, as the CLI would make them."""
-    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url)})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url), **IN_PROCESS})
     with app.app_context(), acting_as(Actor(None, "bench"), Origin("cli")):
         support = create_staff(SUPPORT, PASSWORD, "support")
         auditor = create_staff(AUDITOR, PASSWORD, "auditor")
@@ -841,7 +844,7 @@ def profile_in_process(
     log = (workdir / "in-process.log").open("w")
     try:
         with contextlib.redirect_stderr(log):
-            app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url)})
+            app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url), **IN_PROCESS})
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -1025,7 +1028,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
-    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url)})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url), **IN_PROCESS})
     with app.app_context():
         upgrade()
         db.engine.dispose()
