@@ -6,8 +6,6 @@ so an export of millions of rows holds one batch at a time.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +14,7 @@ from sqlalchemy import Row
 
 from webapp.api.representations import audit_entry_json
 from webapp.services.audit_log import AuditFilter, list_entry_rows, resolve_actor
-from webapp.services.spreadsheet_cells import json_cell, neutralise
+from webapp.services.spreadsheet_cells import csv_stream, json_cell, neutralise
 from webapp.timestamps import iso_utc
 
 BATCH_SIZE = 1000
@@ -105,19 +103,9 @@ def csv_row(entry: Row[Any]) -> list[str | int]:
 
 def csv_lines(audit_filter: AuditFilter, *, batch_size: int = BATCH_SIZE) -> Iterator[str]:
     """The header, then one CSV line per entry (RFC 4180 line ends)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-
-    def line(row: list[Any]) -> str:
-        writer.writerow(row)
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
-
-    yield line(list(CSV_COLUMNS))
-    for entry in iter_entries(audit_filter, batch_size=batch_size):
-        yield line(csv_row(entry))
+    return csv_stream(
+        CSV_COLUMNS, (csv_row(entry) for entry in iter_entries(audit_filter, batch_size=batch_size))
+    )
 
 
 def ndjson_lines(audit_filter: AuditFilter, *, batch_size: int = BATCH_SIZE) -> Iterator[str]:

@@ -13,8 +13,6 @@ row (how many, first and last seen). Every occurrence is still logged.
 
 from __future__ import annotations
 
-import csv
-import io
 import ipaddress
 import json
 import logging
@@ -31,7 +29,7 @@ from webapp.extensions import db
 from webapp.models import SecurityEvent, SecurityEventRepeat
 from webapp.services.errors import ValidationFailed
 from webapp.services.pagination import Page, decode_time_id_cursor, encode_time_id_cursor
-from webapp.services.spreadsheet_cells import json_cell, neutralise
+from webapp.services.spreadsheet_cells import csv_stream, json_cell, neutralise
 from webapp.timestamps import iso_utc, parse_time_bound
 
 log = logging.getLogger("profile_audit.security")
@@ -378,19 +376,9 @@ def csv_row(event: Row[Any]) -> list[str | int | None]:
 
 def csv_lines(event_filter: EventFilter, *, batch_size: int = EXPORT_BATCH) -> Iterator[str]:
     """The header, then one CSV line per event (RFC 4180 line ends)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-
-    def line(cells: list[Any]) -> str:
-        writer.writerow(cells)
-        written = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return written
-
-    yield line(list(CSV_COLUMNS))
-    for event in iter_events(event_filter, batch_size=batch_size):
-        yield line(csv_row(event))
+    return csv_stream(
+        CSV_COLUMNS, (csv_row(event) for event in iter_events(event_filter, batch_size=batch_size))
+    )
 
 
 def describe_filter(event_filter: EventFilter) -> dict[str, object]:

@@ -11,8 +11,12 @@ back as the same JSON value.
 
 from __future__ import annotations
 
+import csv
+import io
+import itertools
 import json
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -37,3 +41,14 @@ def json_cell(value: Any) -> str:
     if value is None:
         return ""
     return json.dumps(value, ensure_ascii=False, sort_keys=True).replace(";", "\\u003b")
+
+
+def csv_stream(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
+    """The header, then one CSV line per row (RFC 4180 line ends), as they are made."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    for row in itertools.chain([header], rows):
+        writer.writerow(row)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
