@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, UOWTransaction
 
 from webapp.audit.capture import operation_for
-from webapp.audit.chain import CANONICAL_ENTRY_V1_SQL, link_hash
+from webapp.audit.chain import CANONICAL_ENTRY_V1_AS_LINKED_SQL, link_hash
 from webapp.audit.context import current_actor, current_change, current_origin
 from webapp.audit.snapshot import changed_fields, committed_snapshot, current_snapshot
 from webapp.models import UserAudit
@@ -147,7 +147,7 @@ def _insert_entries() -> Any:
         .cte("chain_head")
     )
     # The previous design's canonical bytes (today's links of encoding 1), of this table.
-    canonical = CANONICAL_ENTRY_V1_SQL.replace("user_audit.", f"{ENTRIES}.")
+    canonical = CANONICAL_ENTRY_V1_AS_LINKED_SQL.replace("user_audit.", f"{ENTRIES}.")
     return (
         insert(entries)
         .add_cte(head)

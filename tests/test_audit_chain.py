@@ -173,14 +173,7 @@ def test_columns_added_later_leave_the_legacy_bytes_of_entries_without_them_unch
             text("INSERT INTO users (name, email, version) VALUES ('Old', 'old@example.com', 1)")
         )
     make_history(profiles=1)
-    original = (
-        "pg_catalog.convert_to(pg_catalog.jsonb_build_object("
-        + ", ".join(
-            f"'{name}', {chain._LEGACY_VALUES.get(name, f'user_audit.{name}')}"
-            for name in chain._LEGACY_FIELDS
-        )
-        + f", 'encoding', {chain.LEGACY_ENCODING})::text, 'UTF8')"
-    )
+    original = chain.CANONICAL_ENTRY_V1_AS_LINKED_SQL
     rows = database.rows(
         f"SELECT token_id, {original} AS original, {chain.CANONICAL_ENTRY_V1_SQL} AS canonical "
         "FROM user_audit ORDER BY id"

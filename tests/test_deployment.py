@@ -475,19 +475,13 @@ def test_gunicorn_serves_the_image_layout_in_production_mode(gunicorn, app: Flas
     assert time.monotonic() - started < 30
 
 
-def test_gunicorn_without_keys_refuses_to_start_whatever_app_env_says(
-    image_layout, test_database_url, app
-):
-    """`gunicorn -c gunicorn.conf.py` with APP_ENV unset listens on 0.0.0.0: with
-    no key there is nothing to fall back on, so it stops at once, in one line."""
-    env = layout_env(image_layout["app"], DATABASE_URL=test_database_url, WEB_CONCURRENCY="2")
-    for name in ("APP_ENV", "SECRET_KEY", "AUDIT_CHAIN_KEY"):
-        del env[name]
+def _gunicorn_refusal(app_dir: Path, env: dict[str, str]) -> str:
+    """Start gunicorn as the image does; it must stop by itself, non-zero: its stderr."""
     command = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py"]
     command += ["--bind", "127.0.0.1:0", "wsgi:app"]
     process = subprocess.Popen(  # noqa: S603 - this interpreter
         command,
-        cwd=image_layout["app"],
+        cwd=app_dir,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -499,6 +493,18 @@ def test_gunicorn_without_keys_refuses_to_start_whatever_app_env_says(
     finally:
         _stop(process, set())
     assert process.returncode != 0
+    return errors
+
+
+def test_gunicorn_without_keys_refuses_to_start_whatever_app_env_says(
+    image_layout, test_database_url, app
+):
+    """`gunicorn -c gunicorn.conf.py` with APP_ENV unset listens on 0.0.0.0: with
+    no key there is nothing to fall back on, so it stops at once, in one line."""
+    env = layout_env(image_layout["app"], DATABASE_URL=test_database_url, WEB_CONCURRENCY="2")
+    for name in ("APP_ENV", "SECRET_KEY", "AUDIT_CHAIN_KEY"):
+        del env[name]
+    errors = _gunicorn_refusal(image_layout["app"], env)
     [line] = [line for line in errors.splitlines() if line.strip()]
     assert line.startswith("Error: SECRET_KEY is not set: "), errors
     assert "Listening at" not in errors
@@ -508,22 +514,7 @@ def test_gunicorn_refuses_to_start_with_the_example_keys(image_layout, test_data
     """preload_app: a refused setting stops the master at once, with a non-zero exit."""
     env = layout_env(image_layout["app"], DATABASE_URL=test_database_url, WEB_CONCURRENCY="2")
     env.update(SECRET_KEY="change-me", AUDIT_CHAIN_KEY="change-me")  # .env.example's placeholders
-    command = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py"]
-    command += ["--bind", "127.0.0.1:0", "wsgi:app"]
-    process = subprocess.Popen(  # noqa: S603 - this interpreter
-        command,
-        cwd=image_layout["app"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        _, errors = process.communicate(timeout=BOOT_TIMEOUT)
-    finally:
-        _stop(process, set())
-    assert process.returncode != 0
+    errors = _gunicorn_refusal(image_layout["app"], env)
     assert "SECRET_KEY" in errors
     assert "Booting worker" not in errors, "the app was loaded in workers, not in the master"
     assert "change-me" not in errors, "a key's value must never be logged"

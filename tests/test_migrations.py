@@ -104,14 +104,7 @@ def test_links_made_before_seals_still_verify_beside_new_ones(scratch_app):
             )
             # Linked as revision 0006's application linked entries (the legacy
             # bytes of that time, before token columns existed).
-            canonical_then = (
-                "pg_catalog.convert_to(pg_catalog.jsonb_build_object("
-                + ", ".join(
-                    f"'{name}', {chain._LEGACY_VALUES.get(name, f'user_audit.{name}')}"
-                    for name in chain._LEGACY_FIELDS
-                )
-                + f", 'encoding', {chain.LEGACY_ENCODING})::text, 'UTF8')"
-            )
+            canonical_then = chain.CANONICAL_ENTRY_V1_AS_LINKED_SQL
             rows = connection.execute(
                 text(
                     f"SELECT user_audit.id, {canonical_then} AS canonical "

@@ -79,6 +79,13 @@ def _legacy_pairs(names: tuple[str, ...]) -> str:
     )
 
 
+#: The legacy bytes as they were when those links were made, before the
+#: token columns existed (what the links of encoding 1 hashed).
+CANONICAL_ENTRY_V1_AS_LINKED_SQL = (
+    "pg_catalog.convert_to(pg_catalog.jsonb_build_object("
+    + _legacy_pairs(_LEGACY_FIELDS)
+    + f", 'encoding', {LEGACY_ENCODING})::text, 'UTF8')"
+)
 CANONICAL_ENTRY_V1_SQL = (
     "pg_catalog.convert_to((pg_catalog.jsonb_build_object("
     + _legacy_pairs(_LEGACY_FIELDS)
