@@ -24,6 +24,7 @@ from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import text
 
+from tests.conftest import post_profile
 from tests.web_pages import form_token
 from webapp import create_app
 from webapp.config import PROJECT_ROOT, database_url
@@ -272,7 +273,20 @@ def test_readyz_when_the_database_is_at_head(anonymous_client):
     body = response.get_json()
     assert body["status"] == "ready"
     assert body["revision"] == body["head"] == HEAD
+    assert body["oldest_unlinked_entry_seconds"] is None
     assert "Set-Cookie" not in response.headers
+
+
+def test_readyz_tells_how_long_the_oldest_entry_waits_for_its_link(
+    anonymous_client, client, link_chain
+):
+    post_profile(client, "Waiting", "waiting@example.com")
+    body = anonymous_client.get("/readyz").get_json()
+    # A backlog is detail: the process still serves.
+    assert body["status"] == "ready"
+    assert body["oldest_unlinked_entry_seconds"] >= 0
+    link_chain()
+    assert anonymous_client.get("/readyz").get_json()["oldest_unlinked_entry_seconds"] is None
 
 
 def test_readyz_503_when_the_database_does_not_answer(app):
