@@ -76,7 +76,7 @@ screenshots: $(STAMP) chromium
 # Benchmarks against the peers and at scale, on their own embedded PostgreSQL
 # (bench/README.md). They print figures and never fail on speed.
 bench: $(BENCH_STAMP) wrk
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

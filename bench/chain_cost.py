@@ -19,7 +19,7 @@ the SQL statements sent per transaction.
 
 Run from the project root::
 
-    .venv/bin/python bench/chain_cost.py
+    .venv/bin/python -m bench.chain_cost
 
 Without ``BENCH_DATABASE_URL`` an embedded PostgreSQL is started in a temporary
 directory and deleted afterwards (also on errors and on SIGTERM). With it, the
@@ -31,40 +31,30 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from flask_migrate import upgrade
 from sqlalchemy import Connection, event, insert, text
 
-from webapp import create_app
+from bench._common import (
+    TimedBlock,
+    database_server,
+    machine_report,
+    migrated_app,
+    percentile,
+    prepare_run,
+)
 from webapp.audit import capture
 from webapp.audit.context import Actor, Origin, acting_as
-from webapp.config import database_url
 from webapp.extensions import db
 from webapp.models import UserAudit
 from webapp.services.users import create_user, update_user
-
-# The project root, so that ``bench`` is importable when this file is run as a script.
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from bench.timeline_queries import (  # noqa: E402
-    database_server,
-    machine_report,
-    percentile,
-    stop_on_sigterm,
-    use_run_keys,
-)
 
 CHAIN = "chain"
 NO_CHAIN = "no chain"
@@ -179,16 +169,10 @@ class StatementLog:
 
 
 @dataclass
-class Block:
+class Block(TimedBlock):
     """One round of one variant: its transactions' latencies and statements."""
 
-    seconds: float
-    latencies_ms: list[float]
     statements: int
-
-    @property
-    def per_second(self) -> float:
-        return len(self.latencies_ms) / self.seconds
 
 
 @dataclass
@@ -343,13 +327,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    use_run_keys()
+    prepare_run()
     started = time.perf_counter()
     with database_server(keep=False) as url:
-        app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url)})
-        with app.app_context():
-            upgrade()
+        app = migrated_app(url)
         log = StatementLog()
         log.listen(app)
         updater = Updater()

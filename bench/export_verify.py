@@ -17,7 +17,7 @@ have (same seal, same ``link_hash``, same key), then:
 
 Run from the project root::
 
-    .venv/bin/python bench/export_verify.py --entries 1000000
+    .venv/bin/python -m bench.export_verify --entries 1000000
 
 ``--profile`` also runs ``verify`` once under cProfile and prints where the time
 goes. ``--verify-only`` runs one in-process verify and the command, no exports
@@ -36,7 +36,6 @@ import io
 import os
 import pstats
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,30 +47,26 @@ from typing import Any
 
 import psycopg
 from flask import Flask
-from flask_migrate import upgrade
 from sqlalchemy import text
 
-from webapp import create_app
+from bench._common import (
+    ROOT,
+    add_data_size_options,
+    add_summary_option,
+    append_summary,
+    check_data_size,
+    database_server,
+    drop_secondary_indexes,
+    generate_data,
+    machine_report,
+    migrated_app,
+    prepare_run,
+)
 from webapp.audit import chain, seal
 from webapp.audit.chain import GENESIS_HASH, ChainHead
 from webapp.audit.seal import ENTRY_DIGEST_SQL, digest_seal
-from webapp.config import database_url
 from webapp.extensions import db
 from webapp.services import audit_integrity
-
-# The project root, so that ``bench`` is importable when this file is run as a script.
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from bench.timeline_queries import (  # noqa: E402
-    _drop_secondary_indexes,
-    database_server,
-    generate_data,
-    machine_report,
-    stop_on_sigterm,
-    use_run_keys,
-)
 
 #: Entries read per round trip while building the chain (the walk's own batch size).
 READ_BATCH = audit_integrity.WALK_BATCH
@@ -154,7 +149,7 @@ def build_chain(app: Flask, url: str, key: bytes) -> Build:
         # The reader's snapshot would keep the index drop below waiting for ever.
         reader.rollback()
         writer.execute("ALTER TABLE user_audit DISABLE TRIGGER USER")
-        dropped = _drop_secondary_indexes(writer, ("user_audit",))
+        dropped = drop_secondary_indexes(writer, ("user_audit",))
         writer.execute(
             "UPDATE user_audit SET seal = entry_seals.seal FROM entry_seals "
             # The safety net's entries have none: the application never wrote them.
@@ -292,7 +287,7 @@ def run_flask(url: str, *arguments: str) -> CommandRun:
         started = time.perf_counter()
         process = subprocess.Popen(  # noqa: S603 - a fixed command, no shell
             [str(flask), *arguments],
-            cwd=_ROOT,
+            cwd=ROOT,
             env=environment,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -394,8 +389,7 @@ def write_summary(
             f"loop (seal and link HMACs) takes about "
             f"{max(0.0, breakdown.walk_seconds - breakdown.fetch_seconds):.1f} s.",
         ]
-    with path.open("a", encoding="utf-8") as summary:
-        summary.write("\n".join([*lines, ""]) + "\n")
+    append_summary(path, [*lines, ""])
 
 
 def print_profile(profiler: cProfile.Profile, limit: int = 25) -> None:
@@ -413,9 +407,7 @@ def print_profile(profiler: cProfile.Profile, limit: int = 25) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entries", type=int, default=1_000_000, help="audit entries")
-    parser.add_argument("--users", type=int, default=100_000, help="profiles")
-    parser.add_argument("--seed", type=float, default=0.42, help="setseed() for the data")
+    add_data_size_options(parser)
     parser.add_argument(
         "--profile", action="store_true", help="also run verify once under cProfile"
     )
@@ -424,22 +416,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="one in-process verify (one worker) and the command; no exports",
     )
-    parser.add_argument("--summary", type=Path, help="append the results as Markdown to this file")
+    add_summary_option(parser)
     args = parser.parse_args(argv)
-    if args.users < 1 or args.entries < args.users:
-        parser.error("--entries must be at least --users (every profile has a create entry)")
+    check_data_size(parser, args)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    use_run_keys()
+    prepare_run()
     started = time.perf_counter()
     with database_server(keep=False) as url:
-        app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url)})
-        with app.app_context():
-            upgrade()
+        app = migrated_app(url)
         key = app.config["AUDIT_CHAIN_KEY"].encode()
 
         print(f"Generating {args.users:,} profiles and {args.entries:,} audit entries", flush=True)

@@ -35,8 +35,8 @@ per request, and where the time goes (pyinstrument, by area and by function).
 
 Run from the project root (wrk must be installed)::
 
-    .venv/bin/python bench/http_load.py            # about 4-5 minutes
-    .venv/bin/python bench/http_load.py --quick    # about 1 minute
+    .venv/bin/python -m bench.http_load            # about 4-5 minutes
+    .venv/bin/python -m bench.http_load --quick    # about 1 minute
 
 Without ``BENCH_DATABASE_URL`` an embedded PostgreSQL is started in a temporary
 directory and deleted afterwards (also on errors and on SIGTERM). With it, the
@@ -70,29 +70,24 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from flask_migrate import upgrade
 from sqlalchemy import event
 
+from bench import floor_app
+from bench._common import (
+    ROOT,
+    append_summary,
+    database_server,
+    generate_data,
+    machine_report,
+    migrated_app,
+    prepare_run,
+)
 from webapp import create_app
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.config import KEY_SETTINGS, database_url
 from webapp.extensions import db
 from webapp.services.api_tokens import create_token
 from webapp.services.staff import create_staff
-
-# The project root, so that ``bench`` is importable when this file is run as a script.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench import floor_app  # noqa: E402
-from bench.timeline_queries import (  # noqa: E402
-    database_server,
-    generate_data,
-    machine_report,
-    stop_on_sigterm,
-    use_run_keys,
-)
 
 WRK_DIR = ROOT / "bench" / "wrk"
 TARGET_RATIO = 0.7
@@ -1028,9 +1023,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
-    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url), **IN_PROCESS})
+    app = migrated_app(url, **IN_PROCESS)
     with app.app_context():
-        upgrade()
         db.engine.dispose()
     print(f"Generating {args.users:,} profiles and {args.entries:,} audit entries", flush=True)
     seconds = generate_data(url, users=args.users, entries=args.entries, seed=args.seed / 100)
@@ -1115,10 +1109,8 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
     if failures:
         print(f"\nBelow {TARGET_RATIO} of the floor: " + ", ".join(row.name for row in failures))
     if args.summary:
-        with args.summary.open("a", encoding="utf-8") as summary:
-            summary.write("### HTTP throughput\n\n")
-            summary.write(settings_line(args.workers, settings, args.rounds) + "\n\n")
-            summary.write("\n".join(table) + "\n\n")
+        heading = ["### HTTP throughput", "", settings_line(args.workers, settings, args.rounds)]
+        append_summary(args.summary, [*heading, "", *table, ""])
         print(f"\nSummary appended to {args.summary}")
     if failures or args.profile:
         names = {row.name for row in (rows if args.profile else failures)}
@@ -1143,8 +1135,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    use_run_keys()
+    prepare_run()
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="http-load-"))
     try:

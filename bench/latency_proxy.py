@@ -11,7 +11,7 @@ resolution (``epoll`` rounds every wait up to a whole millisecond, which would
 double a 0.5 ms delay). Prints ``port <number>`` once it listens; runs until
 SIGTERM or SIGINT.
 
-    .venv/bin/python bench/latency_proxy.py --socket /tmp/x/.s.PGSQL.5432 --delay-ms 0.5
+    .venv/bin/python -m bench.latency_proxy --socket /tmp/x/.s.PGSQL.5432 --delay-ms 0.5
 """
 
 from __future__ import annotations

@@ -1,17 +1,18 @@
 """Run every benchmark, one after the other, and print one table of their figures.
 
-This is what ``make bench`` runs. Each benchmark is a script of its own (see
-bench/README.md) that starts and stops its own embedded PostgreSQL; they run
-one at a time so that none measures another's load. Each appends its results
-as Markdown to a summary file, printed at the end (and written to
-``--output`` when given). Their full output goes to the terminal as they run.
+This is what ``make bench`` runs. Each benchmark is a module of its own (see
+bench/README.md), run as ``python -m bench.<module>``, that starts and stops
+its own embedded PostgreSQL; they run one at a time so that none measures
+another's load. Each appends its results as Markdown to a summary file,
+printed at the end (and written to ``--output`` when given). Their full
+output goes to the terminal as they run.
 
 Benchmarks print figures; they never fail on speed. The exit status is
 non-zero only when a benchmark itself failed (crashed, or could not start).
 
-    .venv/bin/python bench/run.py            # everything, about 35 minutes
-    .venv/bin/python bench/run.py --quick    # small sizes, a few minutes
-    .venv/bin/python bench/run.py --only timeline-1m export
+    .venv/bin/python -m bench.run            # everything, about 35 minutes
+    .venv/bin/python -m bench.run --quick    # small sizes, a few minutes
+    .venv/bin/python -m bench.run --only timeline-1m export
 """
 
 from __future__ import annotations
@@ -29,38 +30,38 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-BENCH = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
 class Benchmark:
-    """One script and its arguments, full size and quick."""
+    """One benchmark module and its arguments, full size and quick."""
 
     name: str
-    script: str
+    module: str
     arguments: tuple[str, ...]
     quick_arguments: tuple[str, ...]
 
 
 BENCHMARKS = (
-    Benchmark("write-overhead", "write_overhead.py", (), ("--quick",)),
-    Benchmark("write-scaling", "write_scaling.py", (), ("--quick",)),
-    Benchmark("http", "http_load.py", (), ("--quick",)),
+    Benchmark("write-overhead", "write_overhead", (), ("--quick",)),
+    Benchmark("write-scaling", "write_scaling", (), ("--quick",)),
+    Benchmark("http", "http_load", (), ("--quick",)),
     Benchmark(
         "timeline-1m",
-        "timeline_queries.py",
+        "timeline_queries",
         ("--entries", "1000000", "--users", "100000"),
         ("--entries", "100000", "--users", "10000", "--runs", "20", "--depth", "100"),
     ),
     Benchmark(
         "timeline-10m",
-        "timeline_queries.py",
+        "timeline_queries",
         ("--entries", "10000000", "--users", "1000000", "--depth", "1000"),
         ("--entries", "200000", "--users", "20000", "--runs", "20", "--depth", "100"),
     ),
     Benchmark(
         "export",
-        "export_verify.py",
+        "export_verify",
         ("--entries", "1000000", "--users", "100000"),
         ("--entries", "50000", "--users", "5000"),
     ),
@@ -84,10 +85,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def run(benchmark: Benchmark, summary: Path, *, quick: bool) -> tuple[int, float]:
     """Run one benchmark to the end; its exit status and seconds."""
     arguments = benchmark.quick_arguments if quick else benchmark.arguments
-    command = [sys.executable, str(BENCH / benchmark.script), *arguments, "--summary", str(summary)]
+    module = f"bench.{benchmark.module}"
+    command = [sys.executable, "-m", module, *arguments, "--summary", str(summary)]
     print(f"\n===== {benchmark.name}: {' '.join(command[1:])}", flush=True)
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=BENCH.parent)  # noqa: S603 - our own scripts
+    process = subprocess.Popen(command, cwd=ROOT)  # noqa: S603 - our own modules
     try:
         status = process.wait()
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ request, and shows the PostgreSQL plans of the page's two queries.
 
 Run from the project root::
 
-    .venv/bin/python bench/timeline_page.py --entries 1000000
+    .venv/bin/python -m bench.timeline_page --entries 1000000
 
 Without ``BENCH_DATABASE_URL`` an embedded PostgreSQL is started in a temporary
 directory and deleted afterwards. With it, the database ``profile_audit_bench``
@@ -25,45 +25,36 @@ import csv
 import html
 import io
 import re
-import signal
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import psycopg
 from flask import Flask
 from flask.testing import FlaskClient
-from flask_migrate import upgrade
 from sqlalchemy import event
 
-from webapp import create_app
-from webapp.audit.context import Actor, Origin, acting_as
-from webapp.config import database_url
-from webapp.extensions import db
-from webapp.services.pagination import encode_time_id_cursor
-from webapp.services.staff import create_staff
-
-# The project root, so that ``bench`` is importable when this file is run as a script.
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from bench.timeline_queries import (  # noqa: E402
-    _buffers,
-    _execution_ms,
+from bench._common import (
+    add_data_size_options,
+    buffers_touched,
+    check_data_size,
     database_server,
+    execution_ms,
     explain,
     generate_data,
     machine_report,
+    migrated_app,
     percentile,
-    stop_on_sigterm,
+    prepare_run,
     summarize_plan,
-    use_run_keys,
 )
+from webapp.audit.context import Actor, Origin, acting_as
+from webapp.extensions import db
+from webapp.services.pagination import encode_time_id_cursor
+from webapp.services.staff import create_staff
 
 #: the timeline's page size when the URL names none (the page's default)
 PAGE_SIZE = 25
@@ -273,13 +264,13 @@ def explain_queries(url: str, statements: Statements, result: Result) -> None:
     if statements.entries is not None:
         plan = explain(url, *statements.entries)
         result.entries_plan = plan
-        result.entries_db_ms = _execution_ms(plan)
-        result.entries_buffers = _buffers(plan)
+        result.entries_db_ms = execution_ms(plan)
+        result.entries_buffers = buffers_touched(plan)
     if statements.chart is not None:
         plan = explain(url, *statements.chart)
         result.chart_plan = plan
-        result.chart_db_ms = _execution_ms(plan)
-        result.chart_buffers = _buffers(plan)
+        result.chart_db_ms = execution_ms(plan)
+        result.chart_buffers = buffers_touched(plan)
 
 
 @dataclass
@@ -354,22 +345,19 @@ def print_table(results: list[Result], export: Export) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entries", type=int, default=1_000_000, help="audit entries")
-    parser.add_argument("--users", type=int, default=100_000, help="profiles")
+    add_data_size_options(parser)
     parser.add_argument("--runs", type=int, default=50, help="timed requests per case")
     parser.add_argument("--warmup", type=int, default=5, help="untimed requests first")
     parser.add_argument(
         "--depth", type=int, default=1000, help="pages of 25 read before the deep page"
     )
     parser.add_argument("--export-runs", type=int, default=3, help="timed CSV exports")
-    parser.add_argument("--seed", type=float, default=0.42, help="setseed() for the data")
     parser.add_argument("--plans", action="store_true", help="print every plan in full")
     parser.add_argument(
         "--keep-database", action="store_true", help="with BENCH_DATABASE_URL: do not drop it"
     )
     args = parser.parse_args(argv)
-    if args.users < 1 or args.entries < args.users:
-        parser.error("--entries must be at least --users (every profile has a create entry)")
+    check_data_size(parser, args)
     return args
 
 
@@ -383,9 +371,7 @@ def scalar_row(url: str, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, .
 
 def run(args: argparse.Namespace, url: str) -> None:
     """Generate the data, then time every case and the export."""
-    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url), "WTF_CSRF_ENABLED": True})
-    with app.app_context():
-        upgrade()
+    app = migrated_app(url, WTF_CSRF_ENABLED=True)
     print(f"Generating {args.users:,} profiles and {args.entries:,} audit entries", flush=True)
     seconds = generate_data(url, users=args.users, entries=args.entries, seed=args.seed)
     print(f"Data generated in {seconds:.1f} s\n", flush=True)
@@ -439,8 +425,8 @@ def run(args: argparse.Namespace, url: str) -> None:
                 continue
             summary, warnings = summarize_plan(plan)
             print(
-                f"   {label} plan: {summary}; {_execution_ms(plan):.2f} ms, "
-                f"{_buffers(plan):,} buffers {'; '.join(warnings)}"
+                f"   {label} plan: {summary}; {execution_ms(plan):.2f} ms, "
+                f"{buffers_touched(plan):,} buffers {'; '.join(warnings)}"
             )
             if args.plans or result.notes or warnings:
                 print("      " + plan.replace("\n", "\n      "))
@@ -453,8 +439,8 @@ def run(args: argparse.Namespace, url: str) -> None:
         plan = explain(url, *statements.entries)
         summary, _ = summarize_plan(plan)
         print(
-            f"== export, last batch: {summary}; {_execution_ms(plan):.2f} ms, "
-            f"{_buffers(plan):,} buffers"
+            f"== export, last batch: {summary}; {execution_ms(plan):.2f} ms, "
+            f"{buffers_touched(plan):,} buffers"
         )
         if args.plans:
             print("      " + plan.replace("\n", "\n      "))
@@ -464,8 +450,7 @@ def run(args: argparse.Namespace, url: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    use_run_keys()
+    prepare_run()
     started = time.perf_counter()
     with database_server(args.keep_database) as url:
         run(args, url)

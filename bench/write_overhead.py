@@ -40,8 +40,8 @@ timestamp to its link's ``linked_at``, over the entries of those blocks.
 
 Run from the project root::
 
-    .venv/bin/python bench/write_overhead.py            # about 3-4 minutes
-    .venv/bin/python bench/write_overhead.py --quick    # smoke run, about 30 s
+    .venv/bin/python -m bench.write_overhead            # about 3-4 minutes
+    .venv/bin/python -m bench.write_overhead --quick    # smoke run, about 30 s
 
 (``--quick`` runs two short rounds with 50-row batches: it checks that the
 script works, its numbers mean little.)
@@ -68,7 +68,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version as installed_version
-from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -86,26 +85,22 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy_continuum import versioning_manager
 
+from bench import head_lock
+from bench._common import (
+    TimedBlock,
+    add_summary_option,
+    append_summary,
+    database_server,
+    machine_report,
+    percentile,
+    prepare_run,
+)
 from webapp import create_app
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.audit.sealer import link_all
 from webapp.config import database_url
 from webapp.extensions import db
 from webapp.models import User
-
-# The project root, so that ``bench`` is importable when this file is run as a script.
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from bench import head_lock  # noqa: E402
-from bench.timeline_queries import (  # noqa: E402
-    database_server,
-    machine_report,
-    percentile,
-    stop_on_sigterm,
-    use_run_keys,
-)
 
 BATCH_ROWS = 500
 ROTATING_PROFILES = 100
@@ -333,17 +328,11 @@ def seed(variant: Variant, profiles: int) -> None:
 
 
 @dataclass
-class Block:
+class Block(TimedBlock):
     """One round of one variant in one workload."""
 
-    seconds: float
-    latencies_ms: list[float]
     #: this process's CPU time (the ORM, the listeners, the driver), not the server's
     cpu_seconds: float
-
-    @property
-    def per_second(self) -> float:
-        return len(self.latencies_ms) / self.seconds
 
 
 @dataclass
@@ -685,7 +674,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="a tiny run (about 30 s) to check that it works"
     )
-    parser.add_argument("--summary", type=Path, help="append the results as Markdown to this file")
+    add_summary_option(parser)
     return parser.parse_args(argv)
 
 
@@ -819,8 +808,7 @@ def setup_variants(app: Flask, profiles: int) -> dict[str, Variant]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    use_run_keys()
+    prepare_run()
     rounds = 2 if args.quick else args.rounds
     # --quick checks the code paths: Continuum's 500-row batches alone would take longer.
     sizes = Sizes(20, 1, 10, 5, batch_rows=50) if args.quick else Sizes(300, 2, 200, 50)
@@ -921,8 +909,7 @@ def main(argv: list[str] | None = None) -> int:
             *tables,
             "",
         ]
-        with args.summary.open("a", encoding="utf-8") as file:
-            file.write("\n".join(summary) + "\n")
+        append_summary(args.summary, summary)
     print(f"\nWhole run: {time.perf_counter() - started:.0f} s")
     return 0
 

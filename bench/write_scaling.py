@@ -34,8 +34,8 @@ least 8x audited at 1.
 
 Run from the project root::
 
-    .venv/bin/python bench/write_scaling.py            # about 4 minutes
-    .venv/bin/python bench/write_scaling.py --quick    # 1.5 s cells, one round
+    .venv/bin/python -m bench.write_scaling            # about 4 minutes
+    .venv/bin/python -m bench.write_scaling --quick    # 1.5 s cells, one round
 
 ``--summary FILE`` appends the results as Markdown. Without
 ``BENCH_DATABASE_URL`` an embedded PostgreSQL is started in a temporary
@@ -57,7 +57,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -67,27 +66,18 @@ from flask_sqlalchemy.session import Session as FlaskSession
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy import text
 
-from webapp import create_app
-from webapp.audit.context import Actor, Origin, acting_as
-from webapp.audit.sealer import link_all
-from webapp.config import database_url
-from webapp.extensions import db
-from webapp.models import User
-
-# The project root, so that ``bench`` is importable when this file is run as a script.
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from bench import head_lock  # noqa: E402
-from bench.timeline_queries import (  # noqa: E402
+from bench import head_lock
+from bench._common import (
+    ROOT,
+    add_summary_option,
+    append_summary,
     database_server,
     machine_report,
     percentile,
     stop_on_sigterm,
     use_run_keys,
 )
-from bench.write_overhead import (  # noqa: E402
+from bench.write_overhead import (
     BIND_KEYS,
     HEAD_LOCK,
     NO_AUDIT,
@@ -99,6 +89,12 @@ from bench.write_overhead import (  # noqa: E402
     seed,
     update_one,
 )
+from webapp import create_app
+from webapp.audit.context import Actor, Origin, acting_as
+from webapp.audit.sealer import link_all
+from webapp.config import database_url
+from webapp.extensions import db
+from webapp.models import User
 
 WRITER_COUNTS = (1, 4, 16)
 PROFILES_PER_WRITER = 10
@@ -152,16 +148,17 @@ def proxied_url(url: str, port: int) -> str:
 
 @contextmanager
 def latency_proxy(url: str, delay_ms: float) -> Iterator[int]:
-    """Run ``bench/latency_proxy.py`` in a subprocess; yield its port; stop it by its PID."""
+    """Run ``bench.latency_proxy`` in a subprocess; yield its port; stop it by its PID."""
     command = [
         sys.executable,
-        str(Path(__file__).with_name("latency_proxy.py")),
+        "-m",
+        "bench.latency_proxy",
         "--socket",
         socket_path(url),
         "--delay-ms",
         str(delay_ms),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)  # noqa: S603
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)  # noqa: S603
     try:
         assert process.stdout is not None
         line = process.stdout.readline().split()
@@ -393,7 +390,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of every cell")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of every cell")
     parser.add_argument("--quick", action="store_true", help="1.5 s cells, one round")
-    parser.add_argument("--summary", type=Path, help="append the results as Markdown to this file")
+    add_summary_option(parser)
     return parser.parse_args(argv)
 
 
@@ -531,8 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             *lines,
             "",
         ]
-        with args.summary.open("a", encoding="utf-8") as file:
-            file.write("\n".join(summary) + "\n")
+        append_summary(args.summary, summary)
     print(f"\nWhole run: {time.perf_counter() - started:.0f} s")
     return 0
 
