@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from flask_migrate import upgrade
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Engine, create_engine
 
+from tests.support.cli import OS_USER
+from tests.support.database import Database, empty_database
+from tests.support.pages import sign_in
+from tests.support.staff import StaffFactory
 from webapp import create_app
-from webapp.audit.chain import GENESIS_HASH
 from webapp.audit.context import Actor, Origin, acting_as
-from webapp.audit.entry_ids import entry_ids
 from webapp.audit.sealer import link_all
 from webapp.config import KEY_SETTINGS, database_url, random_key
 from webapp.extensions import db
@@ -35,8 +36,7 @@ from webapp.local_database import (
     start_embedded_server,
 )
 from webapp.models import Staff
-from webapp.services import api_tokens
-from webapp.services.staff import hash_password
+from webapp.services import users
 
 # Every app the suite creates, here or in a subprocess, links entries only when
 # a test says so (link_chain), never from a thread behind the tests' backs.
@@ -107,48 +107,9 @@ def engine(test_database_url: str, app: Flask) -> Iterator[Engine]:
     eng.dispose()
 
 
-TABLES = (
-    "audit_chain, audit_chain_pending, audit_verifications, "
-    "user_audit, users, api_tokens, security_events, security_event_repeats, staff_sessions, "
-    "staff, sign_in_attempts"
-)
-# Hashing is slow on purpose; the suite hashes this password once.
-PASSWORD = "correct horse battery staple"
-_PASSWORD_HASH = hash_password(PASSWORD)
-
-
-APPEND_ONLY_TABLES = (
-    "user_audit",
-    "security_events",
-    "audit_chain",
-    "audit_chain_head",
-    "audit_verifications",
-    "security_event_repeats",
-)
-
-
-@contextmanager
-def append_only_lifted(connection: Connection) -> Iterator[Connection]:
-    """Let a test rewrite audit history (empty it, backdate entries), which the
-    database refuses to anyone else. Inside one transaction, so no other
-    session ever sees the guard down."""
-    for table in APPEND_ONLY_TABLES:
-        connection.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
-    yield connection
-    for table in APPEND_ONLY_TABLES:
-        connection.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
-
-
 @pytest.fixture(autouse=True)
 def _empty_tables(engine: Engine) -> None:
-    with engine.begin() as connection, append_only_lifted(connection):
-        connection.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
-        connection.execute(
-            text("UPDATE audit_chain_head SET seq = 0, hash = :genesis"),
-            {"genesis": GENESIS_HASH},
-        )
-    # The ids reserved before the sequence restarted would be handed out again.
-    entry_ids.forget()
+    empty_database(engine)
 
 
 @pytest.fixture
@@ -159,59 +120,6 @@ def link_chain(app: Flask, engine: Engine) -> Callable[[], int]:
         return link_all(engine, app.config["AUDIT_CHAIN_KEY"].encode())
 
     return link
-
-
-class StaffFactory:
-    """Makes staff accounts (password ``PASSWORD``) and API tokens for them."""
-
-    password = PASSWORD
-
-    def __init__(self, app: Flask, engine: Engine) -> None:
-        self.app = app
-        self.engine = engine
-
-    def account(self, role: str, username: str | None = None) -> Staff:
-        username = username or f"{role}-{uuid.uuid4().hex[:6]}"
-        with self.engine.begin() as connection:
-            staff_id = connection.execute(
-                text(
-                    "INSERT INTO staff (username, password_hash, role) "
-                    "VALUES (:u, :h, :r) RETURNING id"
-                ),
-                {"u": username, "h": _PASSWORD_HASH, "r": role},
-            ).scalar_one()
-        with self.app.app_context():
-            staff = db.session.get(Staff, staff_id)
-            db.session.expunge(staff)
-        return staff
-
-    def token(
-        self,
-        staff: Staff,
-        name: str = "tests",
-        *,
-        created_by: Staff | None = None,
-        **kwargs: object,
-    ) -> str:
-        """A token acting as ``staff``, created by ``created_by`` (else from the command line)."""
-        creator = (
-            Actor(created_by.id, created_by.username)
-            if created_by is not None
-            else Actor(None, "cli:tests", channel_detail="tests")
-        )
-        with self.app.app_context(), acting_as(creator, Origin("cli")):
-            _, secret = api_tokens.create_token(db.session.get(Staff, staff.id), name, **kwargs)
-        return secret
-
-    def client(self, role: str | None, username: str | None = None) -> FlaskClient:
-        """A test client that sends a token of a new ``role`` account (none for None)."""
-        test_client = self.app.test_client()
-        if role is not None:
-            staff = self.account(role, username)
-            secret = self.token(staff)
-            test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {secret}"
-            test_client.staff = staff  # type: ignore[attr-defined]
-        return test_client
 
 
 @pytest.fixture
@@ -245,37 +153,6 @@ def app_context(app: Flask, staff_factory: StaffFactory) -> Iterator[Staff]:
         db.session.rollback()
 
 
-class Database:
-    """Reads the database through its own connection, as an auditor would."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def rows(self, query: str, **params: object) -> list[dict[str, object]]:
-        with self.engine.connect() as connection:
-            return [dict(row._mapping) for row in connection.execute(text(query), params)]
-
-    def scalar(self, query: str, **params: object) -> object:
-        with self.engine.connect() as connection:
-            return connection.execute(text(query), params).scalar()
-
-    def audit(self, user_id: int | None = None) -> list[dict[str, object]]:
-        """Audit entries in the order they were written."""
-        where = "WHERE user_id = :user_id" if user_id is not None else ""
-        return self.rows(f"SELECT * FROM user_audit {where} ORDER BY id", user_id=user_id)
-
-    def user(self, user_id: int) -> dict[str, object] | None:
-        found = self.rows("SELECT * FROM users WHERE id = :id", id=user_id)
-        return found[0] if found else None
-
-    def fingerprint(self) -> list[object]:
-        """Profiles and their audit, to show that a refused request changed nothing."""
-        return [
-            self.rows("SELECT * FROM users ORDER BY id"),
-            self.rows("SELECT * FROM user_audit ORDER BY id"),
-        ]
-
-
 @pytest.fixture
 def database(engine: Engine) -> Database:
     return Database(engine)
@@ -284,27 +161,53 @@ def database(engine: Engine) -> Database:
 @pytest.fixture
 def signed_in(app: Flask, staff_factory: StaffFactory):
     """Make a dashboard client signed in as a new account of ``role`` (None: anonymous)."""
-    from tests.web_pages import sign_in
 
     def make(role: str | None, username: str | None = None) -> FlaskClient:
         browser = app.test_client()
         if role is not None:
             browser.staff = staff_factory.account(role, username)  # type: ignore[attr-defined]
-            sign_in(browser, browser.staff.username, PASSWORD)  # type: ignore[attr-defined]
+            sign_in(browser, browser.staff.username)  # type: ignore[attr-defined]
         return browser
 
     return make
 
 
-def post_profile(client: FlaskClient, name: str, email: str) -> int:
-    """Create a profile through the API; return its id."""
-    response = client.post("/api/v1/users", json={"name": name, "email": email})
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()["id"]
+@pytest.fixture
+def auditor(signed_in) -> FlaskClient:
+    """A dashboard client signed in as the auditor ``audrey``."""
+    return signed_in("auditor", "audrey")
 
 
-def client_like(app: Flask, template: FlaskClient) -> FlaskClient:
-    """A client of its own (one per thread) that authenticates like ``template``."""
-    fresh = app.test_client()
-    fresh.environ_base.update(template.environ_base)
-    return fresh
+@pytest.fixture
+def cli_os_user(monkeypatch: pytest.MonkeyPatch) -> str:
+    """In-process ``flask`` commands run as the operating-system user ``OS_USER``."""
+    monkeypatch.setattr("webapp.cli.os_user", lambda: OS_USER)
+    return OS_USER
+
+
+@pytest.fixture
+def cli(app: Flask, staff_factory: StaffFactory) -> Callable[[], AbstractContextManager[None]]:
+    """Call services as an admin on the command line would, inside ``with cli():``.
+
+    Each block gets an app context of its own: one left open would be shared
+    by the test client's requests, and with it the command line's attribution.
+    """
+    admin = staff_factory.account("admin", "service-admin")
+
+    @contextmanager
+    def context() -> Iterator[None]:
+        with app.app_context(), acting_as(Actor(admin.id, admin.username), Origin("cli")):
+            yield
+
+    return context
+
+
+@pytest.fixture
+def make_user(cli: Callable[[], AbstractContextManager[None]]) -> Callable[[str, str], int]:
+    """Create a profile through the service, as ``cli`` does; returns its id."""
+
+    def make(name: str, email: str) -> int:
+        with cli():
+            return users.create_user({"name": name, "email": email}).id
+
+    return make

@@ -5,21 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
 
-from tests.conftest import append_only_lifted
-
-PROBLEM = "application/problem+json"
+from tests.support.api import PROBLEM
+from tests.support.database import rewrite_history
+from tests.support.profiles import post_profile, update_profile
 
 
 @pytest.fixture
 def history(client):
     """Two profiles with a few changes each; returns their ids."""
-    ada = client.post("/api/v1/users", json={"name": "Ada", "email": "ada@example.com"})
-    grace = client.post("/api/v1/users", json={"name": "Grace", "email": "grace@example.com"})
-    ada_id, grace_id = ada.get_json()["id"], grace.get_json()["id"]
-    client.patch(f"/api/v1/users/{ada_id}", json={"name": "Ada Lovelace"})
-    client.patch(f"/api/v1/users/{grace_id}", json={"email": "hopper@example.com"})
+    ada_id = post_profile(client, "Ada", "ada@example.com")
+    grace_id = post_profile(client, "Grace", "grace@example.com")
+    update_profile(client, ada_id, name="Ada Lovelace")
+    update_profile(client, grace_id, email="hopper@example.com")
     client.delete(f"/api/v1/users/{grace_id}")
     client.post(f"/api/v1/users/{grace_id}/restore")
     return ada_id, grace_id
@@ -29,6 +27,17 @@ def entries(client, query=""):
     response = client.get("/api/v1/audit" + query)
     assert response.status_code == 200, response.get_json()
     return response.get_json()["items"]
+
+
+def ids_of_every_page(client, query):
+    """The entry ids of ``query``'s pages, following ``next_cursor`` to the last."""
+    seen, cursor = [], None
+    while True:
+        page = client.get("/api/v1/audit" + query + (f"&cursor={cursor}" if cursor else ""))
+        seen += [e["id"] for e in page.get_json()["items"]]
+        cursor = page.get_json()["next_cursor"]
+        if not cursor:
+            return seen
 
 
 def test_newest_first_with_all_fields(client, history):
@@ -80,13 +89,11 @@ def test_filter_by_changed_field(client, history):
 
 
 def test_filter_by_date_range(client, history, engine):
-    with engine.begin() as connection, append_only_lifted(connection):
-        connection.execute(
-            text(
-                "UPDATE user_audit SET timestamp = timestamp - interval '10 days' "
-                "WHERE operation = 'create'"
-            )
-        )
+    rewrite_history(
+        engine,
+        "UPDATE user_audit SET timestamp = timestamp - interval '10 days' "
+        "WHERE operation = 'create'",
+    )
     now = datetime.now(UTC)
     recent_start = (now - timedelta(days=1)).date().isoformat()
     old_end = (now - timedelta(days=9)).date().isoformat()
@@ -105,15 +112,7 @@ def test_filter_by_date_range(client, history, engine):
 
 def test_pages_follow_the_cursor_without_gaps_or_repeats(client, history):
     every = [e["id"] for e in entries(client)]
-    seen, cursor = [], None
-    while True:
-        query = "?limit=4" + (f"&cursor={cursor}" if cursor else "")
-        body = client.get("/api/v1/audit" + query).get_json()
-        seen += [e["id"] for e in body["items"]]
-        cursor = body["next_cursor"]
-        if not cursor:
-            break
-    assert seen == every
+    assert ids_of_every_page(client, "?limit=4") == every
 
 
 def test_a_cursor_keeps_working_when_newer_entries_arrive(client, history):
@@ -158,15 +157,7 @@ def test_pages_with_an_until_bound_match_the_unpaged_result(client, history):
     every = entries(client)
     bound = every[2]["timestamp"]
     expected = [e["id"] for e in every if e["timestamp"] <= bound]
-    seen, cursor = [], None
-    while True:
-        query = f"?limit=1&until={bound}" + (f"&cursor={cursor}" if cursor else "")
-        body = client.get("/api/v1/audit" + query).get_json()
-        seen += [e["id"] for e in body["items"]]
-        cursor = body["next_cursor"]
-        if not cursor:
-            break
-    assert seen == expected
+    assert ids_of_every_page(client, f"?limit=1&until={bound}") == expected
     # A cursor from above the bound still honours it.
     top = client.get("/api/v1/audit?limit=1").get_json()["next_cursor"]
     after_top = entries(client, f"?until={every[3]['timestamp']}&cursor={top}")

@@ -9,14 +9,14 @@ from itertools import product
 import pytest
 from sqlalchemy import text
 
+from tests.support.api import PROBLEM
+from tests.support.profiles import post_profile
 from webapp import create_app
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.audit.errors import UnattributedChangeError
 from webapp.extensions import db
 from webapp.services import staff as staff_service
 from webapp.services import users
-
-PROBLEM = "application/problem+json"
 
 # (method, path template, JSON body, permission-holding roles)
 ENDPOINTS = [
@@ -41,10 +41,10 @@ ENDPOINTS = [
 @pytest.fixture
 def profiles(client):
     """An active and a deleted profile, made by the admin client."""
-    active = client.post("/api/v1/users", json={"name": "Ada", "email": "ada@example.com"})
-    gone = client.post("/api/v1/users", json={"name": "Gone", "email": "gone@example.com"})
-    client.delete(f"/api/v1/users/{gone.get_json()['id']}")
-    return {"id": active.get_json()["id"], "deleted_id": gone.get_json()["id"]}
+    active = post_profile(client, "Ada", "ada@example.com")
+    gone = post_profile(client, "Gone", "gone@example.com")
+    client.delete(f"/api/v1/users/{gone}")
+    return {"id": active, "deleted_id": gone}
 
 
 @pytest.mark.parametrize(

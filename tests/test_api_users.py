@@ -6,22 +6,8 @@ from itertools import pairwise
 
 import pytest
 
-PROBLEM = "application/problem+json"
-
-
-def create(client, name="Ada Lovelace", email="ada@example.com", **extra):
-    response = client.post("/api/v1/users", json={"name": name, "email": email, **extra})
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
-
-
-def assert_problem(response, status):
-    assert response.status_code == status
-    assert response.mimetype == PROBLEM
-    body = response.get_json()
-    assert {"type", "title", "status", "detail"} <= body.keys()
-    assert body["status"] == status
-    return body
+from tests.support.api import assert_problem
+from tests.support.profiles import create_profile
 
 
 class TestCreate:
@@ -42,12 +28,12 @@ class TestCreate:
         assert database.user(body["id"])["email"] == "Ada@example.com"
 
     def test_stores_the_reason_on_the_audit_entry(self, client, database):
-        user = create(client, reason="Requested by ticket 42")
+        user = create_profile(client, reason="Requested by ticket 42")
         [entry] = database.audit(user["id"])
         assert entry["reason"] == "Requested by ticket 42"
 
     def test_duplicate_email_is_409_case_insensitively(self, client, database):
-        create(client, email="ada@example.com")
+        create_profile(client, email="ada@example.com")
         before = database.fingerprint()
 
         response = client.post("/api/v1/users", json={"name": "Other", "email": "ADA@example.com"})
@@ -57,7 +43,7 @@ class TestCreate:
         assert database.fingerprint() == before
 
     def test_email_of_a_deleted_profile_can_be_reused(self, client):
-        user = create(client)
+        user = create_profile(client)
         client.delete(f"/api/v1/users/{user['id']}")
         assert (
             client.post(
@@ -74,14 +60,14 @@ class TestCreate:
 
 class TestRead:
     def test_get_returns_profile_and_etag(self, client):
-        user = create(client)
+        user = create_profile(client)
         response = client.get(f"/api/v1/users/{user['id']}")
         assert response.status_code == 200
         assert response.get_json() == user
         assert response.headers["ETag"] == '"1"'
 
     def test_deleted_profiles_are_returned_with_deleted_at(self, client):
-        user = create(client)
+        user = create_profile(client)
         client.delete(f"/api/v1/users/{user['id']}")
         body = client.get(f"/api/v1/users/{user['id']}").get_json()
         assert body["deleted_at"] is not None
@@ -97,7 +83,7 @@ class TestRead:
 
 class TestList:
     def test_lists_active_profiles_in_id_order(self, client):
-        ids = [create(client, f"User {i}", f"u{i}@example.com")["id"] for i in range(3)]
+        ids = [create_profile(client, f"User {i}", f"u{i}@example.com")["id"] for i in range(3)]
         client.delete(f"/api/v1/users/{ids[1]}")
 
         body = client.get("/api/v1/users").get_json()
@@ -108,7 +94,7 @@ class TestList:
         assert [u["id"] for u in everyone["items"]] == ids
 
     def test_keyset_pages_cover_everything_once(self, client):
-        ids = [create(client, f"User {i}", f"u{i}@example.com")["id"] for i in range(7)]
+        ids = [create_profile(client, f"User {i}", f"u{i}@example.com")["id"] for i in range(7)]
         seen, cursor = [], None
         while True:
             url = "/api/v1/users?limit=3" + (f"&cursor={cursor}" if cursor else "")
@@ -121,17 +107,17 @@ class TestList:
         assert seen == ids
 
     def test_search_matches_name_or_email_case_insensitively(self, client):
-        create(client, "Ada Lovelace", "ada@example.com")
-        create(client, "Grace Hopper", "grace@navy.example")
-        create(client, "Alan Turing", "alan@LOVELACE.example")
+        create_profile(client, "Ada Lovelace", "ada@example.com")
+        create_profile(client, "Grace Hopper", "grace@navy.example")
+        create_profile(client, "Alan Turing", "alan@LOVELACE.example")
 
         names = [u["name"] for u in client.get("/api/v1/users?q=loveLACE").get_json()["items"]]
         assert names == ["Ada Lovelace", "Alan Turing"]
         assert client.get("/api/v1/users?q=navy").get_json()["items"][0]["name"] == "Grace Hopper"
 
     def test_search_treats_like_wildcards_literally(self, client):
-        create(client, "100% Real", "real@example.com")
-        create(client, "Plain", "plain@example.com")
+        create_profile(client, "100% Real", "real@example.com")
+        create_profile(client, "Plain", "plain@example.com")
         assert [u["name"] for u in client.get("/api/v1/users?q=%25").get_json()["items"]] == [
             "100% Real"
         ]
@@ -140,7 +126,7 @@ class TestList:
 
 class TestUpdate:
     def test_put_replaces_both_fields(self, client, database):
-        user = create(client)
+        user = create_profile(client)
         response = client.put(
             f"/api/v1/users/{user['id']}",
             json={"name": "Augusta Ada King", "email": "augusta@example.com", "reason": "married"},
@@ -154,20 +140,20 @@ class TestUpdate:
         assert entry["reason"] == "married"
 
     def test_put_requires_every_field(self, client, database):
-        user = create(client)
+        user = create_profile(client)
         before = database.fingerprint()
         body = assert_problem(client.put(f"/api/v1/users/{user['id']}", json={"name": "X"}), 400)
         assert body["errors"] == {"email": ["is required"]}
         assert database.fingerprint() == before
 
     def test_patch_changes_only_what_is_given(self, client, database):
-        user = create(client)
+        user = create_profile(client)
         response = client.patch(f"/api/v1/users/{user['id']}", json={"name": "Ada"})
         assert response.get_json()["email"] == "ada@example.com"
         assert database.audit(user["id"])[-1]["changed_fields"] == ["name"]
 
     def test_patch_without_changes_writes_nothing(self, client, database):
-        user = create(client)
+        user = create_profile(client)
         response = client.patch(
             f"/api/v1/users/{user['id']}",
             json={"name": "Ada Lovelace"},
@@ -179,7 +165,7 @@ class TestUpdate:
 
     @pytest.mark.parametrize("if_match", ['"2"', 'W/"7"', '"abc"'])
     def test_stale_if_match_is_412_with_the_current_profile(self, client, database, if_match):
-        user = create(client)
+        user = create_profile(client)
         before = database.fingerprint()
         response = client.patch(
             f"/api/v1/users/{user['id']}", json={"name": "Late"}, headers={"If-Match": if_match}
@@ -188,7 +174,7 @@ class TestUpdate:
         assert database.fingerprint() == before
 
     def test_412_body_shows_what_changed_meanwhile(self, client):
-        user = create(client)
+        user = create_profile(client)
         client.patch(f"/api/v1/users/{user['id']}", json={"name": "First"})
         body = client.patch(
             f"/api/v1/users/{user['id']}", json={"name": "Second"}, headers={"If-Match": '"1"'}
@@ -197,7 +183,7 @@ class TestUpdate:
         assert body["current"]["version"] == 2
 
     def test_if_match_star_is_accepted(self, client):
-        user = create(client)
+        user = create_profile(client)
         assert (
             client.patch(
                 f"/api/v1/users/{user['id']}", json={"name": "A"}, headers={"If-Match": "*"}
@@ -209,7 +195,7 @@ class TestUpdate:
     def test_a_weak_tag_never_satisfies_if_match(self, client, database, method):
         """RFC 9110: If-Match uses the strong comparison, so ``W/"1"`` does not
         match even the current version ``"1"``."""
-        user = create(client)
+        user = create_profile(client)
         url, current, body = f"/api/v1/users/{user['id']}", '"1"', None
         if method == "restore":
             assert client.delete(url).status_code == 204
@@ -226,7 +212,7 @@ class TestUpdate:
         assert send(current).status_code in {200, 204}
 
     def test_malformed_if_match_is_400(self, client):
-        user = create(client)
+        user = create_profile(client)
         assert_problem(
             client.patch(
                 f"/api/v1/users/{user['id']}", json={"name": "A"}, headers={"If-Match": "2"}
@@ -235,15 +221,15 @@ class TestUpdate:
         )
 
     def test_email_taken_by_another_profile_is_409(self, client, database):
-        create(client, "Ada", "ada@example.com")
-        other = create(client, "Grace", "grace@example.com")
+        create_profile(client, "Ada", "ada@example.com")
+        other = create_profile(client, "Grace", "grace@example.com")
         before = database.fingerprint()
         response = client.patch(f"/api/v1/users/{other['id']}", json={"email": "ADA@example.com"})
         assert_problem(response, 409)
         assert database.fingerprint() == before
 
     def test_editing_a_deleted_profile_is_409(self, client, database):
-        user = create(client)
+        user = create_profile(client)
         client.delete(f"/api/v1/users/{user['id']}")
         before = database.fingerprint()
         assert_problem(client.patch(f"/api/v1/users/{user['id']}", json={"name": "X"}), 409)
@@ -255,7 +241,7 @@ class TestUpdate:
 
 class TestDeleteAndRestore:
     def test_delete_is_a_soft_delete(self, client, database):
-        user = create(client)
+        user = create_profile(client)
         response = client.delete(f"/api/v1/users/{user['id']}", json={"reason": "left"})
         assert response.status_code == 204
         assert response.data == b""
@@ -265,14 +251,14 @@ class TestDeleteAndRestore:
         assert (entry["operation"], entry["reason"]) == ("delete", "left")
 
     def test_deleting_twice_is_409(self, client, database):
-        user = create(client)
+        user = create_profile(client)
         client.delete(f"/api/v1/users/{user['id']}")
         before = database.fingerprint()
         assert_problem(client.delete(f"/api/v1/users/{user['id']}"), 409)
         assert database.fingerprint() == before
 
     def test_delete_honours_if_match(self, client, database):
-        user = create(client)
+        user = create_profile(client)
         before = database.fingerprint()
         assert_problem(
             client.delete(f"/api/v1/users/{user['id']}", headers={"If-Match": '"9"'}), 412
@@ -280,7 +266,7 @@ class TestDeleteAndRestore:
         assert database.fingerprint() == before
 
     def test_restore_brings_the_profile_back(self, client, database):
-        user = create(client)
+        user = create_profile(client)
         client.delete(f"/api/v1/users/{user['id']}")
         response = client.post(f"/api/v1/users/{user['id']}/restore")
         assert response.status_code == 200
@@ -289,15 +275,15 @@ class TestDeleteAndRestore:
         assert database.audit(user["id"])[-1]["operation"] == "restore"
 
     def test_restoring_an_active_profile_is_409(self, client, database):
-        user = create(client)
+        user = create_profile(client)
         before = database.fingerprint()
         assert_problem(client.post(f"/api/v1/users/{user['id']}/restore"), 409)
         assert database.fingerprint() == before
 
     def test_restore_is_refused_when_the_email_was_taken_meanwhile(self, client, database):
-        user = create(client, email="ada@example.com")
+        user = create_profile(client, email="ada@example.com")
         client.delete(f"/api/v1/users/{user['id']}")
-        create(client, "Someone Else", "ADA@example.com")
+        create_profile(client, "Someone Else", "ADA@example.com")
         before = database.fingerprint()
 
         body = assert_problem(client.post(f"/api/v1/users/{user['id']}/restore"), 409)
@@ -310,7 +296,7 @@ class TestDeleteAndRestore:
 
 class TestHistory:
     def test_walkthrough_create_update_delete_restore(self, client):
-        user = create(client, reason="signup")
+        user = create_profile(client, reason="signup")
         uid = user["id"]
         client.put(
             f"/api/v1/users/{uid}",
@@ -343,7 +329,7 @@ class TestHistory:
         assert_problem(client.get("/api/v1/users/77/history"), 404)
 
     def test_history_is_paginated(self, client):
-        user = create(client)
+        user = create_profile(client)
         for i in range(4):
             client.patch(f"/api/v1/users/{user['id']}", json={"name": f"Name {i}"})
         first = client.get(f"/api/v1/users/{user['id']}/history?limit=3").get_json()

@@ -8,6 +8,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from tests.support.profiles import post_profile, update_profile
+
 STATEMENTS = {
     "user_audit": [
         "UPDATE user_audit SET reason = 'rewritten'",
@@ -25,8 +27,7 @@ STATEMENTS = {
 
 @pytest.fixture
 def some_history(client):
-    user = client.post("/api/v1/users", json={"name": "Ada", "email": "ada@example.com"})
-    client.patch(f"/api/v1/users/{user.get_json()['id']}", json={"name": "Ada King"})
+    update_profile(client, post_profile(client, "Ada", "ada@example.com"), name="Ada King")
     client.get("/api/v1/users", headers={"Authorization": "Bearer pa_wrong"})
 
 

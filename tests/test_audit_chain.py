@@ -19,8 +19,15 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
-from tests.conftest import SUITE_KEYS, Database, append_only_lifted, post_profile
-from tests.flask_commands import run_flask
+from tests.conftest import SUITE_KEYS
+from tests.support.cli import invoke, run_flask
+from tests.support.database import (
+    Database,
+    append_only_lifted,
+    insert_profile_directly,
+    rewrite_history,
+)
+from tests.support.profiles import post_profile, update_profile
 from webapp import create_app
 from webapp.audit import chain, seal
 from webapp.audit.context import Actor, Origin, acting_as
@@ -34,21 +41,15 @@ KEY = SUITE_KEYS["AUDIT_CHAIN_KEY"].encode()
 
 
 def verify(runner: FlaskCliRunner, *args: str):
-    result = runner.invoke(args=["audit", "verify", *args])
-    assert "Traceback" not in result.output
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return invoke(runner, "audit", "verify", *args)
 
 
 def create_history(client: FlaskClient, profiles: int = 2) -> list[int]:
     """Create ``profiles`` profiles and change each twice: 3 entries per profile."""
     ids = []
     for n in range(profiles):
-        user_id = client.post(
-            "/api/v1/users", json={"name": f"Person {n}", "email": f"p{n}@example.com"}
-        ).get_json()["id"]
-        assert client.patch(f"/api/v1/users/{user_id}", json={"name": f"P {n}"}).status_code == 200
+        user_id = post_profile(client, f"Person {n}", f"p{n}@example.com")
+        update_profile(client, user_id, name=f"P {n}")
         assert client.delete(f"/api/v1/users/{user_id}").status_code == 204
         ids.append(user_id)
     return ids
@@ -68,13 +69,6 @@ def make_history(client: FlaskClient, link_chain):
 
 def links(database: Database) -> list[dict]:
     return database.rows("SELECT seq, entry_id, hash, encoding FROM audit_chain ORDER BY seq")
-
-
-def tamper(engine: Engine, *statements: str) -> None:
-    """Change history the way a database administrator could: guards down."""
-    with engine.begin() as connection, append_only_lifted(connection):
-        for statement in statements:
-            connection.execute(text(statement))
 
 
 def assert_fails_at(result, entry_id: int | None, words: str) -> None:
@@ -169,9 +163,7 @@ def test_columns_added_later_leave_the_legacy_bytes_of_entries_without_them_unch
     columns added since (``token_id``, ``client_request_id``) join those bytes
     only when set, so every link made before them still verifies."""
     with engine.begin() as connection:  # as psql would: the safety net records it, no token
-        connection.execute(
-            text("INSERT INTO users (name, email, version) VALUES ('Old', 'old@example.com', 1)")
-        )
+        insert_profile_directly(connection, "Old", "old@example.com")
     make_history(profiles=1)
     original = chain.CANONICAL_ENTRY_V1_AS_LINKED_SQL
     rows = database.rows(
@@ -217,7 +209,7 @@ def test_an_intact_chain_verifies(make_history, client, runner, database):
 def test_an_edited_entry_is_named(make_history, client, runner, engine, database):
     make_history()
     victim = database.audit()[3]["id"]
-    tamper(engine, f"UPDATE user_audit SET reason = 'nothing to see' WHERE id = {victim}")
+    rewrite_history(engine, f"UPDATE user_audit SET reason = 'nothing to see' WHERE id = {victim}")
     assert_fails_at(verify(runner), victim, "does not match its hash")
     [run] = database.rows("SELECT ok, first_bad_entry_id FROM audit_verifications")
     assert run == {"ok": False, "first_bad_entry_id": victim}
@@ -226,7 +218,7 @@ def test_an_edited_entry_is_named(make_history, client, runner, engine, database
 def test_an_edited_snapshot_is_named(make_history, client, runner, engine, database):
     make_history()
     victim = database.audit()[1]["id"]
-    tamper(
+    rewrite_history(
         engine,
         "UPDATE user_audit SET new_data = jsonb_set(new_data, '{name}', '\"Someone else\"') "
         f"WHERE id = {victim}",
@@ -238,7 +230,7 @@ def test_a_deleted_middle_entry_is_found(make_history, client, runner, engine, d
     make_history()
     entries = database.audit()
     victim = entries[2]["id"]
-    tamper(
+    rewrite_history(
         engine,
         f"DELETE FROM audit_chain WHERE entry_id = {victim}",
         f"DELETE FROM user_audit WHERE id = {victim}",
@@ -263,7 +255,7 @@ def test_a_deleted_newest_entry_is_found_by_the_head(
 ):
     make_history()
     newest = database.audit()[-1]["id"]
-    tamper(
+    rewrite_history(
         engine,
         f"DELETE FROM audit_chain WHERE entry_id = {newest}",
         f"DELETE FROM user_audit WHERE id = {newest}",
@@ -273,7 +265,7 @@ def test_a_deleted_newest_entry_is_found_by_the_head(
 
 def test_a_head_row_moved_back_alone_is_found(make_history, client, runner, engine, database):
     make_history()
-    tamper(
+    rewrite_history(
         engine,
         "UPDATE audit_chain_head SET seq = 4, hash = (SELECT hash FROM audit_chain WHERE seq = 4)",
     )
@@ -291,7 +283,7 @@ def test_a_deleted_newest_entry_with_a_rewound_head_is_found_by_a_checkpoint(
 
     newest = database.audit()[-1]["id"]
     profile = database.audit()[-1]["user_id"]
-    tamper(
+    rewrite_history(
         engine,
         f"DELETE FROM audit_chain WHERE entry_id = {newest}",
         f"DELETE FROM user_audit WHERE id = {newest}",
@@ -347,7 +339,7 @@ def test_a_reordered_pair_is_found(make_history, client, runner, engine, databas
     make_history()
     entries = database.audit()
     # Swap the places of links 2 and 3 in the chain.
-    tamper(
+    rewrite_history(
         engine,
         "UPDATE audit_chain SET seq = seq + 1000 WHERE seq IN (2, 3)",
         "UPDATE audit_chain SET seq = 1005 - seq WHERE seq IN (1002, 1003)",
@@ -362,7 +354,7 @@ def test_a_reordered_pair_is_found(make_history, client, runner, engine, databas
 def test_swapped_timestamps_are_found(make_history, client, runner, engine, database):
     make_history()
     first, second = database.audit()[1:3]
-    tamper(
+    rewrite_history(
         engine,
         f"UPDATE user_audit SET timestamp = '{second['timestamp'].isoformat()}' "
         f"WHERE id = {first['id']}",
@@ -375,7 +367,7 @@ def test_swapped_timestamps_are_found(make_history, client, runner, engine, data
 def test_a_chain_rehashed_without_the_key_is_found(make_history, client, runner, engine, database):
     make_history()
     victim = database.audit()[2]["id"]
-    tamper(engine, f"UPDATE user_audit SET reason = 'rewritten' WHERE id = {victim}")
+    rewrite_history(engine, f"UPDATE user_audit SET reason = 'rewritten' WHERE id = {victim}")
     # The intruder recomputes every hash, but can only guess at the key.
     guessed = b"guessed key"
     previous = chain.GENESIS_HASH
@@ -516,7 +508,7 @@ def test_editing_any_column_of_a_sealed_entry_is_named(
     assert set(EDITS) == set(seal.SEALED_FIELDS) - {"id"} | {"seal"}
     # An update: its previous data, reason and actor are all set.
     victim = database.audit()[1]["id"]
-    tamper(engine, f"UPDATE user_audit SET {EDITS[column]} WHERE id = {victim}")
+    rewrite_history(engine, f"UPDATE user_audit SET {EDITS[column]} WHERE id = {victim}")
     result = verify(runner)
     assert_fails_at(result, victim, "")
     assert f"entry {victim}" in result.output
@@ -722,7 +714,7 @@ def test_the_api_reports_a_failed_verification(
 ):
     make_history(profiles=1)
     victim = database.audit()[1]["id"]
-    tamper(engine, f"UPDATE user_audit SET version = 7 WHERE id = {victim}")
+    rewrite_history(engine, f"UPDATE user_audit SET version = 7 WHERE id = {victim}")
     assert verify(runner).exit_code == 1
     last = client.get("/api/v1/audit/verify").get_json()["last_verification"]
     assert last["ok"] is False
@@ -762,7 +754,7 @@ def test_the_timeline_shows_the_last_verification(
     assert "3 entries intact up to link 3" in badge
 
     victim = database.audit()[0]["id"]
-    tamper(engine, f"UPDATE user_audit SET actor_label = 'someone' WHERE id = {victim}")
+    rewrite_history(engine, f"UPDATE user_audit SET actor_label = 'someone' WHERE id = {victim}")
     assert verify(runner).exit_code == 1
     badge = chain_badge(auditor.get("/audit"))
     assert 'class="chain-status chain-failed"' in badge
@@ -798,7 +790,7 @@ def test_a_faked_verification_result_is_ignored_and_reported(
 ):
     make_history(profiles=1)
     victim = database.audit()[0]["id"]
-    tamper(engine, f"UPDATE user_audit SET actor_label = 'someone' WHERE id = {victim}")
+    rewrite_history(engine, f"UPDATE user_audit SET actor_label = 'someone' WHERE id = {victim}")
     assert verify(runner).exit_code == 1
     fake_a_passing_result(engine)
 
@@ -896,7 +888,7 @@ def test_walking_ranges_at_once_names_an_edited_entry_anywhere(
 ):
     make_history(profiles=4)
     victim = database.audit()[index]["id"]
-    tamper(engine, f"UPDATE user_audit SET reason = 'edited' WHERE id = {victim}")
+    rewrite_history(engine, f"UPDATE user_audit SET reason = 'edited' WHERE id = {victim}")
     result = verify_in_ranges(app)
     assert result.problem is not None
     assert result.problem.entry_id == victim
@@ -909,7 +901,7 @@ def test_walking_ranges_at_once_finds_a_deleted_link_at_a_boundary(
 ):
     make_history(profiles=4)
     victim = database.audit()[index]["id"]
-    tamper(
+    rewrite_history(
         engine,
         f"DELETE FROM audit_chain WHERE entry_id = {victim}",
         f"DELETE FROM user_audit WHERE id = {victim}",

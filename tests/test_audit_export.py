@@ -5,60 +5,28 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 
 import pytest
 from sqlalchemy import event
 
+from tests.support.profiles import create_profile
 from webapp.extensions import db
 from webapp.services import audit_export
 from webapp.services.audit_log import AuditFilter
 
-CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
-
-
-def sign_in(client, username, password):
-    page = client.get("/login")
-    token = CSRF_FIELD.search(page.get_data(as_text=True)).group(1)
-    response = client.post(
-        "/login", data={"csrf_token": token, "username": username, "password": password}
-    )
-    assert response.status_code == 302, response.status_code
-    return client
-
-
-@pytest.fixture
-def auditor(app, staff_factory):
-    browser = app.test_client()
-    sign_in(browser, staff_factory.account("auditor", "audrey").username, staff_factory.password)
-    return browser
-
-
-def create(client, name, email, **extra):
-    response = client.post("/api/v1/users", json={"name": name, "email": email, **extra})
-    assert response.status_code == 201, response.get_data(as_text=True)
-    return response.get_json()
-
 
 @pytest.fixture
 def entries(client):
-    ada = create(client, "Ada Lovelace", "ada@example.com", reason='=HYPERLINK("http://x")')
+    ada = create_profile(client, "Ada Lovelace", "ada@example.com", reason='=HYPERLINK("http://x")')
     client.patch(f"/api/v1/users/{ada['id']}", json={"name": '=HYPERLINK("http://evil")'})
     client.patch(f"/api/v1/users/{ada['id']}", json={"email": "ada@example.org"}, headers={})
-    bob = create(client, "Bob", "bob@example.com", reason="+1 -2 @3")
+    bob = create_profile(client, "Bob", "bob@example.com", reason="+1 -2 @3")
     client.delete(f"/api/v1/users/{bob['id']}")
     return {"ada": ada["id"], "bob": bob["id"]}
 
 
 def csv_rows(response):
     return list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
-
-
-def expected_ids(database, condition="TRUE", **params):
-    rows = database.rows(
-        f"SELECT id FROM user_audit WHERE {condition} ORDER BY timestamp DESC, id DESC", **params
-    )
-    return [row["id"] for row in rows]
 
 
 def test_csv_export_is_an_attachment_with_every_column(auditor, entries, database):
@@ -70,7 +38,7 @@ def test_csv_export_is_an_attachment_with_every_column(auditor, entries, databas
     assert response.headers["Cache-Control"] == "no-store"
     rows = csv_rows(response)
     assert list(rows[0]) == list(audit_export.CSV_COLUMNS)
-    assert [int(row["id"]) for row in rows] == expected_ids(database)
+    assert [int(row["id"]) for row in rows] == database.audit_ids_newest_first()
     stored = {row["id"]: row for row in database.audit()}
     for row in rows:
         entry = stored[int(row["id"])]
@@ -132,7 +100,7 @@ def test_no_cell_part_can_run_as_a_formula_whatever_the_separator(client, audito
     """Opened with ";" or tabs as the separator, every piece of every cell is
     text; the snapshots still read back as the same JSON."""
     name = "Ada;=cmd|' /C calc'!A0"
-    created = create(client, name, "ada@example.com", reason="ok;=cmd|' /C calc'!A0\t@x")
+    created = create_profile(client, name, "ada@example.com", reason="ok;=cmd|' /C calc'!A0\t@x")
     text = auditor.get("/audit/export.csv").get_data(as_text=True)
     [row] = csv.DictReader(io.StringIO(text))
     assert row["reason"] == "ok;'=cmd|' /C calc'!A0\t'@x"
@@ -155,7 +123,7 @@ def test_ndjson_has_one_json_object_per_line(auditor, entries, database):
     assert text.endswith("\n")
     objects = [json.loads(line) for line in text.splitlines()]
     assert all(isinstance(item, dict) for item in objects)
-    assert [item["id"] for item in objects] == expected_ids(database)
+    assert [item["id"] for item in objects] == database.audit_ids_newest_first()
     assert objects[0]["actor"]["label"] == "test-admin"
 
 
@@ -171,7 +139,7 @@ def test_ndjson_has_one_json_object_per_line(auditor, entries, database):
 )
 def test_exports_hold_exactly_the_filter(auditor, entries, database, query, condition):
     query = query.format(**entries)
-    expected = expected_ids(database, condition, **entries)
+    expected = database.audit_ids_newest_first(condition, **entries)
     csv_ids = [int(row["id"]) for row in csv_rows(auditor.get("/audit/export.csv?" + query))]
     ndjson = auditor.get("/audit/export.ndjson?" + query).get_data(as_text=True)
     assert csv_ids == expected
@@ -192,9 +160,9 @@ def test_export_of_ambiguous_user_is_400(auditor, entries):
 
 def test_export_reads_in_batches(app_context, client, entries, database):
     seen = list(audit_export.iter_entries(AuditFilter(), batch_size=2))
-    assert [entry.id for entry in seen] == expected_ids(database)
+    assert [entry.id for entry in seen] == database.audit_ids_newest_first()
     lines = list(audit_export.csv_lines(AuditFilter(operations=("update",)), batch_size=1))
-    assert len(lines) == 1 + len(expected_ids(database, "operation = 'update'"))
+    assert len(lines) == 1 + len(database.audit_ids_newest_first("operation = 'update'"))
 
 
 def test_export_by_username_looks_the_account_up_once(app_context, entries, database):
@@ -210,7 +178,9 @@ def test_export_by_username_looks_the_account_up_once(app_context, entries, data
     finally:
         event.remove(db.engine, "before_cursor_execute", record)
 
-    assert [entry.id for entry in seen] == expected_ids(database, "actor_label = 'test-admin'")
+    assert [entry.id for entry in seen] == database.audit_ids_newest_first(
+        "actor_label = 'test-admin'"
+    )
     pages = [s for s in statements if "FROM user_audit" in s]
     assert len(pages) >= 3
     assert len([s for s in statements if "FROM staff" in s]) == 1

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
+from tests.support.database import insert_profile_directly
 from webapp.audit import seal
 from webapp.audit.chain import write_entries
 
@@ -46,12 +48,7 @@ entries = st.fixed_dictionaries(
 
 def a_profile(engine: Engine) -> int:
     with engine.begin() as connection:
-        return connection.execute(
-            text(
-                "INSERT INTO users (name, email, version) "
-                "VALUES ('P', gen_random_uuid() || '@example.com', 1) RETURNING id"
-            )
-        ).scalar_one()
+        return insert_profile_directly(connection, "P", f"{uuid.uuid4()}@example.com")
 
 
 @settings(

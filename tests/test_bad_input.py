@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from tests.web_pages import form_token
+from tests.support.api import PROBLEM
+from tests.support.pages import form_token
 from webapp.services.errors import ValidationFailed
 from webapp.services.profile_rules import FieldError, clean_email, clean_name, clean_profile
-
-PROBLEM = "application/problem+json"
 
 
 @pytest.mark.parametrize(

@@ -6,16 +6,14 @@ from __future__ import annotations
 import logging
 import os
 import pwd
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
 from sqlalchemy import Engine, text
 
-from tests.web_pages import sign_in as sign_in_through_the_form
+from tests.support.cli import ACTOR, OS_USER, ROOT, invoke, run_flask
+from tests.support.pages import sign_in
 from webapp import cli
 from webapp.audit.context import current_actor, current_origin
 from webapp.cli import os_user as real_os_user
@@ -23,27 +21,16 @@ from webapp.services import staff as staff_service
 from webapp.services import users as users_service
 from webapp.services.staff import InvalidCredentials
 
-ROOT = Path(__file__).resolve().parent.parent
-OS_USER = "ops-tester"
-ACTOR = f"cli:{OS_USER}"
 PASSWORD = "a long and secret passphrase"
 NEW_PASSWORD = "another long secret passphrase"
 
 
-@pytest.fixture(autouse=True)
-def _os_user(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "os_user", lambda: OS_USER)
+pytestmark = pytest.mark.usefixtures("cli_os_user")
 
 
-def invoke(runner: FlaskCliRunner, *args: str, input: str | None = None):
-    result = runner.invoke(args=list(args), input=input)
-    assert "Traceback" not in result.output
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def create(runner: FlaskCliRunner, username: str, role: str = "support", password: str = PASSWORD):
+def create_account(
+    runner: FlaskCliRunner, username: str, role: str = "support", password: str = PASSWORD
+):
     result = invoke(
         runner, "staff", "create", username, "--role", role, "--password-stdin", input=password
     )
@@ -51,7 +38,7 @@ def create(runner: FlaskCliRunner, username: str, role: str = "support", passwor
     return result
 
 
-def sign_in(app: Flask, username: str, password: str) -> bool:
+def can_sign_in(app: Flask, username: str, password: str) -> bool:
     with app.app_context():
         try:
             staff_service.authenticate(username, password, remote_addr=None)
@@ -75,18 +62,18 @@ def api_status(app: Flask, token: str) -> int:
 
 
 def test_create_with_password_from_stdin(app, runner, database):
-    result = create(runner, "alice", "support")
+    result = create_account(runner, "alice", "support")
 
     assert "alice" in result.stdout
     rows = database.rows("SELECT username, role, active FROM staff")
     assert rows == [{"username": "alice", "role": "support", "active": True}]
-    assert sign_in(app, "alice", PASSWORD)
+    assert can_sign_in(app, "alice", PASSWORD)
 
 
 def test_create_takes_only_the_first_line_of_stdin(app, runner):
-    create(runner, "alice", password=f"  {PASSWORD}  \nsecond line\n")
+    create_account(runner, "alice", password=f"  {PASSWORD}  \nsecond line\n")
 
-    assert sign_in(app, "alice", f"  {PASSWORD}  ")
+    assert can_sign_in(app, "alice", f"  {PASSWORD}  ")
 
 
 def test_create_with_hidden_prompt_and_confirmation(app, runner):
@@ -96,7 +83,7 @@ def test_create_with_hidden_prompt_and_confirmation(app, runner):
 
     assert result.exit_code == 0, result.output
     assert PASSWORD not in result.output
-    assert sign_in(app, "bob", PASSWORD)
+    assert can_sign_in(app, "bob", PASSWORD)
 
 
 def test_prompt_asks_again_after_a_short_or_mismatched_password(app, runner):
@@ -109,7 +96,7 @@ def test_prompt_asks_again_after_a_short_or_mismatched_password(app, runner):
     assert "must be 12 to 1024 characters" in result.stderr
     assert "differ" in result.stderr
     assert "short" not in result.output
-    assert sign_in(app, "bob", PASSWORD)
+    assert can_sign_in(app, "bob", PASSWORD)
 
 
 def test_prompt_without_an_answer_creates_nothing(runner, database):
@@ -120,7 +107,7 @@ def test_prompt_without_an_answer_creates_nothing(runner, database):
 
 
 def test_duplicate_username_in_any_case_is_refused(runner, database):
-    create(runner, "Alice")
+    create_account(runner, "Alice")
 
     result = invoke(
         runner, "staff", "create", "alice", "--role", "admin", "--password-stdin", input=PASSWORD
@@ -181,8 +168,8 @@ def test_empty_stdin_is_refused(runner, database):
 
 
 def test_list_shows_aligned_columns(runner, staff_factory, engine):
-    create(runner, "alice", "admin")
-    create(runner, "bob-the-auditor", "auditor")
+    create_account(runner, "alice", "admin")
+    create_account(runner, "bob-the-auditor", "auditor")
     invoke(runner, "staff", "deactivate", "bob-the-auditor")
     with engine.begin() as connection:
         connection.execute(
@@ -215,7 +202,7 @@ def test_list_of_nothing(runner):
 
 
 def test_set_role(runner, database):
-    create(runner, "alice", "support")
+    create_account(runner, "alice", "support")
 
     result = invoke(runner, "staff", "set-role", "ALICE", "auditor")
 
@@ -229,7 +216,7 @@ def test_set_role(runner, database):
 
 
 def test_set_role_refuses_a_bad_role(runner, database):
-    create(runner, "alice", "support")
+    create_account(runner, "alice", "support")
 
     result = invoke(runner, "staff", "set-role", "alice", "superuser")
 
@@ -255,14 +242,14 @@ def test_unknown_username_is_a_clear_error(runner, args):
 
 
 def test_deactivate(app, runner, database):
-    create(runner, "alice")
+    create_account(runner, "alice")
     token = make_token(runner, "alice")
 
     result = invoke(runner, "staff", "deactivate", "alice")
 
     assert result.exit_code == 0, result.output
     assert database.scalar("SELECT active FROM staff") is False
-    assert not sign_in(app, "alice", PASSWORD)
+    assert not can_sign_in(app, "alice", PASSWORD)
     assert api_status(app, token) == 401
     again = invoke(runner, "staff", "deactivate", "alice")
     assert again.exit_code == 0
@@ -270,47 +257,47 @@ def test_deactivate(app, runner, database):
 
 
 def test_set_password(app, runner, database):
-    create(runner, "alice")
-    browser = sign_in_through_the_form(app.test_client(), "alice", PASSWORD)
+    create_account(runner, "alice")
+    browser = sign_in(app.test_client(), "alice", PASSWORD)
 
     result = invoke(
         runner, "staff", "set-password", "alice", "--password-stdin", input=NEW_PASSWORD + "\n"
     )
 
     assert result.exit_code == 0, result.output
-    assert not sign_in(app, "alice", PASSWORD)
-    assert sign_in(app, "alice", NEW_PASSWORD)
+    assert not can_sign_in(app, "alice", PASSWORD)
+    assert can_sign_in(app, "alice", NEW_PASSWORD)
     # Sessions signed in with the old password end, on the server.
     assert browser.get("/").status_code == 302
     assert database.scalar("SELECT end_reason FROM staff_sessions") == "password_changed"
 
 
 def test_set_password_with_prompt(app, runner):
-    create(runner, "alice")
+    create_account(runner, "alice")
 
     result = invoke(
         runner, "staff", "set-password", "alice", input=f"{NEW_PASSWORD}\n{NEW_PASSWORD}\n"
     )
 
     assert result.exit_code == 0, result.output
-    assert sign_in(app, "alice", NEW_PASSWORD)
+    assert can_sign_in(app, "alice", NEW_PASSWORD)
 
 
 def test_set_password_refuses_a_short_one(app, runner):
-    create(runner, "alice")
+    create_account(runner, "alice")
 
     result = invoke(runner, "staff", "set-password", "alice", "--password-stdin", input="tiny")
 
     assert result.exit_code == 1
     assert "password must be 12 to 1024 characters" in result.stderr
-    assert sign_in(app, "alice", PASSWORD)
+    assert can_sign_in(app, "alice", PASSWORD)
 
 
 # --- tokens -------------------------------------------------------------------
 
 
 def test_token_create_prints_only_a_working_token(app, runner, database):
-    create(runner, "alice", "support")
+    create_account(runner, "alice", "support")
 
     result = invoke(runner, "token", "create", "alice", "--name", "nightly export")
 
@@ -327,7 +314,7 @@ def test_token_create_prints_only_a_working_token(app, runner, database):
 
 
 def test_token_create_with_bad_input(runner, database):
-    create(runner, "alice")
+    create_account(runner, "alice")
 
     no_name = invoke(runner, "token", "create", "alice", "--name", "  ")
     zero_days = invoke(runner, "token", "create", "alice", "--name", "x", "--expires-in-days", "0")
@@ -345,7 +332,7 @@ def test_token_create_with_bad_input(runner, database):
 
 
 def test_token_for_a_deactivated_account_is_refused(runner, database):
-    create(runner, "alice")
+    create_account(runner, "alice")
     invoke(runner, "staff", "deactivate", "alice")
 
     result = invoke(runner, "token", "create", "alice", "--name", "x")
@@ -356,7 +343,7 @@ def test_token_for_a_deactivated_account_is_refused(runner, database):
 
 
 def test_token_list_never_shows_the_token(app, runner):
-    create(runner, "alice")
+    create_account(runner, "alice")
     token = make_token(runner, "alice", "--expires-in-days", "30")
     api_status(app, token)
 
@@ -382,7 +369,7 @@ def test_token_list_of_nothing(runner):
 
 
 def test_revoked_token_gets_401(app, runner, database):
-    create(runner, "alice")
+    create_account(runner, "alice")
     token = make_token(runner, "alice")
     assert api_status(app, token) == 200
 
@@ -409,7 +396,7 @@ def test_revoking_an_unknown_token(runner, token_id):
 
 
 def test_expired_token_gets_401(app, runner, engine: Engine):
-    create(runner, "alice")
+    create_account(runner, "alice")
     token = make_token(runner, "alice", "--expires-in-days", "1")
     assert api_status(app, token) == 200
 
@@ -424,7 +411,7 @@ def test_expired_token_gets_401(app, runner, engine: Engine):
 
 
 def test_security_events_name_the_cli_user(app, runner, database):
-    create(runner, "alice", "support")
+    create_account(runner, "alice", "support")
     invoke(runner, "staff", "set-role", "alice", "auditor")
     invoke(runner, "staff", "set-password", "alice", "--password-stdin", input=NEW_PASSWORD)
     make_token(runner, "alice")
@@ -473,7 +460,7 @@ def test_the_actor_is_the_effective_user_not_what_the_environment_says(
 
     assert cli.os_user() == "svc-deploy"
     assert set(asked) == {4242}
-    create(runner, "grace")
+    create_account(runner, "grace")
     [event] = database.rows("SELECT actor_label FROM security_events")
     assert event["actor_label"] == "cli:svc-deploy"
 
@@ -492,7 +479,7 @@ def test_profile_changes_from_the_cli_are_attributed(app, database):
 def test_passwords_and_tokens_stay_out_of_events_output_and_logs(runner, database, caplog):
     caplog.set_level(logging.DEBUG)
     outputs = [
-        create(runner, "alice").output,
+        create_account(runner, "alice").output,
         invoke(
             runner, "staff", "create", "bob", "--role", "admin", input=f"{PASSWORD}\n" * 2
         ).output,
@@ -528,31 +515,15 @@ def test_stats(runner):
 # --- the real `flask` command ---------------------------------------------------
 
 
-def run_flask(*args: str, database_url: str | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "FLASK_APP"}}
-    if database_url is not None:
-        env["DATABASE_URL"] = database_url
-    # From the project root, as documented: `.flaskenv` there names the app.
-    return subprocess.run(  # noqa: S603 - this interpreter, arguments from the tests
-        [sys.executable, "-m", "flask", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_flask_token_create_prints_only_the_token(app, staff_factory, test_database_url):
     staff_factory.account("admin", "admin")
 
     args = ("token", "create", "admin", "--name", "script")
-    result = run_flask(*args, database_url=test_database_url)
+    status, stdout, stderr = run_flask(test_database_url, *args)
 
-    assert result.returncode == 0, result.stderr
-    token = result.stdout.strip()
-    assert result.stdout == token + "\n"
+    assert status == 0, stderr
+    token = stdout.decode().strip()
+    assert stdout.decode() == token + "\n"
     assert api_status(app, token) == 200
 
 
@@ -560,21 +531,21 @@ def test_flask_without_database_url_is_a_one_line_error():
     if (ROOT / ".env").exists():
         pytest.skip("a .env file may set DATABASE_URL")
 
-    result = run_flask("staff", "list", database_url=None)
+    status, _, stderr = run_flask(None, "staff", "list")
 
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("Error: DATABASE_URL is not set.")
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert status == 1
+    assert "Traceback" not in stderr
+    assert stderr.startswith("Error: DATABASE_URL is not set.")
+    assert len(stderr.strip().splitlines()) == 1
 
 
 def test_the_last_active_admin_cannot_be_demoted_or_deactivated(runner):
-    create(runner, "root", "admin")
+    create_account(runner, "root", "admin")
 
     demoted = invoke(runner, "staff", "set-role", "root", "support")
     deactivated = invoke(runner, "staff", "deactivate", "root")
 
     assert demoted.exit_code == deactivated.exit_code == 1
     assert "last active admin" in demoted.stderr
-    create(runner, "second", "admin")
+    create_account(runner, "second", "admin")
     assert invoke(runner, "staff", "deactivate", "root").exit_code == 0

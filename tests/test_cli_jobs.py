@@ -14,48 +14,23 @@ import json
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from tests.conftest import TABLES, Database, append_only_lifted, post_profile
-from tests.flask_commands import run_flask
-from webapp import audit_commands, cli
-from webapp.audit.chain import GENESIS_HASH
-from webapp.audit.entry_ids import entry_ids
+from tests.support.cli import ACTOR, OS_USER, invoke, run_flask
+from tests.support.database import Database, empty_database
+from tests.support.profiles import post_profile
+from webapp import audit_commands
 from webapp.demo_commands import make_plan
 from webapp.services import audit_export
 
-OS_USER = "ops-tester"
-ACTOR = f"cli:{OS_USER}"
-
-
-@pytest.fixture(autouse=True)
-def _os_user(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "os_user", lambda: OS_USER)
-
-
-def invoke(runner: FlaskCliRunner, *args: str):
-    result = runner.invoke(args=list(args))
-    assert "Traceback" not in result.output
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+pytestmark = pytest.mark.usefixtures("cli_os_user")
 
 
 def seed(runner: FlaskCliRunner, *args: str):
     result = invoke(runner, "demo", "seed", *args)
     assert result.exit_code == 0, result.output
     return result
-
-
-def empty_database(engine: Engine) -> None:
-    """What the autouse fixture does before each test, for a second run inside one."""
-    with engine.begin() as connection, append_only_lifted(connection):
-        connection.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
-        connection.execute(
-            text("UPDATE audit_chain_head SET seq = 0, hash = :genesis"), {"genesis": GENESIS_HASH}
-        )
-    entry_ids.forget()
 
 
 def without_times(snapshot: dict | None) -> dict | None:

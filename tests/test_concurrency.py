@@ -33,8 +33,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-from tests.conftest import client_like, post_profile
-from tests.web_pages import HTMX, page_token
+from tests.support.pages import HTMX, page_token
+from tests.support.profiles import post_profile
+from tests.support.staff import client_like
 from webapp.audit import chain
 from webapp.audit.context import change_context
 from webapp.extensions import db
@@ -43,18 +44,13 @@ from webapp.services import users
 from webapp.services.errors import DuplicateEmail, ServiceError, StaleVersion
 
 if TYPE_CHECKING:
-    from tests.conftest import Database
+    from tests.support.database import Database
 
 T = TypeVar("T")
 # Only there to turn a hang into a failure: generous, since a loaded 2-core
 # machine can take many seconds for what normally takes one.
 TIMEOUT = 60.0  # seconds any one wait may take before the test is declared stuck
 STALE_PROBLEM = "urn:profile-audit:problem:stale-version"
-
-
-def _create_profile(app: Flask, name: str = "Ada", email: str = "ada@example.com") -> int:
-    with app.app_context():
-        return users.create_user({"name": name, "email": email}).id
 
 
 def _run_concurrently(*tasks: Callable[[], T]) -> list[T]:
@@ -92,11 +88,28 @@ def _refusal_summary(error: ServiceError) -> dict[str, Any]:
 # -- two sessions, one profile -------------------------------------------------
 
 
+def _saved_at_version_1_after(
+    winner_went: threading.Event,
+    user_id: int,
+    both_loaded: threading.Barrier,
+    changes: dict[str, object],
+) -> dict[str, Any]:
+    """The loser's side: load version 1 beside the winner, let the winner go
+    first, then save version 1, which must be refused as stale."""
+    assert users.get_user(user_id).version == 1
+    both_loaded.wait()
+    assert winner_went.wait(TIMEOUT)
+    with pytest.raises(StaleVersion) as raised:
+        users.update_user(user_id, changes, expected_version=1, reason="second")
+    return _refusal_summary(raised.value)
+
+
 @pytest.mark.usefixtures("app_context")  # binds who is acting, where the app needs it
 def test_second_save_of_the_same_loaded_version_is_stale_and_not_audited(
     app: Flask, database: Database
 ) -> None:
-    user_id = _create_profile(app)
+    with app.app_context():  # a session of its own, as each thread below has
+        user_id = users.create_user({"name": "Ada", "email": "ada@example.com"}).id
     both_loaded = threading.Barrier(2, timeout=TIMEOUT)
     winner_committed = threading.Event()
 
@@ -110,19 +123,10 @@ def test_second_save_of_the_same_loaded_version_is_stale_and_not_audited(
 
     def loser() -> dict[str, Any]:
         with app.app_context():
-            assert users.get_user(user_id).version == 1
-            both_loaded.wait()
-            assert winner_committed.wait(TIMEOUT)
             # This session still holds version 1, so the service's own version
             # check passes: only the UPDATE ... WHERE version = 1 can catch it.
-            with pytest.raises(StaleVersion) as raised:
-                users.update_user(
-                    user_id,
-                    {"name": "Loser", "email": "loser@example.com"},
-                    expected_version=1,
-                    reason="second",
-                )
-            summary = _refusal_summary(raised.value)
+            changes = {"name": "Loser", "email": "loser@example.com"}
+            summary = _saved_at_version_1_after(winner_committed, user_id, both_loaded, changes)
             # The session is usable again and sees the winner's row.
             summary["reloaded"] = (users.get_user(user_id).name, users.get_user(user_id).version)
             return summary
@@ -151,7 +155,8 @@ def test_second_save_of_the_same_loaded_version_is_stale_and_not_audited(
 def test_a_save_blocked_on_the_winners_row_lock_is_stale_and_not_audited(
     app: Flask, engine: Engine, database: Database
 ) -> None:
-    user_id = _create_profile(app)
+    with app.app_context():  # a session of its own, as each thread below has
+        user_id = users.create_user({"name": "Ada", "email": "ada@example.com"}).id
     both_loaded = threading.Barrier(2, timeout=TIMEOUT)
     winner_flushed = threading.Event()
     loser_blocked = threading.Event()
@@ -171,12 +176,8 @@ def test_a_save_blocked_on_the_winners_row_lock_is_stale_and_not_audited(
 
     def loser() -> dict[str, Any]:
         with app.app_context():
-            assert users.get_user(user_id).version == 1
-            both_loaded.wait()
-            assert winner_flushed.wait(TIMEOUT)
-            with pytest.raises(StaleVersion) as raised:
-                users.update_user(user_id, {"name": "Loser"}, expected_version=1, reason="second")
-            return _refusal_summary(raised.value)
+            changes = {"name": "Loser"}
+            return _saved_at_version_1_after(winner_flushed, user_id, both_loaded, changes)
 
     def release_winner_once_loser_waits() -> None:
         assert winner_flushed.wait(TIMEOUT)

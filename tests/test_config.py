@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
 from tests.conftest import SUITE_KEYS
-from tests.flask_commands import run_flask
+from tests.support.cli import run_flask
 from webapp import create_app
 from webapp.config import (
     KEY_SETTINGS,
@@ -24,7 +23,6 @@ from webapp.config import (
 from webapp.extensions import db
 from webapp.observability import logs
 
-ROOT = Path(__file__).resolve().parent.parent
 STRONG_SECRET = "Zq3xT9vLk2mN8pRw4sYb7cHd1fJg6hUe0aKo5iPl"
 STRONG_CHAIN = "Wm4nB8vC2xZ6lK0jH9gF3dS7aQ1pO5iU8yT2rE4w"
 SETTINGS = (

@@ -36,15 +36,10 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.cli import ROOT, run_command
+
 BOOT_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
-
-
-def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - this interpreter and tools, arguments from the tests
-        command, capture_output=True, text=True, check=False, timeout=120, **kwargs
-    )
 
 
 def runtime_copies() -> list[tuple[list[str], str]]:
@@ -69,8 +64,8 @@ def image_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("image")
     # Builder: the pinned build backend in a virtualenv of its own.
     build_env = base / "build-venv"
-    assert _run([sys.executable, "-m", "venv", str(build_env)]).returncode == 0
-    installed = _run(
+    assert run_command([sys.executable, "-m", "venv", str(build_env)]).returncode == 0
+    installed = run_command(
         [
             str(build_env / "bin" / "python"),
             "-m",
@@ -93,7 +88,7 @@ def image_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ROOT / "webapp", source / "webapp", ignore=shutil.ignore_patterns("__pycache__")
     )
     wheels = base / "wheels"
-    built = _run(
+    built = run_command(
         [
             str(build_env / "bin" / "python"),
             "-m",
@@ -112,7 +107,7 @@ def image_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (wheel,) = wheels.glob("profile_audit-*.whl")
 
     app_dir = base / "app"
-    unpacked = _run(
+    unpacked = run_command(
         [
             sys.executable,
             "-m",
@@ -186,7 +181,7 @@ def test_the_image_layout_resolves_templates_static_and_migrations(image_layout,
         "  'migrations': app.extensions['migrate'].directory}))\n"
     )
     # From another directory: nothing may depend on the checkout or the cwd.
-    result = _run(
+    result = run_command(
         [sys.executable, "-c", probe],
         cwd=tmp_path,
         env=layout_env(app_dir, DATABASE_URL="postgresql://nobody@127.0.0.1:1/none"),
@@ -208,11 +203,11 @@ def test_the_image_layout_resolves_templates_static_and_migrations(image_layout,
 def test_migrations_run_from_the_image_layout(image_layout, test_database_url, app):
     """`flask db upgrade` (the compose migrate service) finds the migrations; at head, a no-op."""
     env = layout_env(image_layout["app"], DATABASE_URL=test_database_url)
-    upgrade = _run(
+    upgrade = run_command(
         [sys.executable, "-m", "flask", "db", "upgrade"], cwd=image_layout["app"], env=env
     )
     assert upgrade.returncode == 0, upgrade.stderr
-    current = _run(
+    current = run_command(
         [sys.executable, "-m", "flask", "db", "current"], cwd=image_layout["app"], env=env
     )
     assert current.returncode == 0, current.stderr
@@ -393,7 +388,7 @@ def test_gunicorn_serves_the_image_layout_in_production_mode(gunicorn, app: Flas
 
     # Liveness and the container's own health check script.
     status, _, body = _get(f"{base}/healthz")
-    check = _run(
+    check = run_command(
         [sys.executable, str(ROOT / "deploy" / "healthcheck.py"), "/healthz"],
         env={**os.environ, "PORT": str(gunicorn["port"])},
     )
@@ -467,7 +462,7 @@ def test_gunicorn_serves_the_image_layout_in_production_mode(gunicorn, app: Flas
             not Path(f"/proc/{pid}").exists()
             or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
         )
-    down = _run(
+    down = run_command(
         [sys.executable, str(ROOT / "deploy" / "healthcheck.py")],
         env={**os.environ, "PORT": str(gunicorn["port"])},
     )

@@ -32,11 +32,11 @@ import pytest
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
+from tests.support.cli import ROOT, run_command
 from webapp.config import KEY_SETTINGS
 from webapp.devserver import read_keys_file
 from webapp.local_database import private_tree, scratch_directory
 
-ROOT = Path(__file__).resolve().parent.parent
 #: What a clone holds that the server reads; instance/ is not in a clone.
 PROJECT_FILES = ("webapp", "migrations", "templates", "static", ".flaskenv")
 
@@ -167,15 +167,7 @@ def _flask_token(project: Path, output: str) -> str:
     assert setup.count("\n") == 1, output
     env = {k: v for k, v in os.environ.items() if k not in {"FLASK_APP", *KEY_SETTINGS}}
     command = f"{setup}\nexec {sys.executable} -m flask token create admin --name devserver-test"
-    result = subprocess.run(  # noqa: S603 - a shell running the lines the server printed
-        ["/bin/sh", "-c", command],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_command(["/bin/sh", "-c", command], cwd=project, env=env)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -356,13 +348,8 @@ def test_as_root_data_in_a_closed_home_is_refused_in_one_line_and_nothing_is_ope
     before = _modes(home)
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["EMBEDDED_PGDATA"] = str(home / "pgdata")
-    result = subprocess.run(
-        [sys.executable, "-W", "ignore", "-m", "webapp.devserver"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = run_command(
+        [sys.executable, "-W", "ignore", "-m", "webapp.devserver"], cwd=ROOT, env=env
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr

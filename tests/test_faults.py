@@ -41,8 +41,11 @@ from sqlalchemy.orm import Session, UOWTransaction
 from sqlalchemy.pool import NullPool
 from werkzeug.test import TestResponse
 
-from tests.conftest import Database, StaffFactory, client_like, post_profile
-from tests.web_pages import form_token, text_of
+from tests.support.api import PROBLEM
+from tests.support.database import Database
+from tests.support.pages import form_token, text_of
+from tests.support.profiles import post_profile
+from tests.support.staff import StaffFactory, client_like
 from webapp import create_app
 from webapp.config import database_url
 from webapp.extensions import db
@@ -54,7 +57,6 @@ if TYPE_CHECKING:
 
 # Only there to turn a hang into a failure.
 TIMEOUT = 30.0  # seconds any one wait may take before the test is declared stuck
-PROBLEM = "application/problem+json"
 # What a stack trace or a leaked driver error would contain.
 LEAKS = ("Traceback", 'File "', "sqlalchemy", "psycopg", "OperationalError", "Error:")
 

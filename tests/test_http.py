@@ -7,9 +7,8 @@ import uuid
 import pytest
 from flask import Flask
 
+from tests.support.api import PROBLEM, answer_without_a_database
 from webapp import create_app
-
-PROBLEM = "application/problem+json"
 
 
 @pytest.mark.parametrize("path", ["/", "/api/v1/users", "/api/v1/nowhere", "/nowhere"])
@@ -126,15 +125,7 @@ def test_unexpected_errors_never_show_internals(failing_app, staff_factory, path
 
 
 def test_an_unreachable_database_is_503_not_500():
-    unreachable = create_app(
-        {
-            "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://nobody@/nodb?host=/nonexistent",
-            "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
-        }
-    )
-    response = unreachable.test_client().get(
-        "/api/v1/users", headers={"Authorization": "Bearer pa_anything"}
-    )
+    response = answer_without_a_database()
     assert response.status_code == 503
     assert response.mimetype == PROBLEM
     assert response.headers["Retry-After"]

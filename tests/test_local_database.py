@@ -10,7 +10,6 @@ import pwd
 import re
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import psutil
 import psycopg
 import pytest
 
+from tests.support.cli import run_command
 from webapp.config import PROJECT_ROOT
 from webapp.local_database import (
     PRIVATE_BASE,
@@ -254,14 +254,8 @@ def test_as_root_make_test_refuses_a_private_base_under_a_closed_home_in_one_lin
     env["EMBEDDED_PRIVATE_BASE"] = str(closed_home / "trees")
     # Any test on the database asks for the suite's server first.
     test = "tests/test_local_database.py::test_the_private_tree_is_named_after_the_clone"
-    result = subprocess.run(  # noqa: S603 - this interpreter, arguments from the test
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test]
+    result = run_command(command, cwd=PROJECT_ROOT, env=env)
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout + result.stderr
     [refusal] = [line for line in result.stdout.splitlines() if "cannot enter" in line]
     assert "set EMBEDDED_PRIVATE_BASE" in refusal

@@ -31,6 +31,14 @@ def scratch_app(server_url):
     drop_database(server_url, name)
 
 
+def at_revision(revision: str, *statements: str) -> None:
+    """Migrate to ``revision`` and write what that schema's application wrote."""
+    upgrade(revision=revision)
+    with db.engine.begin() as connection:
+        for statement in statements:
+            connection.execute(text(statement))
+
+
 def test_upgrade_downgrade_upgrade(scratch_app):
     with scratch_app.app_context():
         upgrade()
@@ -67,14 +75,11 @@ def test_history_from_before_the_chain_is_queued_and_sealed(scratch_app):
     """Upgrading a database with history: its entries wait to be sealed, and
     `flask audit seal` links them so that verification passes."""
     with scratch_app.app_context():
-        upgrade(revision="0005")
-        with db.engine.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO users (name, email, version) "
-                    "VALUES ('Old', 'old@example.com', 1), ('Older', 'older@example.com', 1)"
-                )
-            )
+        at_revision(
+            "0005",
+            "INSERT INTO users (name, email, version) "
+            "VALUES ('Old', 'old@example.com', 1), ('Older', 'older@example.com', 1)",
+        )
         upgrade()
         with db.engine.connect() as connection:
             assert (
@@ -143,24 +148,17 @@ def test_duplicate_token_names_are_told_apart_when_names_become_unique(scratch_a
     """Before token names were unique per owner, one account could have two
     "nightly" tokens; the upgrade keeps the oldest name and suffixes the others."""
     with scratch_app.app_context():
-        upgrade(revision="0006")
-        with db.engine.begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO staff (id, username, password_hash, role) OVERRIDING SYSTEM VALUE "
-                    "VALUES (1, 'sam', '!', 'support'), (2, 'kim', '!', 'support')"
-                )
-            )
-            connection.execute(
-                text(
-                    "INSERT INTO api_tokens (id, staff_id, name, token_hash, prefix) "
-                    "OVERRIDING SYSTEM VALUE VALUES "
-                    "(1, 1, 'nightly', repeat('a', 64), 'pa_a'), "
-                    "(2, 1, 'Nightly', repeat('b', 64), 'pa_b'), "
-                    "(3, 2, 'nightly', repeat('c', 64), 'pa_c'), "
-                    "(4, 1, 'other', repeat('d', 64), 'pa_d')"
-                )
-            )
+        at_revision(
+            "0006",
+            "INSERT INTO staff (id, username, password_hash, role) OVERRIDING SYSTEM VALUE "
+            "VALUES (1, 'sam', '!', 'support'), (2, 'kim', '!', 'support')",
+            "INSERT INTO api_tokens (id, staff_id, name, token_hash, prefix) "
+            "OVERRIDING SYSTEM VALUE VALUES "
+            "(1, 1, 'nightly', repeat('a', 64), 'pa_a'), "
+            "(2, 1, 'Nightly', repeat('b', 64), 'pa_b'), "
+            "(3, 2, 'nightly', repeat('c', 64), 'pa_c'), "
+            "(4, 1, 'other', repeat('d', 64), 'pa_d')",
+        )
         upgrade()
         with db.engine.connect() as connection:
             names = connection.execute(

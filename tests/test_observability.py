@@ -11,11 +11,9 @@ import io
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -24,15 +22,15 @@ from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import text
 
-from tests.conftest import post_profile
-from tests.web_pages import form_token
+from tests.support.cli import ROOT, run_command
+from tests.support.pages import form_token
+from tests.support.profiles import post_profile
 from webapp import create_app
 from webapp.config import PROJECT_ROOT, database_url
 from webapp.extensions import db
 from webapp.local_database import drop_database, ensure_database
 from webapp.observability import logs, sentry
 
-ROOT = Path(__file__).resolve().parent.parent
 LOGGERS = (logs.REQUEST_LOGGER, logs.SECURITY_LOGGER, *logs.APP_LOGGERS)
 UNREACHABLE = "postgresql+psycopg://nobody@127.0.0.1:9/nothing"
 HEAD = ScriptDirectory(str(PROJECT_ROOT / "migrations")).get_current_head()
@@ -472,15 +470,7 @@ def test_metrics_add_up_across_worker_processes(app, test_database_url, tmp_path
     }
 
     def run(*args: str) -> str:
-        done = subprocess.run(  # noqa: S603 - our own interpreter and script
-            [sys.executable, "-c", worker, *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = run_command([sys.executable, "-c", worker, *args], cwd=ROOT, env=env)
         assert done.returncode == 0, done.stderr
         return done.stdout
 

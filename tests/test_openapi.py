@@ -24,11 +24,11 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from tests.conftest import StaffFactory, post_profile
-from webapp import create_app
+from tests.support.api import PROBLEM, answer_without_a_database
+from tests.support.profiles import post_profile
+from tests.support.staff import StaffFactory
 from webapp.api.openapi import build_document
 
-PROBLEM = "application/problem+json"
 PREFIX = "/api/v1"
 DOCUMENT_URI = "urn:profile-audit:openapi"
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -871,15 +871,7 @@ def test_the_cases_provoke_every_documented_status(spec):
 
 
 def test_an_unreachable_database_is_a_documented_503(spec):
-    unreachable = create_app(
-        {
-            "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://nobody@/nodb?host=/nonexistent",
-            "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
-        }
-    )
-    response = unreachable.test_client().get(
-        "/api/v1/users", headers={"Authorization": "Bearer pa_anything"}
-    )
+    response = answer_without_a_database()
     assert response.status_code == 503
     conforms(spec, "GET", "/users", response)
 

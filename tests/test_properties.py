@@ -40,7 +40,7 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import Engine, text
 
-from tests.conftest import append_only_lifted
+from tests.support.database import rewrite_history
 from webapp.extensions import db
 from webapp.models import User
 from webapp.services import users
@@ -179,8 +179,7 @@ class ProfileMachine(RuleBasedStateMachine):
         self.engine = engine
         # Tables are emptied before each test by conftest, not before each
         # example, so every example starts from empty tables itself.
-        with engine.begin() as connection, append_only_lifted(connection):
-            connection.execute(text("TRUNCATE user_audit, users RESTART IDENTITY CASCADE"))
+        rewrite_history(engine, "TRUNCATE user_audit, users RESTART IDENTITY CASCADE")
         self.context: AppContext = app.app_context()
         self.context.push()
         self.model: dict[int, ModelProfile] = {}
@@ -348,70 +347,55 @@ class ProfileMachine(RuleBasedStateMachine):
 
     @rule(user_id=profiles, reason=REASONS, mode=VERSION_MODES)
     def delete(self, user_id: int, reason: Input, mode: str) -> None:
-        self._delete(user_id, reason, mode)
+        self._delete_or_restore("delete", user_id, reason, mode)
 
     @precondition(lambda self: any(not p.deleted for p in self.model.values()))
     @rule(data=st.data(), reason=REASONS, mode=VERSION_MODES)
     def delete_active(self, data: st.DataObject, reason: Input, mode: str) -> None:
         active = sorted(i for i, p in self.model.items() if not p.deleted)
-        self._delete(data.draw(st.sampled_from(active), label="user_id"), reason, mode)
-
-    def _delete(self, user_id: int, reason: Input, mode: str) -> None:
-        profile = self.model[user_id]
-        refusal: type[ServiceError] | None = None
-        if not reason.valid:
-            refusal = ValidationFailed
-        elif mode in {"behind", "ahead"}:
-            refusal = StaleVersion
-        elif profile.deleted:
-            refusal = AlreadyDeleted
-
-        expected = _expected_version(mode, profile)
-        user = self._call(
-            refusal,
-            lambda: users.delete_user(user_id, expected_version=expected, reason=reason.raw),
+        self._delete_or_restore(
+            "delete", data.draw(st.sampled_from(active), label="user_id"), reason, mode
         )
-        if user is None:
-            return
-        profile.deleted = True
-        profile.operations.append("delete")
-        profile.reasons.append(reason.cleaned)
-        assert user.deleted_at is not None
-        assert user.version == profile.version
 
     @rule(user_id=profiles, reason=REASONS, mode=VERSION_MODES)
     def restore(self, user_id: int, reason: Input, mode: str) -> None:
-        self._restore(user_id, reason, mode)
+        self._delete_or_restore("restore", user_id, reason, mode)
 
     @precondition(lambda self: any(p.deleted for p in self.model.values()))
     @rule(data=st.data(), reason=REASONS, mode=VERSION_MODES)
     def restore_deleted(self, data: st.DataObject, reason: Input, mode: str) -> None:
         deleted = sorted(i for i, p in self.model.items() if p.deleted)
-        self._restore(data.draw(st.sampled_from(deleted), label="user_id"), reason, mode)
+        self._delete_or_restore(
+            "restore", data.draw(st.sampled_from(deleted), label="user_id"), reason, mode
+        )
 
-    def _restore(self, user_id: int, reason: Input, mode: str) -> None:
+    def _delete_or_restore(self, operation: str, user_id: int, reason: Input, mode: str) -> None:
+        """Soft-delete (``operation`` "delete") or restore a profile, as the model expects."""
         profile = self.model[user_id]
+        deleting = operation == "delete"
         refusal: type[ServiceError] | None = None
         if not reason.valid:
             refusal = ValidationFailed
         elif mode in {"behind", "ahead"}:
             refusal = StaleVersion
-        elif not profile.deleted:
+        elif deleting and profile.deleted:
+            refusal = AlreadyDeleted
+        elif not deleting and not profile.deleted:
             refusal = NotDeleted
-        elif self._email_taken(profile.email, by_other_than=user_id):
+        elif not deleting and self._email_taken(profile.email, by_other_than=user_id):
             refusal = DuplicateEmail
 
         expected = _expected_version(mode, profile)
+        service = users.delete_user if deleting else users.restore_user
         user = self._call(
-            refusal,
-            lambda: users.restore_user(user_id, expected_version=expected, reason=reason.raw),
+            refusal, lambda: service(user_id, expected_version=expected, reason=reason.raw)
         )
         if user is None:
             return
-        profile.deleted = False
-        profile.operations.append("restore")
+        profile.deleted = deleting
+        profile.operations.append(operation)
         profile.reasons.append(reason.cleaned)
-        assert user.deleted_at is None
+        assert (user.deleted_at is not None) is deleting
         assert user.version == profile.version
 
     @precondition(lambda self: bool(self.model))

@@ -25,8 +25,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, text
 
-from tests.conftest import post_profile
-from tests.web_pages import HTMX, page_token
+from tests.support.pages import HTMX, page_token
+from tests.support.profiles import post_profile
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.extensions import db
 from webapp.services import users as user_service
@@ -79,6 +79,35 @@ def measure(app: Flask, client: FlaskClient, url: str, headers: dict | None = No
         response = client.get(url, headers=headers)
     assert response.status_code == 200, response.status_code
     return Measured(list(statements), response.get_data(as_text=True))
+
+
+def measure_limits(app: Flask, client: FlaskClient, url: str, counted: str) -> dict[int, Measured]:
+    """``url`` with ``limit`` SMALL and LARGE; each answer shows ``counted`` that many times."""
+    measured = {}
+    for size in (SMALL, LARGE):
+        separator = "&" if "?" in url else "?"
+        measured[size] = measure(app, client, f"{url}{separator}limit={size}")
+        assert measured[size].body.count(counted) == size
+    return measured
+
+
+def measure_page_sizes(
+    app: Flask,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+    client: FlaskClient,
+    url: str,
+    rows: re.Pattern[str],
+    headers: dict | None = None,
+) -> dict[int, Measured]:
+    """``url`` with the page size ``profile_views.<setting>`` SMALL and LARGE;
+    each answer shows that many ``rows``."""
+    measured = {}
+    for size in (SMALL, LARGE):
+        monkeypatch.setattr(profile_views, setting, size)
+        measured[size] = measure(app, client, url, headers)
+        assert len(rows.findall(measured[size].body)) == size
+    return measured
 
 
 def assert_constant(measured: dict[int, Measured], most: int) -> None:
@@ -214,10 +243,7 @@ def test_timeline_next_page_queries_do_not_grow_with_its_size(app, log, headers,
 
 
 def test_timeline_json_queries_do_not_grow_with_its_size(app, log):
-    measured = {}
-    for size in (SMALL, LARGE):
-        measured[size] = measure(app, log.admin_api, f"/api/v1/audit?limit={size}")
-        assert measured[size].body.count('"operation"') == size
+    measured = measure_limits(app, log.admin_api, "/api/v1/audit", '"operation"')
     # The token with its account (one join), the entries.
     assert_constant(measured, most=2)
 
@@ -239,19 +265,13 @@ def events(app, signed_in):
 
 
 def test_security_events_page_queries_do_not_grow_with_its_size(app, events):
-    measured = {}
-    for size in (SMALL, LARGE):
-        measured[size] = measure(app, events, f"/security-events?limit={size}")
-        assert measured[size].body.count('<tr id="event-') == size
+    measured = measure_limits(app, events, "/security-events", '<tr id="event-')
     # The signed-in account, the events with their counts (one join).
     assert_constant(measured, most=2)
 
 
 def test_security_events_json_queries_do_not_grow_with_its_size(app, events, client):
-    measured = {}
-    for size in (SMALL, LARGE):
-        measured[size] = measure(app, client, f"/api/v1/security-events?limit={size}")
-        assert measured[size].body.count('"last_seen"') == size
+    measured = measure_limits(app, client, "/api/v1/security-events", '"last_seen"')
     # The token with its account, the events with their counts.
     assert_constant(measured, most=2)
 
@@ -261,22 +281,16 @@ def test_security_events_json_queries_do_not_grow_with_its_size(app, events, cli
 
 @pytest.mark.parametrize("query", ["", "?deleted=1"], ids=["active", "with-deleted"])
 def test_profile_list_page_queries_do_not_grow_with_its_size(app, log, monkeypatch, query):
-    measured = {}
-    for size in (SMALL, LARGE):
-        monkeypatch.setattr(profile_views, "PAGE_SIZE", size)
-        # Support staff, so every row has its edit, delete or restore buttons.
-        measured[size] = measure(app, log.support, f"/users{query}")
-        assert len(PROFILE_ROW.findall(measured[size].body)) == size
+    # Support staff, so every row has its edit, delete or restore buttons.
+    measured = measure_page_sizes(
+        app, monkeypatch, "PAGE_SIZE", log.support, f"/users{query}", PROFILE_ROW
+    )
     # The signed-in account, the profiles.
     assert_constant(measured, most=2)
 
 
 def test_profile_list_json_queries_do_not_grow_with_its_size(app, log):
-    measured = {}
-    for size in (SMALL, LARGE):
-        url = f"/api/v1/users?include_deleted=true&limit={size}"
-        measured[size] = measure(app, log.admin_api, url)
-        assert measured[size].body.count('"email"') == size
+    measured = measure_limits(app, log.admin_api, "/api/v1/users?include_deleted=true", '"email"')
     # The token with its account, the profiles.
     assert_constant(measured, most=2)
 
@@ -285,21 +299,17 @@ def test_profile_list_json_queries_do_not_grow_with_its_size(app, log):
 
 
 def test_history_json_queries_do_not_grow_with_its_size(app, log):
-    measured = {}
-    for size in (SMALL, LARGE):
-        url = f"/api/v1/users/{log.busy_id}/history?limit={size}"
-        measured[size] = measure(app, log.admin_api, url)
-        assert measured[size].body.count('"operation"') == size
+    measured = measure_limits(
+        app, log.admin_api, f"/api/v1/users/{log.busy_id}/history", '"operation"'
+    )
     # The token with its account, the profile (a 404 if there is none), its entries.
     assert_constant(measured, most=3)
 
 
 def test_profile_page_history_queries_do_not_grow_with_its_size(app, log, monkeypatch):
-    measured = {}
-    for size in (SMALL, LARGE):
-        monkeypatch.setattr(profile_views, "HISTORY_PAGE_SIZE", size)
-        measured[size] = measure(app, log.auditor, f"/users/{log.busy_id}")
-        assert len(HISTORY_ENTRY.findall(measured[size].body)) == size
+    measured = measure_page_sizes(
+        app, monkeypatch, "HISTORY_PAGE_SIZE", log.auditor, f"/users/{log.busy_id}", HISTORY_ENTRY
+    )
     # The signed-in account, the profile, its entries (read once for both the
     # history and who changed each field last).
     assert_constant(measured, most=3)
@@ -310,11 +320,9 @@ def test_older_history_fragment_queries_do_not_grow_with_its_size(app, log, monk
     monkeypatch.setattr(profile_views, "HISTORY_PAGE_SIZE", SMALL)
     first = measure(app, log.auditor, f"/users/{log.busy_id}")
     older_url = html.unescape(HISTORY_NEXT.search(first.body).group(1))
-    measured = {}
-    for size in (SMALL, LARGE):
-        monkeypatch.setattr(profile_views, "HISTORY_PAGE_SIZE", size)
-        measured[size] = measure(app, log.auditor, older_url, HTMX)
-        assert len(HISTORY_ENTRY.findall(measured[size].body)) == size
+    measured = measure_page_sizes(
+        app, monkeypatch, "HISTORY_PAGE_SIZE", log.auditor, older_url, HISTORY_ENTRY, HTMX
+    )
     # The signed-in account, the profile, the older entries.
     assert_constant(measured, most=3)
 

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import DBAPIError
 
-from tests.conftest import PASSWORD
-from tests.web_pages import page_token, sign_in
+from tests.support.pages import page_token, sign_in
+from tests.support.staff import PASSWORD
 from webapp import create_app
 
 GRANTS = Path(__file__).resolve().parent.parent / "migrations" / "restricted_app_role.sql"

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from sqlalchemy import text, update
 
+from tests.support.database import insert_profile_directly
+from tests.support.profiles import post_profile, update_profile
 from webapp.extensions import db
 from webapp.models import User
 
 
 def test_a_raw_update_appears_in_the_timeline_with_its_data(client, engine, database):
-    user = client.post("/api/v1/users", json={"name": "Ada", "email": "ada@example.com"})
-    user_id = user.get_json()["id"]
+    user_id = post_profile(client, "Ada", "ada@example.com")
     with engine.begin() as connection:  # as psql or any other program would
         connection.execute(
             text("UPDATE users SET name = 'Changed behind our back' WHERE id = :id"),
@@ -36,12 +37,7 @@ def test_a_raw_update_appears_in_the_timeline_with_its_data(client, engine, data
 
 def test_raw_inserts_and_soft_deletes_are_named_like_the_apps(engine, database):
     with engine.begin() as connection:
-        user_id = connection.execute(
-            text(
-                "INSERT INTO users (name, email, version) "
-                "VALUES ('Sneaky', 'sneaky@example.com', 1) RETURNING id"
-            )
-        ).scalar_one()
+        user_id = insert_profile_directly(connection, "Sneaky", "sneaky@example.com")
         connection.execute(
             text("UPDATE users SET deleted_at = now() WHERE id = :id"), {"id": user_id}
         )
@@ -59,12 +55,7 @@ def test_raw_inserts_and_soft_deletes_are_named_like_the_apps(engine, database):
 def test_a_raw_write_names_the_program_that_made_it(engine, database):
     with engine.begin() as connection:
         connection.execute(text("SET LOCAL application_name = 'psql'"))
-        user_id = connection.execute(
-            text(
-                "INSERT INTO users (name, email, version) "
-                "VALUES ('Sneaky', 'sneaky@example.com', 1) RETURNING id"
-            )
-        ).scalar_one()
+        user_id = insert_profile_directly(connection, "Sneaky", "sneaky@example.com")
     [entry] = database.audit(user_id)
     # Any client can set its application name: kept as an untrusted claim.
     assert (entry["channel"], entry["channel_detail"]) == (
@@ -81,12 +72,7 @@ def test_no_session_setting_makes_a_raw_write_a_staff_members_change(
         connection.execute(text("SET LOCAL profile_audit.actor = 'admin'"))
         connection.execute(text("SET LOCAL profile_audit.capturing = 'on'"))
         connection.execute(text("SET LOCAL application_name = 'profile-audit'"))
-        user_id = connection.execute(
-            text(
-                "INSERT INTO users (name, email, version) "
-                "VALUES ('Posing', 'posing@example.com', 1) RETURNING id"
-            )
-        ).scalar_one()
+        user_id = insert_profile_directly(connection, "Posing", "posing@example.com")
     [entry] = database.audit(user_id)
     assert entry["unattributed"] is True
     assert entry["seal"] is None
@@ -97,9 +83,7 @@ def test_no_session_setting_makes_a_raw_write_a_staff_members_change(
 
 
 def test_writes_that_change_nothing_tracked_leave_no_entry(client, engine, database):
-    user_id = client.post(
-        "/api/v1/users", json={"name": "Ada", "email": "ada@example.com"}
-    ).get_json()["id"]
+    user_id = post_profile(client, "Ada", "ada@example.com")
     with engine.begin() as connection:
         connection.execute(
             text("UPDATE users SET updated_at = now() WHERE id = :id"), {"id": user_id}
@@ -107,14 +91,21 @@ def test_writes_that_change_nothing_tracked_leave_no_entry(client, engine, datab
     assert len(database.audit(user_id)) == 1
 
 
+#: A profile the app created, then changed by a statement the app's capture did not see.
+CREATED_THEN_CHANGED_AROUND_THE_APP = [("create", False), ("update", True)]
+
+
+def operations_and_unattributed(entries: list[dict]) -> list[tuple[object, object]]:
+    """Each entry's operation, and whether it came from outside the application."""
+    return [(entry["operation"], entry["unattributed"]) for entry in entries]
+
+
 def test_the_apps_own_changes_are_recorded_once(client, database):
-    user_id = client.post(
-        "/api/v1/users", json={"name": "Ada", "email": "ada@example.com"}
-    ).get_json()["id"]
-    client.patch(f"/api/v1/users/{user_id}", json={"name": "Ada King"})
+    user_id = post_profile(client, "Ada", "ada@example.com")
+    update_profile(client, user_id, name="Ada King")
     client.delete(f"/api/v1/users/{user_id}")
     entries = database.audit(user_id)
-    assert [(e["operation"], e["unattributed"]) for e in entries] == [
+    assert operations_and_unattributed(entries) == [
         ("create", False),
         ("update", False),
         ("delete", False),
@@ -131,10 +122,7 @@ def test_a_core_statement_through_the_apps_session_is_caught(app_context, databa
     )
     db.session.commit()
     entries = database.audit(user.id)
-    assert [(e["operation"], e["unattributed"]) for e in entries] == [
-        ("create", False),
-        ("update", True),
-    ]
+    assert operations_and_unattributed(entries) == CREATED_THEN_CHANGED_AROUND_THE_APP
 
 
 def test_raw_sql_after_an_app_flush_in_one_transaction_is_still_caught(app_context, database):
@@ -146,10 +134,7 @@ def test_raw_sql_after_an_app_flush_in_one_transaction_is_still_caught(app_conte
     )
     db.session.commit()
     entries = database.audit(user.id)
-    assert [(e["operation"], e["unattributed"]) for e in entries] == [
-        ("create", False),
-        ("update", True),
-    ]
+    assert operations_and_unattributed(entries) == CREATED_THEN_CHANGED_AROUND_THE_APP
     # The statement went around the app's capture, so the database records
     # only what it knows for itself: its role, never the app's actor.
     assert entries[0]["actor_label"] == "service-admin"
@@ -158,9 +143,7 @@ def test_raw_sql_after_an_app_flush_in_one_transaction_is_still_caught(app_conte
 
 
 def test_the_timeline_can_show_only_unattributed_changes(client, engine, signed_in):
-    user_id = client.post(
-        "/api/v1/users", json={"name": "Ada", "email": "ada@example.com"}
-    ).get_json()["id"]
+    user_id = post_profile(client, "Ada", "ada@example.com")
     with engine.begin() as connection:
         connection.execute(text("UPDATE users SET name = 'Rogue' WHERE id = :id"), {"id": user_id})
     page = signed_in("auditor").get("/audit?unattributed=true")

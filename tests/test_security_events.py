@@ -14,8 +14,8 @@ from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from tests.conftest import append_only_lifted
-from tests.web_pages import form_token, text_of
+from tests.support.database import rewrite_history
+from tests.support.pages import post_sign_in, text_of
 from webapp.services import security_events
 from webapp.services.api_tokens import revoke_token
 from webapp.services.security_events import EVENT_LABELS, EVENTS
@@ -41,10 +41,7 @@ def refused_token(app: Flask, address: str = "192.0.2.9", headers: dict | None =
 def fail_sign_in(app: Flask, username: str, address: str = "198.51.100.4") -> None:
     browser = app.test_client()
     browser.environ_base["REMOTE_ADDR"] = address
-    response = browser.post(
-        "/login",
-        data={"csrf_token": form_token(browser), "username": username, "password": "wrong pw"},
-    )
+    response = post_sign_in(browser, username, "wrong pw")
     assert response.status_code in {401, 429}
 
 
@@ -102,10 +99,9 @@ def test_repeats_are_counted_per_address_account_and_reason(app, staff_factory, 
 def test_a_new_window_starts_a_new_event(app, engine, database):
     refused_token(app)
     # As if the window had passed.
-    with engine.begin() as connection, append_only_lifted(connection):
-        connection.execute(
-            text("UPDATE security_event_repeats SET window_start = window_start - interval '1 day'")
-        )
+    rewrite_history(
+        engine, "UPDATE security_event_repeats SET window_start = window_start - interval '1 day'"
+    )
     refused_token(app)
     counts = database.rows(
         "SELECT r.count FROM security_events e JOIN security_event_repeats r "

@@ -14,9 +14,9 @@ from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from tests.conftest import Database, StaffFactory
-from tests.web_pages import form_token
-from webapp.audit.context import Actor, Origin, acting_as
+from tests.support.database import Database
+from tests.support.pages import form_token
+from tests.support.staff import StaffFactory
 from webapp.audit.errors import UnattributedChangeError
 from webapp.extensions import db
 from webapp.models import Staff
@@ -123,17 +123,12 @@ def test_a_token_needs_someone_to_create_it(app, staff_factory, database):
     assert database.rows("SELECT * FROM api_tokens") == []
 
 
-def _create(app: Flask, owner: Staff, name: str) -> None:
-    with app.app_context(), acting_as(Actor(None, "cli:tests"), Origin("cli")):
-        api_tokens.create_token(db.session.get(Staff, owner.id), name)
-
-
 @pytest.mark.parametrize("again", ["Nightly", "nightly", "NIGHTLY", "  nightly "])
 def test_an_owners_token_names_are_unique_whatever_the_case(app, staff_factory, again):
     sam = staff_factory.account("support", "sam")
-    _create(app, sam, "Nightly")
+    staff_factory.token(sam, "Nightly")
     with pytest.raises(Conflict, match="already has a token named") as refused:
-        _create(app, sam, again)
+        staff_factory.token(sam, again)
     assert "name" in refused.value.errors
 
 
@@ -141,16 +136,16 @@ def test_a_revoked_tokens_name_stays_taken(app, staff_factory, database):
     """Entries made through the revoked token still name it: a new token of the
     same owner and name would make them ambiguous."""
     sam = staff_factory.account("support", "sam")
-    _create(app, sam, "nightly")
+    staff_factory.token(sam, "nightly")
     with app.app_context():
         api_tokens.revoke_token(database.rows("SELECT id FROM api_tokens")[0]["id"])
     with pytest.raises(Conflict):
-        _create(app, sam, "nightly")
+        staff_factory.token(sam, "nightly")
 
 
 def test_another_owner_may_use_the_same_name(app, staff_factory, database):
-    _create(app, staff_factory.account("support", "sam"), "nightly")
-    _create(app, staff_factory.account("support", "kim"), "nightly")
+    staff_factory.token(staff_factory.account("support", "sam"), "nightly")
+    staff_factory.token(staff_factory.account("support", "kim"), "nightly")
     assert len(database.rows("SELECT * FROM api_tokens")) == 2
 
 
@@ -177,4 +172,4 @@ def test_the_database_refuses_a_duplicate_name_that_got_past_the_check(
 @pytest.mark.parametrize("name", ["\u3164", "\u200b", "\u2800\u2800", "\ufeff"])
 def test_an_invisible_token_name_is_refused(app, staff_factory, name):
     with pytest.raises(ValidationFailed):
-        _create(app, staff_factory.account("support", "sam"), name)
+        staff_factory.token(staff_factory.account("support", "sam"), name)

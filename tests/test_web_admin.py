@@ -9,18 +9,14 @@ from itertools import product
 
 import pytest
 
-from tests.conftest import PASSWORD
-from tests.web_pages import CSRF_META, form_token, page_token, sign_in, text_of
+from tests.support.pages import CSRF_META, form_token, page_token, sign_in, text_of
+from tests.support.staff import PASSWORD
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.services import api_tokens
 from webapp.services import staff as staff_service
 
 SECRET_BOX = re.compile(r'id="new-token-secret"[^>]*?value="(pa_[A-Za-z0-9_-]+)"')
 NEW_PASSWORD = "another long passphrase"
-
-
-def event_names(database):
-    return [row["event"] for row in database.rows("SELECT event FROM security_events ORDER BY id")]
 
 
 def accounts(database):
@@ -123,7 +119,7 @@ def test_each_role_on_each_action(signed_in, database, target, role, action):
     else:
         assert response.status_code == 403
         assert after == before
-        assert "forbidden" in event_names(database)
+        assert "forbidden" in database.security_event_names()
 
 
 def test_the_home_page_links_only_to_what_the_role_may_use(signed_in):
@@ -369,7 +365,7 @@ def test_a_revoked_token_stops_working(app, admin, target, database):
     assert "Token target-script" in listing
     assert ">revoked</span>" in listing
     assert api.get("/api/v1/users", headers=bearer).status_code == 401
-    assert "token_revoked" in event_names(database)
+    assert "token_revoked" in database.security_event_names()
 
 
 @pytest.mark.parametrize(
@@ -457,7 +453,7 @@ def test_a_csrf_token_of_another_session_is_refused(admin, database, signed_in):
     response = create_staff(admin, username="carol", csrf_token=page_token(other))
     assert response.status_code == 400
     assert accounts(database) == before
-    assert "csrf_failed" in event_names(database)
+    assert "csrf_failed" in database.security_event_names()
 
 
 def test_an_htmx_style_header_token_is_accepted(admin, database):
@@ -469,7 +465,7 @@ def test_an_htmx_style_header_token_is_accepted(admin, database):
     )
     assert response.status_code == 302
     assert "bob" in [row["username"] for row in accounts(database)]
-    assert "csrf_failed" not in event_names(database)
+    assert "csrf_failed" not in database.security_event_names()
 
 
 def test_logout_without_csrf_token_is_refused(admin):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from flask import Flask, request
 
-from tests.conftest import PASSWORD
-from tests.web_pages import sign_in
+from tests.support.pages import sign_in
+from tests.support.staff import PASSWORD
 from webapp import create_app
 from webapp.extensions import csrf
 from webapp.services import users

@@ -13,38 +13,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import PASSWORD
+from tests.support.pages import form_token, page_token, post_sign_in
+from tests.support.staff import PASSWORD
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.services import staff as staff_service
 from webapp.services.sign_in_throttle import account_delay
 from webapp.timestamps import utcnow
 
-CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
-CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 PAGE_ALERT = re.compile(r'<p class="alert alert-error" role="alert">([^<]*)</p>')
 GENERIC_FAILURE = "Unknown username or wrong password."
-
-
-def form_token(client, path="/login", **kwargs):
-    """The CSRF token of the form on ``path``, as a browser would submit it."""
-    page = client.get(path, **kwargs)
-    assert page.status_code == 200, page.status_code
-    return CSRF_FIELD.search(page.get_data(as_text=True)).group(1)
-
-
-def page_token(client, path="/"):
-    """The CSRF token a signed-in page carries in its meta tag."""
-    page = client.get(path)
-    assert page.status_code == 200, page.status_code
-    return CSRF_META.search(page.get_data(as_text=True)).group(1)
-
-
-def sign_in(client, username, password=PASSWORD, *, next_path=None, **kwargs):
-    data = {"csrf_token": form_token(client, **kwargs), "username": username}
-    data["password"] = password
-    if next_path is not None:
-        data["next"] = next_path
-    return client.post("/login", data=data, **kwargs)
 
 
 def from_address(address):
@@ -54,14 +31,6 @@ def from_address(address):
 def alert_text(response):
     found = PAGE_ALERT.search(response.get_data(as_text=True))
     return html.unescape(found.group(1)) if found else None
-
-
-def events(database):
-    return database.rows("SELECT * FROM security_events ORDER BY id")
-
-
-def event_names(database):
-    return [row["event"] for row in events(database)]
 
 
 @pytest.fixture
@@ -87,7 +56,7 @@ def test_sign_in_starts_a_session_and_goes_home(staff_factory, browser, database
     ada = staff_factory.account("support", "ada")
     assert browser.get("/").status_code == 302
 
-    response = sign_in(browser, "ada")
+    response = post_sign_in(browser, "ada")
     assert response.status_code == 302
     assert response.headers["Location"] == "/"
     home = browser.get("/")
@@ -96,7 +65,7 @@ def test_sign_in_starts_a_session_and_goes_home(staff_factory, browser, database
     assert "Welcome, ada" in text
     assert ">support</span>" in text
 
-    [event] = [row for row in events(database) if row["event"] == "login_succeeded"]
+    [event] = [row for row in database.security_events() if row["event"] == "login_succeeded"]
     assert (event["staff_id"], event["username"]) == (ada.id, "ada")
     assert event["remote_addr"] == "127.0.0.1"
     assert event["request_id"]
@@ -105,7 +74,7 @@ def test_sign_in_starts_a_session_and_goes_home(staff_factory, browser, database
 
 def test_session_cookie_flags(staff_factory, browser):
     staff_factory.account("support", "ada")
-    response = sign_in(browser, "ada")
+    response = post_sign_in(browser, "ada")
     [cookie] = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("session=")]
     flags = {part.strip().lower() for part in cookie.split(";")[1:]}
     assert "httponly" in flags
@@ -116,7 +85,7 @@ def test_session_cookie_flags(staff_factory, browser):
 def test_session_cookie_is_secure_over_https(staff_factory, browser):
     staff_factory.account("support", "ada")
     https = {"base_url": "https://localhost"}
-    response = sign_in(browser, "ada", headers={"Referer": "https://localhost/login"}, **https)
+    response = post_sign_in(browser, "ada", headers={"Referer": "https://localhost/login"}, **https)
     assert response.status_code == 302
     [cookie] = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("session=")]
     assert "secure" in {part.strip().lower() for part in cookie.split(";")[1:]}
@@ -145,13 +114,13 @@ def test_sign_in_rotates_the_session(staff_factory, browser):
 
 def test_wrong_password_and_unknown_user_look_the_same(staff_factory, browser, database):
     staff_factory.account("support", "ada")
-    wrong_password = sign_in(browser, "ada", "not the password at all")
-    unknown_user = sign_in(browser, "nobody", "not the password at all")
+    wrong_password = post_sign_in(browser, "ada", "not the password at all")
+    unknown_user = post_sign_in(browser, "nobody", "not the password at all")
 
     assert wrong_password.status_code == unknown_user.status_code == 401
     assert alert_text(wrong_password) == alert_text(unknown_user) == GENERIC_FAILURE
     assert browser.get("/").status_code == 302
-    reasons = [row["details"]["reason"] for row in events(database)]
+    reasons = [row["details"]["reason"] for row in database.security_events()]
     assert reasons == ["wrong password", "unknown username"]
 
 
@@ -159,11 +128,11 @@ def test_a_deactivated_account_cannot_sign_in(staff_factory, browser, database, 
     ada = staff_factory.account("support", "ada")
     as_cli(staff_service.deactivate, ada.id)
 
-    response = sign_in(browser, "ada")
+    response = post_sign_in(browser, "ada")
     assert response.status_code == 401
     assert alert_text(response) == GENERIC_FAILURE
     assert browser.get("/").status_code == 302
-    [failed] = [row for row in events(database) if row["event"] == "login_failed"]
+    [failed] = [row for row in database.security_events() if row["event"] == "login_failed"]
     assert failed["details"] == {"reason": "account deactivated"}
 
 
@@ -173,7 +142,7 @@ def test_an_empty_form_is_refused_in_place(browser, database):
     )
     assert response.status_code == 400
     assert "This field is required." in response.get_data(as_text=True)
-    assert event_names(database) == []
+    assert database.security_event_names() == []
 
 
 def test_signing_in_returns_to_the_page_asked_for(staff_factory, browser):
@@ -187,7 +156,7 @@ def test_signing_in_returns_to_the_page_asked_for(staff_factory, browser):
         re.search(r'name="next" type="hidden" value="([^"]*)"', login_page)[1]
     )
     assert next_value == "/security-events?limit=5"
-    response = sign_in(browser, "ada", next_path=next_value)
+    response = post_sign_in(browser, "ada", next_path=next_value)
     assert response.headers["Location"] == "/security-events?limit=5"
 
 
@@ -209,7 +178,7 @@ def test_signing_in_returns_to_the_page_asked_for(staff_factory, browser):
 )
 def test_next_never_leaves_the_site(staff_factory, browser, target):
     staff_factory.account("support", "ada")
-    response = sign_in(browser, "ada", next_path=target)
+    response = post_sign_in(browser, "ada", next_path=target)
     assert response.status_code == 302
     assert response.headers["Location"] == "/"
 
@@ -226,7 +195,7 @@ def test_next_in_the_query_string_is_checked_too(staff_factory, browser):
 
 def test_the_sign_in_page_sends_a_signed_in_user_home(staff_factory, browser):
     staff_factory.account("support", "ada")
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     response = browser.get("/login?next=https://evil.example")
     assert response.status_code == 302
     assert response.headers["Location"] == "/"
@@ -237,7 +206,7 @@ def test_the_sign_in_page_sends_a_signed_in_user_home(staff_factory, browser):
 
 def test_logout_ends_the_session(staff_factory, browser, database):
     ada = staff_factory.account("support", "ada")
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     token = page_token(browser)
 
     response = browser.post("/logout", data={"csrf_token": token})
@@ -246,13 +215,13 @@ def test_logout_ends_the_session(staff_factory, browser, database):
     assert "You have signed out." in browser.get("/login").get_data(as_text=True)
     assert browser.get("/").status_code == 302
 
-    [logout] = [row for row in events(database) if row["event"] == "logout"]
+    [logout] = [row for row in database.security_events() if row["event"] == "logout"]
     assert (logout["staff_id"], logout["username"]) == (ada.id, "ada")
 
 
 def test_logout_needs_a_post_with_a_csrf_token(staff_factory, browser):
     staff_factory.account("support", "ada")
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     assert browser.get("/logout").status_code == 405
     assert browser.post("/logout").status_code == 400
     assert browser.get("/").status_code == 200
@@ -260,7 +229,7 @@ def test_logout_needs_a_post_with_a_csrf_token(staff_factory, browser):
 
 def test_a_session_ends_at_once_when_the_account_is_deactivated(staff_factory, browser, as_cli):
     ada = staff_factory.account("support", "ada")
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     assert browser.get("/").status_code == 200
 
     as_cli(staff_service.deactivate, ada.id)
@@ -271,13 +240,13 @@ def test_a_session_ends_at_once_when_the_account_is_deactivated(staff_factory, b
 
 def test_a_session_ends_at_once_when_the_password_changes(staff_factory, browser, as_cli):
     ada = staff_factory.account("support", "ada")
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     assert browser.get("/").status_code == 200
 
     as_cli(staff_service.set_password, ada.id, "a brand new passphrase")
     assert browser.get("/").status_code == 302
-    assert sign_in(browser, "ada").status_code == 401
-    assert sign_in(browser, "ada", "a brand new passphrase").status_code == 302
+    assert post_sign_in(browser, "ada").status_code == 401
+    assert post_sign_in(browser, "ada", "a brand new passphrase").status_code == 302
     assert browser.get("/").status_code == 200
 
 
@@ -301,7 +270,7 @@ def replayed(app, cookie):
 
 def test_an_idle_session_expires(app, staff_factory, browser, database):
     staff_factory.account("support", "ada")
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     idle = app.config["SESSION_IDLE_MINUTES"]
 
     _session_times(database, last_seen_at=_ago(minutes=idle - 2))
@@ -316,7 +285,7 @@ def test_an_idle_session_expires(app, staff_factory, browser, database):
     assert response.headers["Location"].startswith("/login")
     assert "Your session has expired" in browser.get("/login").get_data(as_text=True)
     assert browser.get("/").status_code == 302
-    assert event_names(database).count("session_expired") == 1
+    assert database.security_event_names().count("session_expired") == 1
     assert database.scalar("SELECT end_reason FROM staff_sessions") == "idle"
 
 
@@ -324,7 +293,7 @@ def test_a_session_expires_after_its_maximum_age_even_when_busy(
     app, staff_factory, browser, database
 ):
     staff_factory.account("support", "ada")
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     cookie = browser.get_cookie("session").value
     max_hours = app.config["SESSION_MAX_HOURS"]
     # Busy all along: every replay of the cookie was seen, none extends the session.
@@ -336,7 +305,7 @@ def test_a_session_expires_after_its_maximum_age_even_when_busy(
         response = client_.get("/users")
         assert response.status_code == 302
         assert response.headers["Location"].startswith("/login")
-    [expired] = [row for row in events(database) if row["event"] == "session_expired"]
+    [expired] = [row for row in database.security_events() if row["event"] == "session_expired"]
     assert expired["details"] == {"why": "max age"}
 
 
@@ -365,7 +334,7 @@ def test_a_cookie_without_a_session_on_the_server_opens_nothing(
 def test_a_session_token_opens_only_its_own_account(app, staff_factory, browser):
     staff_factory.account("support", "ada")
     grace = staff_factory.account("admin", "grace")
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     with browser.session_transaction() as session:
         session["_user_id"] = str(grace.id)
     assert browser.get("/admin/staff").status_code == 302
@@ -376,7 +345,7 @@ def test_a_session_token_opens_only_its_own_account(app, staff_factory, browser)
 
 def test_a_copy_of_the_cookie_is_dead_after_sign_out(app, staff_factory, browser, database):
     staff_factory.account("admin", "ada")
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     cookie = browser.get_cookie("session").value
     assert replayed(app, cookie).status_code == 200  # the copy works while the session does
 
@@ -404,9 +373,9 @@ def test_a_copy_of_the_cookie_is_dead_after_an_account_change(
 ):
     staff_factory.account("admin", "keeper")  # someone stays admin
     ada = staff_factory.account("admin", "ada")
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     other_browser = app.test_client()
-    sign_in(other_browser, "ada")
+    post_sign_in(other_browser, "ada")
     cookie = browser.get_cookie("session").value
 
     as_cli(change, ada.id)
@@ -424,7 +393,11 @@ def test_a_copy_of_the_cookie_is_dead_after_an_account_change(
 
 
 def throttled_why(database):
-    return [row["details"]["why"] for row in events(database) if row["event"] == "login_throttled"]
+    return [
+        row["details"]["why"]
+        for row in database.security_events()
+        if row["event"] == "login_throttled"
+    ]
 
 
 def test_failures_from_one_address_pause_that_address_on_that_account_only(
@@ -435,10 +408,12 @@ def test_failures_from_one_address_pause_that_address_on_that_account_only(
     limit = app.config["LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS"]
     attacker = from_address("192.0.2.7")
     for attempt in range(limit):
-        assert sign_in(browser, "ada", f"wrong password {attempt}", **attacker).status_code == 401
+        assert (
+            post_sign_in(browser, "ada", f"wrong password {attempt}", **attacker).status_code == 401
+        )
 
     # From there, not even the right password is checked for that account...
-    throttled = sign_in(browser, "ada", **attacker)
+    throttled = post_sign_in(browser, "ada", **attacker)
     assert throttled.status_code == 429
     window = app.config["LOGIN_FAILURE_WINDOW_SECONDS"]
     assert 0 < int(throttled.headers["Retry-After"]) <= window
@@ -446,9 +421,9 @@ def test_failures_from_one_address_pause_that_address_on_that_account_only(
     assert browser.get("/").status_code == 302
     # ...but the address may still sign in to other accounts, and the owner,
     # elsewhere, is not affected at all.
-    assert sign_in(app.test_client(), "bob", **attacker).status_code == 302
-    assert sign_in(app.test_client(), "ada", **from_address("198.51.100.1")).status_code == 302
-    assert event_names(database) == ["login_failed"] * limit + [
+    assert post_sign_in(app.test_client(), "bob", **attacker).status_code == 302
+    assert post_sign_in(app.test_client(), "ada", **from_address("198.51.100.1")).status_code == 302
+    assert database.security_event_names() == ["login_failed"] * limit + [
         "login_throttled",
         "login_succeeded",
         "login_succeeded",
@@ -464,9 +439,9 @@ def test_one_persons_typos_do_not_lock_out_their_office(app, staff_factory, data
     office = from_address("203.0.113.5")
     limit = app.config["LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS"]
     for attempt in range(limit + 1):
-        sign_in(app.test_client(), "ada", f"typo {attempt}", **office)
-    assert sign_in(app.test_client(), "bob", **office).status_code == 302
-    assert sign_in(app.test_client(), "carol", **office).status_code == 302
+        post_sign_in(app.test_client(), "ada", f"typo {attempt}", **office)
+    assert post_sign_in(app.test_client(), "bob", **office).status_code == 302
+    assert post_sign_in(app.test_client(), "carol", **office).status_code == 302
 
 
 def test_success_clears_the_failures_of_that_account_from_that_address(
@@ -476,12 +451,12 @@ def test_success_clears_the_failures_of_that_account_from_that_address(
     limit = app.config["LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS"]
     home = from_address("192.0.2.44")
     for attempt in range(limit - 1):
-        assert sign_in(app.test_client(), "ada", f"typo {attempt}", **home).status_code == 401
-    assert sign_in(app.test_client(), "ada", **home).status_code == 302
+        assert post_sign_in(app.test_client(), "ada", f"typo {attempt}", **home).status_code == 401
+    assert post_sign_in(app.test_client(), "ada", **home).status_code == 302
     # The typos before the success no longer count: another full allowance.
     for attempt in range(limit - 1):
-        assert sign_in(app.test_client(), "ada", f"again {attempt}", **home).status_code == 401
-    assert sign_in(app.test_client(), "ada", **home).status_code == 302
+        assert post_sign_in(app.test_client(), "ada", f"again {attempt}", **home).status_code == 401
+    assert post_sign_in(app.test_client(), "ada", **home).status_code == 302
 
 
 def test_an_address_failing_on_many_accounts_is_paused(
@@ -491,10 +466,10 @@ def test_an_address_failing_on_many_accounts_is_paused(
     staff_factory.account("support", "ada")
     sprayer = from_address("192.0.2.9")
     for attempt in range(8):
-        assert sign_in(browser, f"guess{attempt}", "whatever", **sprayer).status_code == 401
+        assert post_sign_in(browser, f"guess{attempt}", "whatever", **sprayer).status_code == 401
 
-    assert sign_in(browser, "ada", **sprayer).status_code == 429
-    assert sign_in(app.test_client(), "ada", **from_address("198.51.100.1")).status_code == 302
+    assert post_sign_in(browser, "ada", **sprayer).status_code == 429
+    assert post_sign_in(app.test_client(), "ada", **from_address("198.51.100.1")).status_code == 302
     assert throttled_why(database) == ["address"]
 
 
@@ -512,28 +487,28 @@ def test_an_attack_from_many_addresses_slows_the_account_but_spares_its_owner(
 ):
     staff_factory.account("support", "ada")
     usual = from_address("10.9.9.9")
-    assert sign_in(app.test_client(), "ada", **usual).status_code == 302  # ada's usual address
+    assert post_sign_in(app.test_client(), "ada", **usual).status_code == 302  # ada's usual address
     # Twelve failures from three addresses, none of them at its own limit.
     monkeypatch.setitem(app.config, "LOGIN_ACCOUNT_DELAY_AFTER", 100)
     for attempt in range(12):
         bot = from_address(f"198.51.100.{attempt % 3 + 1}")
-        assert sign_in(app.test_client(), "ada", f"guess {attempt}", **bot).status_code == 401
+        assert post_sign_in(app.test_client(), "ada", f"guess {attempt}", **bot).status_code == 401
     # Past six failures each try waits 1, 2, 4... s: after twelve, 60 s (the most).
     monkeypatch.setitem(app.config, "LOGIN_ACCOUNT_DELAY_AFTER", 6)
 
-    refused = sign_in(app.test_client(), "ada", **from_address("10.1.1.1"))
+    refused = post_sign_in(app.test_client(), "ada", **from_address("10.1.1.1"))
     assert refused.status_code == 429
     assert 0 < int(refused.headers["Retry-After"]) <= 60
     assert throttled_why(database) == ["account"]
     # Where the owner signed in before, the delay does not apply.
-    assert sign_in(app.test_client(), "ada", **usual).status_code == 302
+    assert post_sign_in(app.test_client(), "ada", **usual).status_code == 302
     # Anywhere else the account is slowed, never locked: once the delay has
     # passed, the right password gets in.
     with database.engine.begin() as connection:
         connection.execute(
             text("UPDATE sign_in_attempts SET attempted_at = attempted_at - interval '61 s'")
         )
-    assert sign_in(app.test_client(), "ada", **from_address("10.1.1.2")).status_code == 302
+    assert post_sign_in(app.test_client(), "ada", **from_address("10.1.1.2")).status_code == 302
 
 
 def _login_form(client):
@@ -596,11 +571,11 @@ def test_a_parallel_burst_gets_no_more_guesses_than_the_limit_and_spares_the_own
             time.sleep(0.05)
 
         # The attack goes on. The right password from its address is refused...
-        right = sign_in(app.test_client(), "ada", environ_base=attacker)
+        right = post_sign_in(app.test_client(), "ada", environ_base=attacker)
         assert right.status_code == 429
         # ...and the owner signs in from another address.
         owner = app.test_client()
-        assert sign_in(owner, "ada", **from_address("198.51.100.23")).status_code == 302
+        assert post_sign_in(owner, "ada", **from_address("198.51.100.23")).status_code == 302
         assert owner.get("/").status_code == 200
         assert all(thread.is_alive() for thread in threads)  # the attack still runs
     finally:
@@ -655,11 +630,11 @@ def test_every_outcome_is_a_security_event_and_no_password_is_kept(
     caplog.set_level(logging.DEBUG)
     wrong = "Wr0ng-but-secret-passphrase"
     staff_factory.account("support", "ada")
-    sign_in(browser, "ada", wrong)
-    sign_in(browser, "ghost", wrong)
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada", wrong)
+    post_sign_in(browser, "ghost", wrong)
+    post_sign_in(browser, "ada")
     browser.post("/logout", data={"csrf_token": page_token(browser)})
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     with database.engine.begin() as connection:
         connection.execute(
             text("UPDATE staff_sessions SET last_seen_at = :then WHERE ended_at IS NULL"),
@@ -667,7 +642,7 @@ def test_every_outcome_is_a_security_event_and_no_password_is_kept(
         )
     browser.get("/")
 
-    rows = events(database)
+    rows = database.security_events()
     assert [row["event"] for row in rows] == [
         "login_failed",
         "login_failed",

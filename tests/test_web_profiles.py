@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import html
 import re
-from contextlib import contextmanager
 from itertools import product
 
 import pytest
 
-from tests.web_pages import HTMX, form_token, page_token, text_of
-from webapp.audit.context import Actor, Origin, acting_as
+from tests.support.pages import HTMX, form_token, htmx_post, page_token, plain_post, text_of
 from webapp.services import users as user_service
 
 
@@ -20,44 +18,9 @@ def support(signed_in):
     return signed_in("support", "sam")
 
 
-@pytest.fixture
-def cli(app, staff_factory):
-    """Call services as an admin on the command line would, inside ``with cli():``.
-
-    Each block gets an app context of its own: one left open would be shared
-    by the test client's requests, and with it the command line's attribution.
-    """
-    admin = staff_factory.account("admin", "service-admin")
-
-    @contextmanager
-    def context():
-        with app.app_context(), acting_as(Actor(admin.id, admin.username), Origin("cli")):
-            yield
-
-    return context
-
-
-@pytest.fixture
-def make_user(cli):
-    """Create a profile through the service; returns its id."""
-
-    def make(name, email):
-        with cli():
-            return user_service.create_user({"name": name, "email": email}).id
-
-    return make
-
-
-def htmx_post(browser, path, data):
-    """A post as htmx sends it: the CSRF token in a header, not in the form."""
-    token = page_token(browser)
-    return browser.post(path, data=data, headers={**HTMX, "X-CSRFToken": token})
-
-
-def plain_post(browser, path, data):
-    """A post as a browser without JavaScript sends it: the token in the form."""
-    token = page_token(browser)
-    return browser.post(path, data={"csrf_token": token, **data})
+def post_edit(browser, user_id, post=htmx_post, **fields):
+    """Submit the edit form of profile ``user_id`` as htmx (or ``post``) sends it."""
+    return post(browser, f"/users/{user_id}/edit", fields)
 
 
 def version_of(database, user_id):
@@ -75,6 +38,14 @@ PAGES = [
     ("/users/{id}/edit", WRITERS),
     ("/users/{id}/delete", WRITERS),
 ]
+ROLES = ["admin", "support", "auditor", None]
+
+
+def role_and_path(value: object) -> str:
+    """A test id: the role, or the path of a page or action."""
+    return value[0] if isinstance(value, tuple) else str(value)
+
+
 ACTIONS = [
     ("/users/new", {"name": "Newbie", "email": "newbie@example.com"}),
     ("/users/{id}/edit", {"name": "Renamed", "email": "ada@example.com", "expected_version": "1"}),
@@ -82,11 +53,7 @@ ACTIONS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("role", "page"),
-    list(product(["admin", "support", "auditor", None], PAGES)),
-    ids=lambda v: str(v) if not isinstance(v, tuple) else v[0],
-)
+@pytest.mark.parametrize(("role", "page"), list(product(ROLES, PAGES)), ids=role_and_path)
 def test_each_role_on_each_page(signed_in, make_user, database, role, page):
     user_id = make_user("Ada", "ada@example.com")
     path, allowed = page
@@ -104,11 +71,7 @@ def test_each_role_on_each_page(signed_in, make_user, database, role, page):
         assert event["details"]["path"] == path.format(id=user_id)
 
 
-@pytest.mark.parametrize(
-    ("role", "action"),
-    list(product(["admin", "support", "auditor", None], ACTIONS)),
-    ids=lambda v: str(v) if not isinstance(v, tuple) else v[0],
-)
+@pytest.mark.parametrize(("role", "action"), list(product(ROLES, ACTIONS)), ids=role_and_path)
 def test_each_role_on_each_action(signed_in, make_user, database, role, action):
     user_id = make_user("Ada", "ada@example.com")
     path, data = action
@@ -323,22 +286,21 @@ def test_a_duplicate_email_is_a_409_in_place(support, make_user, database, post)
 
 # --- edit ------------------------------------------------------------------------
 
+#: The edit form of Ada's profile (version 1) as she sends it after marrying.
+ADA_MARRIES = {
+    "name": "Ada King",
+    "email": "ada@example.com",
+    "expected_version": "1",
+    "reason": "married",
+}
+
 
 def test_edit_inline_replaces_the_form_with_the_saved_row(support, make_user, database):
     user_id = make_user("Ada", "ada@example.com")
     form = support.get(f"/users/{user_id}/edit", headers=HTMX).get_data(as_text=True)
     assert form.lstrip().startswith(f'<tr id="user-{user_id}"')
     assert 'name="expected_version" value="1"' in form
-    response = htmx_post(
-        support,
-        f"/users/{user_id}/edit",
-        {
-            "name": "Ada King",
-            "email": "ada@example.com",
-            "expected_version": "1",
-            "reason": "married",
-        },
-    )
+    response = post_edit(support, user_id, **ADA_MARRIES)
     assert response.status_code == 200
     body = text_of(response)
     assert body.lstrip().startswith(f'<tr id="user-{user_id}"')
@@ -354,11 +316,8 @@ def test_edit_inline_replaces_the_form_with_the_saved_row(support, make_user, da
 def test_edit_without_javascript(support, make_user, database):
     user_id = make_user("Ada", "ada@example.com")
     assert "<html" in support.get(f"/users/{user_id}/edit").get_data(as_text=True)
-    response = plain_post(
-        support,
-        f"/users/{user_id}/edit",
-        {"name": "Ada", "email": "ada@lovelace.example", "expected_version": "1"},
-    )
+    new_email = {"name": "Ada", "email": "ada@lovelace.example", "expected_version": "1"}
+    response = post_edit(support, user_id, post=plain_post, **new_email)
     assert response.status_code == 302
     assert response.headers["Location"] == f"/users/{user_id}"
     assert database.user(user_id)["email"] == "ada@lovelace.example"
@@ -375,23 +334,13 @@ def test_edit_errors_change_nothing(support, make_user, database):
     user_id = make_user("Ada", "ada@example.com")
     make_user("Bob", "bob@example.com")
     before = database.fingerprint()
-    bad = htmx_post(
-        support,
-        f"/users/{user_id}/edit",
-        {"name": "", "email": "ada@example.com", "expected_version": "1"},
-    )
+    bad = post_edit(support, user_id, name="", email="ada@example.com", expected_version="1")
     assert bad.status_code == 400
     assert f'id="edit-{user_id}-name-errors"' in bad.get_data(as_text=True)
-    taken = htmx_post(
-        support,
-        f"/users/{user_id}/edit",
-        {"name": "Ada", "email": "bob@example.com", "expected_version": "1"},
-    )
+    taken = post_edit(support, user_id, name="Ada", email="bob@example.com", expected_version="1")
     assert taken.status_code == 409
     assert "is already used by another active profile" in text_of(taken)
-    no_version = htmx_post(
-        support, f"/users/{user_id}/edit", {"name": "Ada", "email": "ada@example.com"}
-    )
+    no_version = post_edit(support, user_id, name="Ada", email="ada@example.com")
     assert no_version.status_code == 400
     assert database.fingerprint() == before
 
@@ -404,11 +353,8 @@ def test_a_stale_edit_is_refused_and_shows_both_values(
     with cli():
         user_service.update_user(user_id, {"name": "Ada (their edit)"}, expected_version=1)
     before = database.fingerprint()
-    response = post(
-        support,
-        f"/users/{user_id}/edit",
-        {"name": "Ada (my edit)", "email": "ada@example.com", "expected_version": "1"},
-    )
+    mine = {"name": "Ada (my edit)", "email": "ada@example.com", "expected_version": "1"}
+    response = post_edit(support, user_id, post=post, **mine)
     assert response.status_code == 409
     body = text_of(response)
     assert "Someone else saved this profile" in body
@@ -493,16 +439,7 @@ def test_an_unknown_profile_is_404(support):
 
 def test_the_profile_page_shows_its_history_newest_first(support, make_user, app, database):
     user_id = make_user("Ada", "ada@example.com")
-    htmx_post(
-        support,
-        f"/users/{user_id}/edit",
-        {
-            "name": "Ada King",
-            "email": "ada@example.com",
-            "expected_version": "1",
-            "reason": "married",
-        },
-    )
+    post_edit(support, user_id, **ADA_MARRIES)
     htmx_post(support, f"/users/{user_id}/delete", {"expected_version": "2"})
     page = support.get(f"/users/{user_id}")
     body = page.get_data(as_text=True)
@@ -552,10 +489,8 @@ def test_after_a_stale_edit_saving_again_keeps_their_other_changes(
     user_id = make_user("Ada", "ada@example.com")
     with cli():
         user_service.update_user(user_id, {"email": "ada@theirs.example"}, expected_version=1)
-    stale = htmx_post(
-        support,
-        f"/users/{user_id}/edit",
-        {"name": "Ada King", "email": "ada@example.com", "expected_version": "1"},
+    stale = post_edit(
+        support, user_id, name="Ada King", email="ada@example.com", expected_version="1"
     )
     assert stale.status_code == 409
     body = stale.get_data(as_text=True)
@@ -564,10 +499,8 @@ def test_after_a_stale_edit_saving_again_keeps_their_other_changes(
     assert not re.search(r'<tr class="changed">\s*<th scope="row">Name', body)
     assert re.search(rf'<input[^>]*id="edit-{user_id}-email"[^>]*value="ada@theirs.example"', body)
     assert re.search(rf'<input[^>]*id="edit-{user_id}-name"[^>]*value="Ada King"', body)
-    again = htmx_post(
-        support,
-        f"/users/{user_id}/edit",
-        {"name": "Ada King", "email": "ada@theirs.example", "expected_version": "2"},
+    again = post_edit(
+        support, user_id, name="Ada King", email="ada@theirs.example", expected_version="2"
     )
     assert again.status_code == 200
     saved = database.user(user_id)
@@ -579,10 +512,8 @@ def test_a_stale_edit_of_a_profile_deleted_meanwhile_says_so(cli, support, make_
     with cli():
         user_service.delete_user(user_id)
     before = database.fingerprint()
-    response = htmx_post(
-        support,
-        f"/users/{user_id}/edit",
-        {"name": "Ada King", "email": "ada@example.com", "expected_version": "1"},
+    response = post_edit(
+        support, user_id, name="Ada King", email="ada@example.com", expected_version="1"
     )
     assert response.status_code == 409
     assert "The other change deleted this profile" in text_of(response)

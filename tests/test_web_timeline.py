@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import append_only_lifted
-from tests.web_pages import HTMX
+from tests.support.database import backdate
+from tests.support.pages import HTMX, body, text_of
+from tests.support.profiles import create_profile, numbered_profiles, update_profile
 
 ENTRY_ID = re.compile(r'<li class="entry" id="entry-(\d+)"')
 NEXT_LINK = re.compile(r'<a class="button button-secondary" href="([^"]+)"')
@@ -21,49 +22,19 @@ BAR = re.compile(
 )
 
 
-def body(response):
-    return response.get_data(as_text=True)
-
-
 def entry_ids(response):
     return [int(found) for found in ENTRY_ID.findall(body(response))]
 
 
 @pytest.fixture
-def auditor(signed_in):
-    return signed_in("auditor", "audrey")
-
-
-def create(client, name, email, **extra):
-    response = client.post("/api/v1/users", json={"name": name, "email": email, **extra})
-    assert response.status_code == 201, body(response)
-    return response.get_json()
-
-
-def update(client, user_id, **changes):
-    response = client.patch(f"/api/v1/users/{user_id}", json=changes)
-    assert response.status_code == 200, body(response)
-    return response.get_json()
-
-
-def backdate(database, entry_id, moment):
-    """Move an entry in time, as if it had been written then."""
-    with database.engine.begin() as connection, append_only_lifted(connection):
-        connection.execute(
-            text("UPDATE user_audit SET timestamp = :t WHERE id = :id"),
-            {"t": moment, "id": entry_id},
-        )
-
-
-@pytest.fixture
 def history(client):
     """Two profiles with a few changes each: ada (create, update, delete, restore), bob."""
-    ada = create(client, "Ada Lovelace", "ada@example.com")
-    update(client, ada["id"], name="Ada King")
+    ada = create_profile(client, "Ada Lovelace", "ada@example.com")
+    update_profile(client, ada["id"], name="Ada King")
     assert client.delete(f"/api/v1/users/{ada['id']}").status_code in (200, 204)
     assert client.post(f"/api/v1/users/{ada['id']}/restore").status_code == 200
-    bob = create(client, "Bob Babbage", "bob@example.com")
-    update(client, bob["id"], email="charles@example.com")
+    bob = create_profile(client, "Bob Babbage", "bob@example.com")
+    update_profile(client, bob["id"], email="charles@example.com")
     return {"ada": ada["id"], "bob": bob["id"]}
 
 
@@ -107,17 +78,10 @@ def test_page_lists_entries_newest_first(auditor, history, database):
 # --- filters in the URL ---------------------------------------------------------
 
 
-def ids_where(database, condition="TRUE", **params):
-    rows = database.rows(
-        f"SELECT id FROM user_audit WHERE {condition} ORDER BY timestamp DESC, id DESC", **params
-    )
-    return [row["id"] for row in rows]
-
-
 def test_filter_by_user_id(auditor, history, database):
     response = auditor.get(f"/audit?user={history['bob']}")
     assert response.status_code == 200
-    assert entry_ids(response) == ids_where(database, "user_id = :u", u=history["bob"])
+    assert entry_ids(response) == database.audit_ids_newest_first("user_id = :u", u=history["bob"])
     assert f'value="{history["bob"]}"' in body(response)
     # links elsewhere use user_id; the form shows it in the same field
     same = auditor.get(f"/audit?user_id={history['bob']}")
@@ -127,7 +91,7 @@ def test_filter_by_user_id(auditor, history, database):
 def test_filter_by_user_text_that_matches_one_profile(auditor, history, database):
     response = auditor.get("/audit?user=ADA@example")
     assert response.status_code == 200
-    assert entry_ids(response) == ids_where(database, "user_id = :u", u=history["ada"])
+    assert entry_ids(response) == database.audit_ids_newest_first("user_id = :u", u=history["ada"])
     assert "Changes to" in body(response)
     # the export links carry the resolved profile
     assert f"/audit/export.csv?user_id={history['ada']}" in body(response)
@@ -151,10 +115,6 @@ def test_filter_by_user_text_that_matches_none(auditor, history):
     assert "nobody-like-this" in text_of(response)
 
 
-def text_of(response):
-    return html.unescape(body(response))
-
-
 @pytest.mark.parametrize(
     ("query", "condition"),
     [
@@ -170,35 +130,37 @@ def text_of(response):
 def test_filters(auditor, history, database, query, condition):
     response = auditor.get("/audit?" + query)
     assert response.status_code == 200, body(response)
-    assert entry_ids(response) == ids_where(database, condition)
+    assert entry_ids(response) == database.audit_ids_newest_first(condition)
     export = auditor.get("/audit/export.ndjson?" + query)
     assert [json.loads(line)["id"] for line in export.get_data(as_text=True).splitlines()] == (
-        ids_where(database, condition)
+        database.audit_ids_newest_first(condition)
     )
 
 
 def test_filter_by_actor_id(auditor, client, history, database):
     actor_id = database.scalar("SELECT id FROM staff WHERE username = 'test-admin'")
     response = auditor.get(f"/audit?actor={actor_id}")
-    assert entry_ids(response) == ids_where(database)
+    assert entry_ids(response) == database.audit_ids_newest_first()
 
 
 def test_filter_by_dates_and_quick_ranges(auditor, history, database):
     old_ids = [row["id"] for row in database.audit(history["ada"])]
     long_ago = datetime(2026, 1, 15, 12, tzinfo=UTC)
     for offset, entry_id in enumerate(old_ids):
-        backdate(database, entry_id, long_ago + timedelta(days=offset))
+        backdate(database.engine, entry_id, long_ago + timedelta(days=offset))
     response = auditor.get("/audit?since=2026-01-15&until=2026-01-16")
     assert entry_ids(response) == list(reversed(old_ids[:2]))
     response = auditor.get("/audit?since=2026-01-16T00:00:00Z")
-    assert entry_ids(response) == ids_where(database, "timestamp >= '2026-01-16'")
+    assert entry_ids(response) == database.audit_ids_newest_first("timestamp >= '2026-01-16'")
 
     page = auditor.get("/audit?operation=create").get_data(as_text=True)
     today = datetime.now(UTC).date()
     week = f"operation=create&amp;since={today - timedelta(days=6)}&amp;until={today}"
     assert week in page
     recent = auditor.get(f"/audit?since={today - timedelta(days=6)}&until={today}")
-    assert entry_ids(recent) == ids_where(database, "timestamp >= now() - interval '7 days'")
+    assert entry_ids(recent) == database.audit_ids_newest_first(
+        "timestamp >= now() - interval '7 days'"
+    )
 
 
 @pytest.mark.parametrize(
@@ -287,8 +249,7 @@ def test_form_works_with_and_without_htmx(auditor):
 
 
 def test_pages_cover_every_entry_once(auditor, client, database):
-    for number in range(7):
-        create(client, f"Person {number}", f"p{number}@example.com")
+    numbered_profiles(client, 7)
     seen = []
     response = auditor.get("/audit?limit=3")
     seen += entry_ids(response)
@@ -304,13 +265,12 @@ def test_pages_cover_every_entry_once(auditor, client, database):
         assert "activity-chart" not in body(response)
         seen += entry_ids(response)
         links = NEXT_LINK.findall(body(response))
-    assert seen == ids_where(database)
+    assert seen == database.audit_ids_newest_first()
     assert len(seen) == len(set(seen)) == 7
 
 
 def test_load_more_without_javascript_is_a_page(auditor, client):
-    for number in range(4):
-        create(client, f"Person {number}", f"p{number}@example.com")
+    numbered_profiles(client, 4)
     first = auditor.get("/audit?limit=2&operation=create")
     url = html.unescape(NEXT_LINK.findall(body(first))[0])
     older = auditor.get(url)
@@ -325,8 +285,8 @@ def test_load_more_without_javascript_is_a_page(auditor, client):
 
 
 def test_diff_marks_changed_keys_and_characters(auditor, client):
-    user = create(client, "Grace Hopper", "grace@example.com")
-    update(client, user["id"], name="Grace Murray Hopper")
+    user = create_profile(client, "Grace Hopper", "grace@example.com")
+    update_profile(client, user["id"], name="Grace Murray Hopper")
     response = auditor.get(f"/audit?user_id={user['id']}&operation=update")
     page = body(response)
     row = re.search(r'<tr class="diff-changed" data-key="name">(.*?)</tr>', page, re.S).group(1)
@@ -335,7 +295,7 @@ def test_diff_marks_changed_keys_and_characters(auditor, client):
     assert "<del>" not in row
     assert '<tr class="diff-same" data-key="email">' in page
 
-    update(client, user["id"], name="Grace Hooper")
+    update_profile(client, user["id"], name="Grace Hooper")
     page = body(auditor.get(f"/audit?user_id={user['id']}&operation=update&limit=1"))
     row = re.search(r'<tr class="diff-changed" data-key="name">(.*?)</tr>', page, re.S).group(1)
     assert "<del>" in row
@@ -343,7 +303,7 @@ def test_diff_marks_changed_keys_and_characters(auditor, client):
 
 
 def test_creation_diff_shows_every_key_added(auditor, client):
-    user = create(client, "Alan Turing", "alan@example.com")
+    user = create_profile(client, "Alan Turing", "alan@example.com")
     page = body(auditor.get(f"/audit?user_id={user['id']}"))
     assert page.count('<tr class="diff-added"') == 3
     assert "<del>" not in page
@@ -351,8 +311,8 @@ def test_creation_diff_shows_every_key_added(auditor, client):
 
 
 def test_names_and_reasons_are_escaped(auditor, client):
-    user = create(client, "<script>alert(1)</script>", "x@example.com", reason="<b>why</b>")
-    update(
+    user = create_profile(client, "<script>alert(1)</script>", "x@example.com", reason="<b>why</b>")
+    update_profile(
         client, user["id"], name="<script>alert(2)</script>", reason="<img src=x onerror=alert(3)>"
     )
     for response in (
@@ -377,7 +337,7 @@ def test_chart_counts_per_day_and_operation(auditor, history, database):
     entries = database.audit()
     day_one = datetime.now(UTC).replace(hour=10) - timedelta(days=3)
     for index, entry in enumerate(entries):
-        backdate(database, entry["id"], day_one + timedelta(days=index % 2, minutes=index))
+        backdate(database.engine, entry["id"], day_one + timedelta(days=index % 2, minutes=index))
     expected = {}
     for index, entry in enumerate(entries):
         key = ((day_one + timedelta(days=index % 2)).date().isoformat(), entry["operation"])
@@ -398,7 +358,7 @@ def test_chart_counts_per_day_and_operation(auditor, history, database):
 
 def test_chart_shows_at_most_ninety_days(auditor, history, database):
     entry = database.audit()[0]
-    backdate(database, entry["id"], datetime(2020, 1, 1, tzinfo=UTC))
+    backdate(database.engine, entry["id"], datetime(2020, 1, 1, tzinfo=UTC))
     page = text_of(auditor.get("/audit/activity"))
     assert "the latest 90 days of this filter" in page
     assert "2020-01-01" not in re.search(r"<svg.*?</svg>", page, re.S).group(0)
@@ -411,9 +371,9 @@ def test_chart_shows_at_most_ninety_days(auditor, history, database):
 
 
 def test_compare_two_versions(auditor, client):
-    user = create(client, "Ada Lovelace", "ada@example.com")
-    update(client, user["id"], name="Ada King")
-    update(client, user["id"], email="countess@example.com")
+    user = create_profile(client, "Ada Lovelace", "ada@example.com")
+    update_profile(client, user["id"], name="Ada King")
+    update_profile(client, user["id"], email="countess@example.com")
     response = auditor.get(f"/audit/compare?user_id={user['id']}&from=1&to=3")
     assert response.status_code == 200
     page = body(response)
@@ -442,7 +402,7 @@ def test_compare_two_versions(auditor, client):
     ],
 )
 def test_compare_bad_input_is_400(auditor, client, query, message):
-    user = create(client, "Ada", "ada@example.com")
+    user = create_profile(client, "Ada", "ada@example.com")
     response = auditor.get("/audit/compare?" + query.format(id=user["id"]))
     assert response.status_code == 400
     assert message in text_of(response)
@@ -454,11 +414,11 @@ def test_compare_and_as_of_unknown_profile_is_404(auditor):
 
 
 def test_as_of(auditor, client, database):
-    user = create(client, "Ada Lovelace", "ada@example.com")
-    update(client, user["id"], name="Ada King")
+    user = create_profile(client, "Ada Lovelace", "ada@example.com")
+    update_profile(client, user["id"], name="Ada King")
     first, second = database.audit(user["id"])
-    backdate(database, first["id"], datetime(2026, 3, 1, 12, tzinfo=UTC))
-    backdate(database, second["id"], datetime(2026, 3, 5, 12, tzinfo=UTC))
+    backdate(database.engine, first["id"], datetime(2026, 3, 1, 12, tzinfo=UTC))
+    backdate(database.engine, second["id"], datetime(2026, 3, 5, 12, tzinfo=UTC))
 
     before = text_of(auditor.get(f"/audit/as-of?user_id={user['id']}&at=2026-02-28T23:00:00Z"))
     assert "did not exist yet" in before
@@ -480,7 +440,7 @@ def test_as_of(auditor, client, database):
     ["user_id=1&at=soon", "user_id=x&at=2026-01-01", "at=2026-01-01", "user_id=1&at=2026-13-01"],
 )
 def test_as_of_bad_input_is_400(auditor, client, query):
-    create(client, "Ada", "ada@example.com")
+    create_profile(client, "Ada", "ada@example.com")
     response = auditor.get("/audit/as-of?" + query)
     assert response.status_code == 400
     assert "could not be shown" in text_of(response)
@@ -511,7 +471,7 @@ def test_as_of_bad_input_is_400(auditor, client, query):
     ],
 )
 def test_hostile_input_never_fails(auditor, client, path):
-    create(client, "Ada", "ada@example.com")
+    create_profile(client, "Ada", "ada@example.com")
     for headers in ({}, HTMX):
         response = auditor.get(path, headers=headers)
         # read to the end, so a streamed export finishes inside its request
@@ -538,7 +498,7 @@ def test_bidirectional_controls_in_stored_text_cannot_reorder_what_staff_see(
     """Names are refused with them now, but older rows (or a write behind the
     app's back) may hold one: pages print it as its code point, never as a
     control that reorders the text around it, and isolate user text."""
-    ada = create(client, "Ada", "ada@example.com")
+    ada = create_profile(client, "Ada", "ada@example.com")
     with engine.begin() as connection:  # as psql would: the safety net records it
         connection.execute(
             text("UPDATE users SET name = :name WHERE id = :id"),

@@ -4,38 +4,10 @@ edits, delete and restore, keyboard access."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any
 
-import pytest
-from flask import Flask
 from playwright.sync_api import Dialog, Page, expect
 
-from webapp.audit.context import Actor, Origin, acting_as
 from webapp.services import users as user_service
-
-
-@pytest.fixture
-def cli(app: Flask, staff_factory: Any) -> Callable[[], AbstractContextManager[None]]:
-    """Call services as an admin on the command line, inside ``with cli():``."""
-    admin = staff_factory.account("admin", "service-admin")
-
-    @contextmanager
-    def context() -> Iterator[None]:
-        with app.app_context(), acting_as(Actor(admin.id, admin.username), Origin("cli")):
-            yield
-
-    return context
-
-
-@pytest.fixture
-def make_user(cli: Callable[[], AbstractContextManager[None]]) -> Callable[[str, str], int]:
-    def make(name: str, email: str) -> int:
-        with cli():
-            return user_service.create_user({"name": name, "email": email}).id
-
-    return make
 
 
 def rows(page: Page):

@@ -7,24 +7,16 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-
-def make_profiles(client, count: int) -> list[int]:
-    ids = []
-    for number in range(count):
-        response = client.post(
-            "/api/v1/users", json={"name": f"Person {number}", "email": f"p{number}@example.com"}
-        )
-        assert response.status_code == 201
-        ids.append(response.get_json()["id"])
-    return ids
+from tests.support.database import rewrite_history
+from tests.support.profiles import numbered_profiles, update_profile
 
 
 @pytest.fixture
 def timeline(page: Page, sign_in, client) -> Page:
     """An auditor on the timeline, with six profiles created and two renamed."""
-    ids = make_profiles(client, 6)
+    ids = numbered_profiles(client, 6)
     for user_id in ids[:2]:
-        assert client.patch(f"/api/v1/users/{user_id}", json={"name": "Renamed"}).status_code == 200
+        update_profile(client, user_id, name="Renamed")
     sign_in(page, "auditor")
     page.goto("/audit")
     expect(page.locator("li.entry")).to_have_count(8)
@@ -58,7 +50,7 @@ def test_filter_changes_results_and_url(timeline: Page):
 
 
 def test_back_button_restores_the_previous_filter(page: Page, sign_in, client):
-    make_profiles(client, 3)
+    numbered_profiles(client, 3)
     sign_in(page, "auditor")
     page.goto("/audit?operation=create")
     expect(page.locator("li.entry")).to_have_count(3)
@@ -88,7 +80,7 @@ def test_bad_filter_shows_the_message_in_place(timeline: Page):
 
 
 def test_load_more_and_infinite_scroll_append(page: Page, sign_in, client):
-    make_profiles(client, 12)
+    numbered_profiles(client, 12)
     sign_in(page, "auditor")
     page.goto("/audit?limit=3")
     entries = page.locator("li.entry")
@@ -115,18 +107,12 @@ def test_the_activity_chart_arrives_after_the_entries(timeline: Page):
 
 
 def test_filter_by_operation_and_date_shows_the_changed_field(timeline: Page, engine):
-    from sqlalchemy import text
-
-    from tests.conftest import append_only_lifted
-
     # The creates happened "last month"; only today's renames stay in range.
-    with engine.begin() as connection, append_only_lifted(connection):
-        connection.execute(
-            text(
-                "UPDATE user_audit SET timestamp = timestamp - interval '40 days' "
-                "WHERE operation = 'create'"
-            )
-        )
+    rewrite_history(
+        engine,
+        "UPDATE user_audit SET timestamp = timestamp - interval '40 days' "
+        "WHERE operation = 'create'",
+    )
     page = timeline
     page.get_by_role("link", name="Today").click()
     page.wait_for_url(re.compile(r"since="))
