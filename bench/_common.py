@@ -16,8 +16,9 @@ import platform
 import re
 import shutil
 import signal
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -290,6 +291,16 @@ def generate_data(url: str, *, users: int, entries: int, seed: float) -> float:
     return time.perf_counter() - started
 
 
+def generate_history(url: str, args: argparse.Namespace, *, seed: float | None = None) -> float:
+    """``generate_data`` of the sizes the options ask for (``seed``, else
+    ``--seed``), saying so as it goes; the seconds it took."""
+    print(f"Generating {args.users:,} profiles and {args.entries:,} audit entries", flush=True)
+    seed = args.seed if seed is None else seed
+    seconds = generate_data(url, users=args.users, entries=args.entries, seed=seed)
+    print(f"Data generated in {seconds:.1f} s", flush=True)
+    return seconds
+
+
 def drop_secondary_indexes(
     connection: psycopg.Connection[Any], tables: tuple[str, ...]
 ) -> list[str]:
@@ -488,6 +499,16 @@ def prepare_run() -> None:
     temporary directories removed) and share this run's keys."""
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     use_run_keys()
+
+
+def start_run(
+    parse_args: Callable[[list[str]], argparse.Namespace], argv: list[str] | None
+) -> argparse.Namespace:
+    """A benchmark's options (from ``argv``, else the command line), after
+    ``prepare_run``."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    prepare_run()
+    return args
 
 
 def migrated_app(url: str, **settings: Any) -> Flask:

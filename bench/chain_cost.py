@@ -48,7 +48,7 @@ from bench._common import (
     machine_report,
     migrated_app,
     percentile,
-    prepare_run,
+    start_run,
 )
 from webapp.audit import capture
 from webapp.audit.context import Actor, Origin, acting_as
@@ -326,8 +326,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    prepare_run()
+    args = start_run(parse_args, argv)
     started = time.perf_counter()
     with database_server(keep=False) as url:
         app = migrated_app(url)

@@ -57,10 +57,10 @@ from bench._common import (
     check_data_size,
     database_server,
     drop_secondary_indexes,
-    generate_data,
+    generate_history,
     machine_report,
     migrated_app,
-    prepare_run,
+    start_run,
 )
 from webapp.audit import chain, seal
 from webapp.audit.chain import GENESIS_HASH, ChainHead
@@ -423,24 +423,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    prepare_run()
+    args = start_run(parse_args, argv)
     started = time.perf_counter()
     with database_server(keep=False) as url:
         app = migrated_app(url)
         key = app.config["AUDIT_CHAIN_KEY"].encode()
 
-        print(f"Generating {args.users:,} profiles and {args.entries:,} audit entries", flush=True)
-        seconds = generate_data(url, users=args.users, entries=args.entries, seed=args.seed)
-        print(f"Data generated in {seconds:.1f} s", flush=True)
+        seconds = generate_history(url, args)
         build = build_chain(app, url, key)
         print(
             f"Entries sealed and chain built: {build.head.seq:,} links in {build.seconds:.1f} s "
             f"(hashing {build.hashing_seconds:.1f} s)\n",
             flush=True,
         )
-        for line in machine_report(url):
-            print(line)
+        print("\n".join(machine_report(url)))
         with psycopg.connect(url) as connection:
             sizes = connection.execute(
                 "SELECT pg_size_pretty(pg_total_relation_size('audit_chain')), "

@@ -77,7 +77,7 @@ from bench._common import (
     ROOT,
     append_summary,
     database_server,
-    generate_data,
+    generate_history,
     machine_report,
     migrated_app,
     prepare_run,
@@ -1026,9 +1026,7 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
     app = migrated_app(url, **IN_PROCESS)
     with app.app_context():
         db.engine.dispose()
-    print(f"Generating {args.users:,} profiles and {args.entries:,} audit entries", flush=True)
-    seconds = generate_data(url, users=args.users, entries=args.entries, seed=args.seed / 100)
-    print(f"Data generated in {seconds:.1f} s", flush=True)
+    generate_history(url, args, seed=args.seed / 100)
     credentials = create_accounts(url)
     create_floor_table(url)
     patch_ids = patch_profile_ids(url)
@@ -1081,8 +1079,7 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
 
     rows = [summarize(target) for target in targets]
     print()
-    for line in machine_report(url):
-        print(line)
+    print("\n".join(machine_report(url)))
     print(f"Load average after the runs: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(audit.describe())
     changed = uncommitted_app_changes()

@@ -44,11 +44,11 @@ from bench._common import (
     database_server,
     execution_ms,
     explain,
-    generate_data,
+    generate_history,
     machine_report,
     migrated_app,
     percentile,
-    prepare_run,
+    start_run,
     summarize_plan,
 )
 from webapp.audit.context import Actor, Origin, acting_as
@@ -372,11 +372,9 @@ def scalar_row(url: str, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, .
 def run(args: argparse.Namespace, url: str) -> None:
     """Generate the data, then time every case and the export."""
     app = migrated_app(url, WTF_CSRF_ENABLED=True)
-    print(f"Generating {args.users:,} profiles and {args.entries:,} audit entries", flush=True)
-    seconds = generate_data(url, users=args.users, entries=args.entries, seed=args.seed)
-    print(f"Data generated in {seconds:.1f} s\n", flush=True)
-    for line in machine_report(url):
-        print(line)
+    generate_history(url, args)
+    print(flush=True)
+    print("\n".join(machine_report(url)))
 
     busy_user, busy_count = scalar_row(
         url,
@@ -449,8 +447,7 @@ def run(args: argparse.Namespace, url: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    prepare_run()
+    args = start_run(parse_args, argv)
     started = time.perf_counter()
     with database_server(args.keep_database) as url:
         run(args, url)

@@ -41,11 +41,11 @@ from bench._common import (
     database_server,
     execution_ms,
     explain,
-    generate_data,
+    generate_history,
     machine_report,
     migrated_app,
     percentile,
-    prepare_run,
+    start_run,
     summarize_plan,
 )
 from webapp.extensions import db
@@ -388,16 +388,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    prepare_run()
+    args = start_run(parse_args, argv)
     with database_server(args.keep_database) as url:
         app = migrated_app(url)
 
-        print(f"Generating {args.users:,} profiles and {args.entries:,} audit entries", flush=True)
-        seconds = generate_data(url, users=args.users, entries=args.entries, seed=args.seed)
-        print(f"Data generated in {seconds:.1f} s\n", flush=True)
-        for line in machine_report(url):
-            print(line)
+        seconds = generate_history(url, args)
+        print(flush=True)
+        print("\n".join(machine_report(url)))
 
         with psycopg.connect(url) as connection:
             busy = connection.execute(

@@ -93,7 +93,7 @@ from bench._common import (
     database_server,
     machine_report,
     percentile,
-    prepare_run,
+    start_run,
 )
 from webapp import create_app
 from webapp.audit.context import Actor, Origin, acting_as
@@ -807,8 +807,7 @@ def setup_variants(app: Flask, profiles: int) -> dict[str, Variant]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    prepare_run()
+    args = start_run(parse_args, argv)
     rounds = 2 if args.quick else args.rounds
     # --quick checks the code paths: Continuum's 500-row batches alone would take longer.
     sizes = Sizes(20, 1, 10, 5, batch_rows=50) if args.quick else Sizes(300, 2, 200, 50)

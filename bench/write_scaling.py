@@ -74,8 +74,7 @@ from bench._common import (
     database_server,
     machine_report,
     percentile,
-    stop_on_sigterm,
-    use_run_keys,
+    start_run,
 )
 from bench.write_overhead import (
     BIND_KEYS,
@@ -457,12 +456,10 @@ def results_lines(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    args = start_run(parse_args, argv)
     duration = 1.5 if args.quick else args.seconds
     rounds = 1 if args.quick else args.rounds
     started = time.perf_counter()
-    use_run_keys()
     # Writers are forked from this process before it holds any connection or thread.
     context = multiprocessing.get_context("fork")
     cells: dict[tuple[str, int], list[Cell]] = {
