@@ -75,6 +75,15 @@
     if (!target || !xhr) return;
     target.setAttribute("aria-busy", "true");
     xhr.addEventListener("loadend", function () { target.removeAttribute("aria-busy"); });
+    // A Cancel that removes its form row takes the focus with it: give it
+    // back to what opened the form. (loadend: after htmx has swapped.)
+    const elt = event.detail.elt;
+    if (elt && elt.matches && elt.matches("[data-cancel][hx-swap='delete']")) {
+      xhr.addEventListener("loadend", function () {
+        const opener = document.querySelector("[data-opens-form]");
+        if (opener) opener.focus();
+      });
+    }
   });
 
   // --- Unsaved edits ----------------------------------------------------------
@@ -186,13 +195,6 @@
     const cancel = form && form.querySelector("[data-cancel]");
     if (!cancel) return;
     event.preventDefault();
-    if (cancel.getAttribute("hx-swap") === "delete") {
-      // The form row just goes away; focus returns to what opened it.
-      document.addEventListener("htmx:afterSwap", function () {
-        const opener = document.querySelector("[data-opens-form]");
-        if (opener) opener.focus();
-      }, { once: true });
-    }
     cancel.click();
   });
 
