@@ -791,3 +791,23 @@ def test_the_page_to_return_to_must_be_a_page_of_this_site(
     )
     assert response.status_code == 401
     assert _next_of(response.headers["HX-Redirect"]) is None
+
+
+@pytest.mark.parametrize(
+    ("referrer", "expected"),
+    [("http://localhost/users/1/edit", "/users/1/edit"), ("https://evil.example/x", None)],
+)
+def test_a_plain_save_after_the_session_ended_returns_to_its_page(
+    staff_factory, browser, database, referrer, expected
+):
+    staff_factory.account("support", "ada")
+    sign_in(browser, "ada")
+    token = page_token(browser)
+    _end_sessions_on_the_server(database)
+    response = browser.post(
+        "/users/1/edit",
+        data={"csrf_token": token, "name": "Ada"},
+        headers={"Referer": referrer},
+    )
+    assert response.status_code == 302
+    assert _next_of(response.headers["Location"]) == expected

@@ -105,23 +105,27 @@ def page_to_return_to() -> str | None:
     """The page the person is on, as a path of this site, to come back to after signing in.
 
     A request htmx made from a page (a save, a live search) is not that page:
-    htmx names the page in ``HX-Current-URL``, which counts only when it is on
-    this very site. A plain GET is the page itself; a plain POST has none.
+    htmx names the page in ``HX-Current-URL``. A plain GET is the page
+    itself; a plain form post came from the page in ``Referer``. Either
+    counts only when it is on this very site.
     """
     if _asked_by_htmx():
-        current = urlsplit(request.headers.get("HX-Current-URL", ""))
-        here = urlsplit(request.host_url)
-        if (current.scheme, current.netloc) == (here.scheme, here.netloc) and current.path:
-            path = current.path + (f"?{current.query}" if current.query else "")
-            # Only a plain path: never "//host", a backslash or control characters.
-            if not path.startswith("//") and not any(
-                ch == "\\" or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path
-            ):
-                return path
-        return None
+        return _path_on_this_site(request.headers.get("HX-Current-URL"))
     if request.method in ("GET", "HEAD"):
         return request.full_path.rstrip("?")
-    return None
+    return _path_on_this_site(request.referrer)
+
+
+def _path_on_this_site(url: str | None) -> str | None:
+    current = urlsplit(url or "")
+    here = urlsplit(request.host_url)
+    if (current.scheme, current.netloc) != (here.scheme, here.netloc) or not current.path:
+        return None
+    path = current.path + (f"?{current.query}" if current.query else "")
+    # Only a plain path: never "//host", a backslash or control characters.
+    if path.startswith("//") or any(ch == "\\" or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+        return None
+    return path
 
 
 def sign_in_again(message: str | None = None) -> Response:
