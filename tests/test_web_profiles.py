@@ -607,6 +607,12 @@ def test_history_pages_with_older_entries(cli, support, make_user, app):
     fragment = support.get(html.unescape(older), headers=HTMX).get_data(as_text=True)
     assert "<html" not in fragment
     assert fragment.lstrip().startswith("<li")
+    # Focus moves to the first of the older entries (htmx focuses [autofocus]).
+    assert fragment.count("autofocus") == 1
+    assert re.match(
+        r'\s*<li class="history-entry" id="entry-\d+" tabindex="-1" autofocus>', fragment
+    )
+    assert "autofocus" not in page
     assert 'class="op op-create"' in fragment
     assert '<li id="history-more" hx-swap-oob="delete">' in fragment
     assert 'id="history-more" class' not in fragment  # the last page
