@@ -745,20 +745,27 @@ def test_the_timeline_shows_the_last_verification(
     make_history, client, runner, engine, signed_in, database
 ):
     auditor = signed_in("auditor")
-    assert 'class="chain-status chain-never"' in chain_badge(auditor.get("/audit"))
+    badge = chain_badge(auditor.get("/audit"))
+    assert 'class="chain-status chain-never"' in badge
+    # Worded for auditors: what it means and whom to ask, not a command to run.
+    assert "Not checked for tampering yet" in badge
+    assert "Ask your administrators to schedule the daily check." in badge
+    assert "flask" not in badge
 
     make_history(profiles=1)
     assert verify(runner).exit_code == 0
     badge = chain_badge(auditor.get("/audit"))
     assert 'class="chain-status chain-ok"' in badge
-    assert "3 entries intact up to link 3" in badge
+    assert "all 3 entries up to then are intact: none was changed, removed or inserted" in badge
 
     victim = database.audit()[0]["id"]
     rewrite_history(engine, f"UPDATE user_audit SET actor_label = 'someone' WHERE id = {victim}")
     assert verify(runner).exit_code == 1
     badge = chain_badge(auditor.get("/audit"))
     assert 'class="chain-status chain-failed"' in badge
-    assert f"FAILED (entry {victim})" in badge
+    assert f"Tamper check FAILED at entry {victim}" in badge
+    assert "Do not rely on these entries as evidence until this is explained" in badge
+    assert "tell your security contact and your administrators at once" in badge
 
 
 def test_an_old_verification_is_shown_as_stale(make_history, app, engine, signed_in):
@@ -771,6 +778,7 @@ def test_an_old_verification_is_shown_as_stale(make_history, app, engine, signed
         audit_integrity.record(result, "cli:tests")
     badge = chain_badge(signed_in("auditor").get("/audit"))
     assert 'class="chain-status chain-stale"' in badge
+    assert "The daily check may have stopped: ask your administrators." in badge
 
 
 def fake_a_passing_result(engine: Engine) -> None:
@@ -796,7 +804,7 @@ def test_a_faked_verification_result_is_ignored_and_reported(
 
     badge = chain_badge(signed_in("auditor").get("/audit"))
     assert 'class="chain-status chain-failed"' in badge
-    assert "Audit results were tampered with" in badge
+    assert "Someone tried to change the tamper check" in badge
     status = staff_factory.client("auditor").get("/api/v1/audit/verify").get_json()
     assert status["last_verification"]["ok"] is False
     assert status["last_verification"]["first_bad_entry_id"] == victim

@@ -15,7 +15,7 @@ from webapp.audit.context import Actor, Origin, acting_as
 from webapp.services import api_tokens
 from webapp.services import staff as staff_service
 
-SECRET_BOX = re.compile(r'id="new-token-secret"[^>]*?value="(pa_[A-Za-z0-9_-]+)"')
+SECRET_BOX = re.compile(r'id="new-token-secret"[^>]*>(pa_[A-Za-z0-9_-]+)</code>')
 NEW_PASSWORD = "another long passphrase"
 
 
@@ -38,9 +38,16 @@ def target(app, staff_factory):
     """A support account with an API token, for the admin pages to act on."""
     account = staff_factory.account("support", "target")
     secret = staff_factory.token(account, "target-script")
-    with app.app_context():
+    inactive = staff_factory.account("auditor", "gone")
+    with app.app_context(), acting_as(Actor(None, "ops"), Origin("cli")):
         [token] = api_tokens.list_tokens(account.id)
-    return {"staff_id": account.id, "token_id": token.id, "secret": secret}
+        staff_service.deactivate(inactive.id)
+    return {
+        "staff_id": account.id,
+        "token_id": token.id,
+        "secret": secret,
+        "inactive_id": inactive.id,
+    }
 
 
 # --- who may see and do what ------------------------------------------------
@@ -51,6 +58,8 @@ PAGES = [
     ("/admin/staff", {"admin"}),
     ("/admin/tokens", {"admin"}),
     ("/security-events", {"admin", "auditor"}),
+    ("/admin/staff/{staff_id}/deactivate", {"admin"}),
+    ("/admin/tokens/{token_id}/revoke", {"admin"}),
 ]
 ACTIONS = [
     (
@@ -60,12 +69,13 @@ ACTIONS = [
     ),
     ("/admin/staff/{staff_id}/role", {"role": "auditor"}, 302),
     ("/admin/staff/{staff_id}/deactivate", {}, 302),
+    ("/admin/staff/{inactive_id}/reactivate", {}, 302),
     (
         "/admin/staff/{staff_id}/password",
         {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD},
         302,
     ),
-    ("/admin/tokens", {"owner": "{staff_id}", "name": "new-script"}, 201),
+    ("/admin/tokens", {"owner": "{staff_id}", "name": "new-script"}, 303),
     ("/admin/tokens/{token_id}/revoke", {}, 302),
 ]
 
@@ -75,8 +85,9 @@ ACTIONS = [
     list(product(["admin", "support", "auditor", None], PAGES)),
     ids=lambda v: str(v) if not isinstance(v, tuple) else v[0],
 )
-def test_each_role_on_each_page(signed_in, database, role, page):
-    path, allowed = page
+def test_each_role_on_each_page(signed_in, database, target, role, page):
+    template, allowed = page
+    path = template.format(**target)
     browser = signed_in(role)
     response = browser.get(path)
     if role is None:
@@ -89,6 +100,11 @@ def test_each_role_on_each_page(signed_in, database, role, page):
     else:
         assert response.status_code == 403
         assert "403 Forbidden" in text_of(response)
+        # The page says which role is needed, and whom to ask.
+        needed = "the admin role" if allowed == {"admin"} else "the admin role or the auditor role"
+        assert f"This needs {needed};" in text_of(response)
+        assert f"you are signed in with the {role} role" in text_of(response)
+        assert "ask an admin to change your role" in text_of(response)
         [event] = database.rows("SELECT * FROM security_events WHERE event = 'forbidden'")
         assert event["details"]["path"] == path
         assert event["username"] == browser.staff.username
@@ -314,11 +330,23 @@ def create_token(browser, **fields):
 
 def test_a_new_token_is_shown_once_and_works(app, admin, target, database):
     response = create_token(admin, owner=str(target["staff_id"]), name="nightly import")
-    assert response.status_code == 201
-    assert response.headers["Cache-Control"] == "no-store"
-    page = response.get_data(as_text=True)
+    carried = app.session_interface.get_signing_serializer(app).loads(
+        admin.get_cookie("session").value
+    )
+    # Post/redirect/get: a reload of the page showing the token creates nothing.
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/admin/tokens"
+    assert "pa_" not in response.get_data(as_text=True)
+    shown = admin.get("/admin/tokens")
+    assert shown.headers["Cache-Control"] == "no-store"
+    page = shown.get_data(as_text=True)
     assert "Copy it now, it will not be shown again." in page
+    assert 'data-copy="new-token-secret"' in page
     secret = SECRET_BOX.search(page).group(1)
+    # The session cookie carried it across the redirect only sealed.
+    assert "token_to_show" in carried
+    assert secret not in repr(carried)
+    assert secret[3:] not in repr(carried)
 
     listing = admin.get("/admin/tokens").get_data(as_text=True)
     assert secret not in listing
@@ -332,8 +360,63 @@ def test_a_new_token_is_shown_once_and_works(app, admin, target, database):
     assert used.status_code == 200
 
 
+def test_reloading_after_creating_a_token_creates_no_second_one(admin, target, database):
+    create_token(admin, owner=str(target["staff_id"]), name="once")
+    first = admin.get("/admin/tokens").get_data(as_text=True)
+    again = admin.get("/admin/tokens").get_data(as_text=True)
+    assert SECRET_BOX.search(first)
+    assert "new-token-secret" not in again
+    assert database.scalar("SELECT count(*) FROM api_tokens WHERE name = 'once'") == 1
+
+
+def test_revoking_and_deactivating_ask_first(admin, target, database):
+    tokens = admin.get("/admin/tokens").get_data(as_text=True)
+    assert f'href="/admin/tokens/{target["token_id"]}/revoke"' in tokens
+    question = text_of(admin.get(f"/admin/tokens/{target['token_id']}/revoke"))
+    assert "Revoke the token <bdi>target-script</bdi>?" in question
+    assert "Scripts that use it are refused from their next request on." in question
+    staff = admin.get("/admin/staff").get_data(as_text=True)
+    assert f'href="/admin/staff/{target["staff_id"]}/deactivate"' in staff
+    question = text_of(admin.get(f"/admin/staff/{target['staff_id']}/deactivate"))
+    assert "Deactivate <bdi>target</bdi>?" in question
+    assert "An admin can reactivate it later" in question
+    # Asking changed nothing.
+    assert database.scalar("SELECT active FROM staff WHERE username = 'target'") is True
+    assert database.scalar("SELECT revoked_at FROM api_tokens") is None
+
+
+def test_a_deactivated_account_can_be_reactivated(app, admin, target, database):
+    staff_id = target["staff_id"]
+    admin.post(f"/admin/staff/{staff_id}/deactivate", data={"csrf_token": page_token(admin)})
+    listing = admin.get("/admin/staff").get_data(as_text=True)
+    assert f'action="/admin/staff/{staff_id}/reactivate"' in listing
+    api = app.test_client()
+    bearer = {"Authorization": f"Bearer {target['secret']}"}
+    assert api.get("/api/v1/users", headers=bearer).status_code == 401
+
+    response = admin.post(
+        f"/admin/staff/{staff_id}/reactivate", data={"csrf_token": page_token(admin)}
+    )
+    assert response.status_code == 302
+    page = text_of(admin.get("/admin/staff"))
+    assert "target is active again and can sign in." in page
+    assert "Its 1 API token that was not revoked work again" in page
+    assert database.scalar("SELECT active FROM staff WHERE id = :id", id=staff_id) is True
+    [event] = database.rows("SELECT * FROM security_events WHERE event = 'staff_reactivated'")
+    assert (event["staff_id"], event["actor_label"]) == (staff_id, "root")
+    sign_in(app.test_client(), "target", PASSWORD)
+    assert api.get("/api/v1/users", headers=bearer).status_code == 200
+
+    again = admin.post(
+        f"/admin/staff/{staff_id}/reactivate", data={"csrf_token": page_token(admin)}
+    )
+    assert again.status_code == 302
+    assert "target is already active." in text_of(admin.get("/admin/staff"))
+    assert event_names(database).count("staff_reactivated") == 1
+
+
 def test_a_token_made_for_another_account_records_the_admin_who_made_it(admin, target, database):
-    assert create_token(admin, owner=str(target["staff_id"]), name="on behalf").status_code == 201
+    assert create_token(admin, owner=str(target["staff_id"]), name="on behalf").status_code == 303
     [token] = database.rows("SELECT * FROM api_tokens WHERE name = 'on behalf'")
     root = database.rows("SELECT id FROM staff WHERE username = 'root'")[0]["id"]
     assert (token["staff_id"], token["created_by_id"]) == (target["staff_id"], root)
@@ -426,10 +509,19 @@ def test_a_post_without_csrf_token_is_refused_and_changes_nothing(admin, databas
     before = accounts(database)
     data = {"username": "bob", "role": "admin", "password": PASSWORD, "confirm": PASSWORD}
     plain = admin.post("/admin/staff", data=data)
-    htmx = admin.post("/admin/staff", data=data, headers={"HX-Request": "true"})
-    for response in (plain, htmx):
-        assert response.status_code == 400
-        assert "The form was stale or not sent from this site" in text_of(response)
+    assert plain.status_code == 400
+    assert "The form was stale or not sent from this site" in text_of(plain)
+    # htmx would paste an error page into the spot it updates: it is told to
+    # load the page it was on again instead, which then says why.
+    htmx = admin.post(
+        "/admin/staff",
+        data=data,
+        headers={"HX-Request": "true", "HX-Current-URL": "http://localhost/admin/staff?x=1"},
+    )
+    assert htmx.status_code == 400
+    assert htmx.headers["HX-Redirect"] == "/admin/staff?x=1"
+    assert htmx.get_data() == b""
+    assert "open too long to send changes from" in text_of(admin.get("/admin/staff"))
     assert accounts(database) == before
     failures = database.rows("SELECT * FROM security_events WHERE event = 'csrf_failed'")
     # The same refusal from the same address and account within minutes: one

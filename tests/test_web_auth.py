@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import text
@@ -656,3 +657,132 @@ def test_every_outcome_is_a_security_event_and_no_password_is_kept(
         assert secret not in repr(rows)
         assert secret not in caplog.text
     assert "security event login_failed" in caplog.text
+
+
+# --- live updates (htmx) when the session is gone ------------------------------
+
+
+def _next_of(location):
+    parts = urlsplit(location)
+    assert parts.path == "/login", location
+    return parse_qs(parts.query).get("next", [None])[0]
+
+
+def _end_sessions_on_the_server(database):
+    with database.engine.begin() as connection:
+        connection.execute(text("DELETE FROM staff_sessions"))
+
+
+def _htmx(page_url):
+    return {"HX-Request": "true", "HX-Current-URL": f"http://localhost{page_url}"}
+
+
+def test_a_live_search_after_the_session_ended_sends_htmx_to_sign_in(
+    staff_factory, browser, database
+):
+    staff_factory.account("support", "ada")
+    sign_in(browser, "ada")
+    _end_sessions_on_the_server(database)
+
+    response = browser.get("/users?q=ada", headers=_htmx("/users?q=ad"))
+    # Not a redirect htmx would follow and paste into the results: a whole
+    # page load of the sign-in form, back to the page the person is on.
+    assert response.status_code == 401
+    assert response.get_data() == b""
+    assert _next_of(response.headers["HX-Redirect"]) == "/users?q=ad"
+    login = browser.get(response.headers["HX-Redirect"]).get_data(as_text=True)
+    assert "Your session has ended. Sign in again to continue where you were" in login
+    # Signing in goes back there.
+    back = sign_in(browser, "ada", next_path="/users?q=ad")
+    assert back.headers["Location"] == "/users?q=ad"
+
+
+def test_an_inline_save_after_the_session_ended_sends_htmx_to_sign_in(
+    staff_factory, browser, database
+):
+    staff_factory.account("support", "ada")
+    sign_in(browser, "ada")
+    token = page_token(browser)
+    _end_sessions_on_the_server(database)
+
+    response = browser.post(
+        "/users/1/edit",
+        data={"name": "Ada", "email": "ada@example.com", "expected_version": "1"},
+        headers={**_htmx("/users?deleted=1"), "X-CSRFToken": token},
+    )
+    assert response.status_code == 401
+    assert _next_of(response.headers["HX-Redirect"]) == "/users?deleted=1"
+
+
+def test_an_idle_session_tells_htmx_to_sign_in(app, staff_factory, browser, database):
+    staff_factory.account("support", "ada")
+    sign_in(browser, "ada")
+    _session_times(database, last_seen_at=_ago(minutes=app.config["SESSION_IDLE_MINUTES"] + 1))
+
+    response = browser.get("/users?q=x", headers=_htmx("/users"))
+    assert response.status_code == 401
+    assert _next_of(response.headers["HX-Redirect"]) == "/users"
+    assert "Your session has expired" in browser.get("/login").get_data(as_text=True)
+    assert event_names(database).count("session_expired") == 1
+
+
+def test_a_save_after_signing_out_in_another_tab_sends_htmx_to_sign_in(
+    staff_factory, browser, database
+):
+    """Signing out in another tab took the form token out of the shared cookie too."""
+    staff_factory.account("support", "ada")
+    sign_in(browser, "ada")
+    stale_token = page_token(browser)
+    browser.post("/logout", data={"csrf_token": stale_token})
+
+    response = browser.post(
+        "/users/1/edit",
+        data={"name": "Ada"},
+        headers={**_htmx("/users/1"), "X-CSRFToken": stale_token},
+    )
+    assert response.status_code == 401
+    assert _next_of(response.headers["HX-Redirect"]) == "/users/1"
+    assert "csrf_failed" in event_names(database)
+
+
+@pytest.mark.parametrize(
+    "current_url",
+    [
+        "https://evil.example/users",
+        "http://localhost//evil.example/x",
+        "http://localhost/\\evil.example",
+        "not a url",
+        "",
+    ],
+)
+def test_the_page_to_return_to_must_be_a_page_of_this_site(
+    staff_factory, browser, database, current_url
+):
+    staff_factory.account("support", "ada")
+    sign_in(browser, "ada")
+    _end_sessions_on_the_server(database)
+    response = browser.get(
+        "/users?q=a", headers={"HX-Request": "true", "HX-Current-URL": current_url}
+    )
+    assert response.status_code == 401
+    assert _next_of(response.headers["HX-Redirect"]) is None
+
+
+@pytest.mark.parametrize(
+    ("referrer", "expected"),
+    [("http://localhost/users/1/edit", "/users/1/edit"), ("https://evil.example/x", None)],
+)
+def test_a_plain_save_after_the_session_ended_returns_to_its_page(
+    staff_factory, browser, database, referrer, expected
+):
+    staff_factory.account("support", "ada")
+    sign_in(browser, "ada")
+    token = page_token(browser)
+    _end_sessions_on_the_server(database)
+    response = browser.post(
+        "/users/1/edit",
+        data={"csrf_token": token, "name": "Ada"},
+        headers={"Referer": referrer},
+    )
+    assert response.status_code == 302
+    assert _next_of(response.headers["Location"]) == expected

@@ -37,6 +37,7 @@ PAGES = [
     ("/users/new", WRITERS),
     ("/users/{id}/edit", WRITERS),
     ("/users/{id}/delete", WRITERS),
+    ("/users/{id}/restore", WRITERS),
 ]
 ROLES = ["admin", "support", "auditor", None]
 
@@ -274,12 +275,16 @@ def test_field_errors_are_shown_next_to_the_fields(support, database, post):
 
 @pytest.mark.parametrize("post", [htmx_post, plain_post], ids=["htmx", "plain"])
 def test_a_duplicate_email_is_a_409_in_place(support, make_user, database, post):
-    make_user("Ada", "ada@example.com")
+    holder = make_user("Ada <Lovelace>", "ada@example.com")
     before = database.fingerprint()
     response = post(support, "/users/new", {"name": "Other", "email": "ADA@example.com"})
     assert response.status_code == 409
     body = text_of(response)
-    assert "is already used by another active profile" in body
+    # The message names the profile that has the email, and leads to it.
+    assert f"is already used by the active profile Ada <Lovelace> (#{holder})" in re.sub(
+        r"<a [^>]*>|</a>", "", body
+    )
+    assert f'<a href="/users/{holder}">Ada &lt;Lovelace&gt;</a>' in response.get_data(as_text=True)
     assert 'id="new-email-errors"' in body
     assert database.fingerprint() == before
 
@@ -306,7 +311,8 @@ def test_edit_inline_replaces_the_form_with_the_saved_row(support, make_user, da
     assert body.lstrip().startswith(f'<tr id="user-{user_id}"')
     assert "Ada King" in body
     assert 'name="name"' not in body  # the row, not the form
-    assert '"expected_version": "2"' in body
+    assert response.headers["HX-Trigger"] == '{"announce": "Saved"}'
+    assert database.user(user_id)["version"] == 2
     entry = database.audit(user_id)[-1]
     assert entry["operation"] == "update"
     assert entry["changed_fields"] == ["name"]
@@ -339,7 +345,7 @@ def test_edit_errors_change_nothing(support, make_user, database):
     assert f'id="edit-{user_id}-name-errors"' in bad.get_data(as_text=True)
     taken = post_edit(support, user_id, name="Ada", email="bob@example.com", expected_version="1")
     assert taken.status_code == 409
-    assert "is already used by another active profile" in text_of(taken)
+    assert "is already used by the active profile" in text_of(taken)
     no_version = post_edit(support, user_id, name="Ada", email="ada@example.com")
     assert no_version.status_code == 400
     assert database.fingerprint() == before
@@ -373,20 +379,72 @@ def test_a_stale_edit_is_refused_and_shows_both_values(
 def test_delete_and_restore_inline(support, make_user, database):
     user_id = make_user("Ada", "ada@example.com")
     page = support.get("/users").get_data(as_text=True)
-    assert "hx-confirm=" in page
-    deleted = htmx_post(support, f"/users/{user_id}/delete", {"expected_version": "1"})
+    assert f'hx-get="/users/{user_id}/delete"' in page
+    # Delete asks first, in the row, for a reason, as editing does.
+    question = support.get(f"/users/{user_id}/delete", headers=HTMX)
+    body = text_of(question)
+    assert body.lstrip().startswith(f'<tr id="user-{user_id}" class="form-row"')
+    assert "Delete the profile of <bdi>Ada</bdi>?" in body
+    assert 'name="reason"' in body
+    assert f'hx-post="/users/{user_id}/delete"' in body
+    assert database.user(user_id)["deleted_at"] is None
+
+    deleted = htmx_post(
+        support, f"/users/{user_id}/delete", {"expected_version": "1", "reason": "left us"}
+    )
     assert deleted.status_code == 200
+    assert deleted.headers["HX-Trigger"] == '{"announce": "Deleted"}'
     body = text_of(deleted)
     assert body.lstrip().startswith(f'<tr id="user-{user_id}" class="inactive"')
     assert "Deleted" in body
-    assert "Restore" in body
+    assert f'hx-get="/users/{user_id}/restore"' in body
     assert database.user(user_id)["deleted_at"] is not None
-    restored = htmx_post(support, f"/users/{user_id}/restore", {"expected_version": "2"})
+
+    question = text_of(support.get(f"/users/{user_id}/restore", headers=HTMX))
+    assert "Restore the profile of <bdi>Ada</bdi>?" in question
+    assert 'name="reason"' in question
+    restored = htmx_post(
+        support, f"/users/{user_id}/restore", {"expected_version": "2", "reason": "came back"}
+    )
     assert restored.status_code == 200
+    assert restored.headers["HX-Trigger"] == '{"announce": "Restored"}'
     assert "Restore" not in text_of(restored)
     assert database.user(user_id)["deleted_at"] is None
-    operations = [(e["operation"], e["channel"], e["actor_label"]) for e in database.audit(user_id)]
-    assert operations[1:] == [("delete", "web", "sam"), ("restore", "web", "sam")]
+    entries = database.audit(user_id)[1:]
+    assert [(e["operation"], e["channel"], e["actor_label"], e["reason"]) for e in entries] == [
+        ("delete", "web", "sam", "left us"),
+        ("restore", "web", "sam", "came back"),
+    ]
+
+
+def test_restore_without_javascript_asks_for_a_reason(cli, support, make_user, database):
+    user_id = make_user("Ada", "ada@example.com")
+    with cli():
+        user_service.delete_user(user_id)
+    detail = support.get(f"/users/{user_id}").get_data(as_text=True)
+    assert f'href="/users/{user_id}/restore"' in detail
+    page = text_of(support.get(f"/users/{user_id}/restore"))
+    assert "Restore this profile?" in page
+    assert f'action="/users/{user_id}/restore"' in page
+    assert 'name="reason"' in page
+    response = plain_post(
+        support, f"/users/{user_id}/restore", {"expected_version": "2", "reason": "back"}
+    )
+    assert response.status_code == 302
+    assert database.audit(user_id)[-1]["reason"] == "back"
+
+
+def test_a_refused_reason_asks_again_with_what_was_typed(support, make_user, database):
+    user_id = make_user("Ada", "ada@example.com")
+    before = database.fingerprint()
+    response = htmx_post(
+        support, f"/users/{user_id}/delete", {"expected_version": "1", "reason": "x" * 5000}
+    )
+    assert response.status_code == 400
+    body = text_of(response)
+    assert body.lstrip().startswith(f'<tr id="user-{user_id}" class="form-row"')
+    assert "x" * 5000 + "</textarea>" in body
+    assert database.fingerprint() == before
 
 
 def test_delete_and_restore_without_javascript(support, make_user, database):
@@ -410,11 +468,16 @@ def test_restore_is_refused_when_the_email_is_taken(cli, support, make_user, dat
     user_id = make_user("Ada", "ada@example.com")
     with cli():
         user_service.delete_user(user_id)
-    make_user("Ada Again", "ada@example.com")
+    holder = make_user("Ada Again", "ada@example.com")
     before = database.fingerprint()
     response = post(support, f"/users/{user_id}/restore", {"expected_version": "2"})
     assert response.status_code == 409
-    assert "ada@example.com is already used by another active profile" in text_of(response)
+    body = text_of(response)
+    assert (
+        "Not restored: ada@example.com is now used by another active profile: "
+        f"Ada Again (#{holder}). Change that profile's email, or delete it, then restore this one."
+    ) in re.sub(r"<a [^>]*>|</a>|<bdi>|</bdi>", "", body)
+    assert f'<a href="/users/{holder}"><bdi>Ada Again</bdi></a>' in body
     assert ("<html" in response.get_data(as_text=True)) is (post is plain_post)
     assert database.fingerprint() == before
 
@@ -424,7 +487,10 @@ def test_a_stale_delete_changes_nothing(support, make_user, database):
     before = database.fingerprint()
     response = htmx_post(support, f"/users/{user_id}/delete", {"expected_version": "7"})
     assert response.status_code == 409
-    assert "changed since you loaded it" in text_of(response)
+    assert (
+        "Not deleted: someone changed this profile after you opened the page. "
+        "It is shown as it is now; delete it again if you still mean to."
+    ) in text_of(response)
     assert database.fingerprint() == before
 
 
@@ -478,6 +544,12 @@ def test_history_pages_with_older_entries(cli, support, make_user, app):
     fragment = support.get(html.unescape(older), headers=HTMX).get_data(as_text=True)
     assert "<html" not in fragment
     assert fragment.lstrip().startswith("<li")
+    # Focus moves to the first of the older entries (htmx focuses [autofocus]).
+    assert fragment.count("autofocus") == 1
+    assert re.match(
+        r'\s*<li class="history-entry" id="entry-\d+" tabindex="-1" autofocus>', fragment
+    )
+    assert "autofocus" not in page
     assert 'class="op op-create"' in fragment
     assert '<li id="history-more" hx-swap-oob="delete">' in fragment
     assert 'id="history-more" class' not in fragment  # the last page

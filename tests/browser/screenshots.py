@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
+from sqlalchemy import text
 
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.services import users
 
 OUTPUT = Path(os.environ.get("SCREENSHOT_DIR", "screenshots"))
-WIDTHS = {"desktop": 1280, "phone": 390}
+SIZES = {"desktop": (1366, 900), "phone": (390, 844)}
 
 
 @pytest.fixture
@@ -41,8 +42,8 @@ def sample_profiles(app: Flask, staff_factory) -> int:
 
 def _shoot(page: Page, name: str) -> None:
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    for label, width in WIDTHS.items():
-        page.set_viewport_size({"width": width, "height": 900})
+    for label, (width, height) in SIZES.items():
+        page.set_viewport_size({"width": width, "height": height})
         page.screenshot(path=OUTPUT / f"{name}-{label}.png", full_page=True)
 
 
@@ -66,3 +67,36 @@ def test_screenshots(page: Page, sign_in, sample_profiles: int) -> None:
     _shoot(page, "timeline-filtered")
 
     assert len(list(OUTPUT.glob("*.png"))) >= 8
+
+
+def test_screenshots_of_an_ended_session_and_a_new_token(
+    page: Page, sign_in, sample_profiles: int, engine, staff_factory, live_server: str
+) -> None:
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server)
+    support = sign_in(page, "support", "sam-at-the-desk")
+    page.goto("/users")
+    page.locator(f"#user-{sample_profiles}").get_by_role("link", name="Edit").click()
+    page.locator(f"#edit-{sample_profiles}-name").fill("Ada King-Noel")
+    page.locator(f"#edit-{sample_profiles}-reason").fill("ticket 4711")
+    with engine.begin() as connection:  # the session ends on the server meanwhile
+        connection.execute(text("DELETE FROM staff_sessions"))
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".flash")).to_contain_text("Your session has ended")
+    _shoot(page, "session-ended-sign-in")
+
+    page.get_by_label("Username").fill(support.username)
+    page.get_by_label("Password").fill(staff_factory.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.locator(f"#user-{sample_profiles}").get_by_role("link", name="Edit").click()
+    expect(page.locator("[data-draft-offer]")).to_be_visible()
+    _shoot(page, "session-ended-edit-offered-back")
+
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, "admin", "root")
+    page.goto("/admin/tokens")
+    page.get_by_label("Name").fill("nightly-import")
+    page.get_by_label("Expires in (days)").fill("90")
+    page.get_by_role("button", name="Create token").click()
+    page.get_by_role("button", name="Copy the token").click()
+    expect(page.locator("[data-copy-status]")).not_to_be_empty()
+    _shoot(page, "token-created")

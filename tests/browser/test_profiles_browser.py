@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import Dialog, Page, expect
+from playwright.sync_api import Page, expect
 
 from webapp.services import users as user_service
 
@@ -32,24 +32,31 @@ def test_search_as_you_type_and_back(page: Page, sign_in, make_user):
     expect(page).to_have_url(re.compile(r"q=lovelace$"))
 
 
-def test_back_button_restores_the_previous_search(page: Page, sign_in, make_user):
-    """htmx restores the page from the server; its settle event then has no request target."""
+def test_back_button_restores_the_search(page: Page, sign_in, make_user):
+    """Typing replaces the history entry; Back from a profile returns to the search.
+
+    htmx restores the page from the server; its settle event then has no request target.
+    """
     make_user("Ada Lovelace", "ada@example.com")
     make_user("Grace Hopper", "grace@navy.example")
     sign_in(page, "support")
     page.goto("/users")
     search = page.get_by_label("Search names and emails")
+    search.fill("gra")
+    expect(page).to_have_url(re.compile(r"q=gra$"))
     search.fill("grace")
     expect(page).to_have_url(re.compile(r"q=grace$"))
-    search.fill("lovelace")
-    expect(page).to_have_url(re.compile(r"q=lovelace$"))
-    expect(rows(page).first).to_contain_text("Ada Lovelace")
+    expect(rows(page)).to_have_count(1)
+    rows(page).first.get_by_role("link", name="Grace Hopper", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/users/\d+$"))
 
     page.go_back()
     expect(page).to_have_url(re.compile(r"q=grace$"))
     expect(rows(page)).to_have_count(1)
     expect(rows(page).first).to_contain_text("Grace Hopper")
     expect(page.get_by_label("Search names and emails")).to_have_value("grace")
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"/$"))
 
 
 def test_slash_focuses_the_search(page: Page, sign_in):
@@ -61,7 +68,7 @@ def test_slash_focuses_the_search(page: Page, sign_in):
 
 
 def test_inline_create_shows_errors_then_the_new_row(page: Page, sign_in, make_user, database):
-    make_user("Ada Lovelace", "ada@example.com")
+    ada = make_user("Ada Lovelace", "ada@example.com")
     sign_in(page, "support")
     page.goto("/users")
     page.get_by_role("link", name="New profile").click()
@@ -72,7 +79,10 @@ def test_inline_create_shows_errors_then_the_new_row(page: Page, sign_in, make_u
     form_row.get_by_label("Email").fill("ADA@example.com")
     form_row.get_by_role("button", name="Create profile").click()
     error = page.locator("#new-email-errors")
-    expect(error).to_contain_text("is already used by another active profile")
+    expect(error).to_contain_text("is already used by the active profile Ada Lovelace")
+    expect(error.get_by_role("link", name="Ada Lovelace")).to_have_attribute(
+        "href", f"/users/{ada}"
+    )
     expect(page.locator("#new-email")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#new-email")).to_be_focused()
     assert page.url.endswith("/users")  # no page load
@@ -121,39 +131,46 @@ def test_a_stale_edit_shows_both_values(page: Page, sign_in, make_user, cli, dat
     expect(page.locator(".stale-notice")).to_have_count(0)
 
 
-def test_delete_with_confirmation_then_restore(page: Page, sign_in, make_user, database):
+def test_delete_and_restore_ask_for_a_reason_in_the_row(page: Page, sign_in, make_user, database):
     user_id = make_user("Ada Lovelace", "ada@example.com")
     sign_in(page, "support")
     page.goto("/users")
-    questions: list[str] = []
-
-    def accept(dialog: Dialog) -> None:
-        questions.append(dialog.message)
-        dialog.accept()
-
-    page.on("dialog", accept)
     row = page.locator(f"#user-{user_id}")
     row.get_by_role("link", name="Delete").click()
-    expect(row.get_by_role("button", name="Restore")).to_be_visible()
+    expect(row).to_contain_text("Delete the profile of Ada Lovelace?")
+    reason = row.get_by_label("Reason for change (optional)")
+    expect(reason).to_be_focused()
+    reason.fill("duplicate account")
+    row.get_by_role("button", name="Delete profile").click()
+    expect(row.get_by_role("link", name="Restore")).to_be_visible()
     expect(row).to_contain_text("Deleted")
-    assert "Delete the profile of Ada Lovelace?" in questions[0]
+    expect(page.locator("#announcer")).to_have_text("Deleted")
     assert database.user(user_id)["deleted_at"] is not None
+    assert database.audit(user_id)[-1]["reason"] == "duplicate account"
 
-    row.get_by_role("button", name="Restore").click()
+    row.get_by_role("link", name="Restore").click()
+    row.get_by_label("Reason for change (optional)").fill("deleted by mistake")
+    row.get_by_role("button", name="Restore profile").click()
     expect(row.get_by_role("link", name="Edit")).to_be_visible()
+    expect(page.locator("#announcer")).to_have_text("Restored")
     assert database.user(user_id)["deleted_at"] is None
+    assert database.audit(user_id)[-1]["reason"] == "deleted by mistake"
 
 
 def test_a_refused_restore_is_explained_in_the_row(page: Page, sign_in, make_user, cli):
     user_id = make_user("Ada Lovelace", "ada@example.com")
     with cli():
         user_service.delete_user(user_id)
-    make_user("Ada Again", "ada@example.com")
+    holder = make_user("Ada Again", "ada@example.com")
     sign_in(page, "support")
     page.goto("/users?deleted=1")
     row = page.locator(f"#user-{user_id}")
-    row.get_by_role("button", name="Restore").click()
-    expect(row.get_by_role("alert")).to_contain_text("is already used by another active profile")
+    row.get_by_role("link", name="Restore").click()
+    row.get_by_role("button", name="Restore profile").click()
+    alert = row.get_by_role("alert")
+    expect(alert).to_contain_text("Not restored: ada@example.com is now used by another active")
+    alert.get_by_role("link", name="Ada Again").click()
+    expect(page).to_have_url(re.compile(rf"/users/{holder}$"))
 
 
 def test_load_more_appends_rows(page: Page, sign_in, make_user):

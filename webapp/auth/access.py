@@ -6,11 +6,12 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import abort, g, redirect, request, url_for
+from flask import abort, g, request
 from flask_login import current_user
 
 from webapp.auth import is_api_request
-from webapp.auth.permissions import role_allows
+from webapp.auth.permissions import ROLE_PERMISSIONS, role_allows
+from webapp.auth.web_session import ENDED_DURING_UPDATE, sign_in_again
 from webapp.models import Staff
 from webapp.services.security_events import record_event
 
@@ -45,7 +46,9 @@ def requires(permission: str) -> Callable[[F], F]:
             if staff is None:
                 if is_api_request():
                     abort(401)
-                return redirect(url_for("web.login", next=request.full_path.rstrip("?")))
+                if request.headers.get("HX-Request") == "true":
+                    return sign_in_again(ENDED_DURING_UPDATE)
+                return sign_in_again()
             if not role_allows(staff.role, permission):
                 record_event(
                     "forbidden",
@@ -57,9 +60,21 @@ def requires(permission: str) -> Callable[[F], F]:
                         "method": request.method,
                     },
                 )
-                abort(403)
+                if is_api_request():
+                    abort(403)
+                abort(403, description=_needed_role(staff.role, permission))
             return view(*args, **kwargs)
 
         return guarded  # type: ignore[return-value]
 
     return decorate
+
+
+def _needed_role(role: str, permission: str) -> str:
+    """What a refused person reads: which roles may do this, and whom to ask."""
+    allowed = [name for name, granted in ROLE_PERMISSIONS.items() if permission in granted]
+    roles = " or ".join(f"the {name} role" for name in allowed)
+    return (
+        f"This needs {roles}; you are signed in with the {role} role. "
+        "If your work needs it, ask an admin to change your role."
+    )

@@ -11,6 +11,7 @@ request can extend a session past them.
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from flask import (
     Flask,
@@ -42,6 +43,12 @@ login_manager.session_protection = None  # session rotation is done at sign-in
 SESSION_TOKEN_KEY = "session_token"  # noqa: S105 - a dictionary key, not a secret
 #: Lifetimes that ran out: the person is told, and the event recorded.
 _LIFETIMES = {"idle": "idle", "max_age": "max age"}
+_EXPIRED = "Your session has expired. Please sign in again."
+#: Said when a live update (a save, a search) found the session gone.
+ENDED_DURING_UPDATE = (
+    "Your session has ended. Sign in again to continue where you were; "
+    "an edit you had not saved is kept in this browser tab."
+)
 
 
 class SessionInterface(SecureCookieSessionInterface):
@@ -90,6 +97,62 @@ def end_session(reason: str = "signed_out") -> None:
     session.clear()
 
 
+def _asked_by_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def page_to_return_to() -> str | None:
+    """The page the person is on, as a path of this site, to come back to after signing in.
+
+    A request htmx made from a page (a save, a live search) is not that page:
+    htmx names the page in ``HX-Current-URL``. A plain GET is the page
+    itself; a plain form post came from the page in ``Referer``. Either
+    counts only when it is on this very site.
+    """
+    if _asked_by_htmx():
+        return _path_on_this_site(request.headers.get("HX-Current-URL"))
+    if request.method in ("GET", "HEAD"):
+        return request.full_path.rstrip("?")
+    return _path_on_this_site(request.referrer)
+
+
+def _path_on_this_site(url: str | None) -> str | None:
+    current = urlsplit(url or "")
+    here = urlsplit(request.host_url)
+    if (current.scheme, current.netloc) != (here.scheme, here.netloc) or not current.path:
+        return None
+    path = current.path + (f"?{current.query}" if current.query else "")
+    # Only a plain path: never "//host", a backslash or control characters.
+    if path.startswith("//") or any(ch == "\\" or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+        return None
+    return path
+
+
+def sign_in_again(message: str | None = None) -> Response:
+    """Send the person to the sign-in page, to come back to the page they are on.
+
+    htmx would follow a redirect by itself and paste the sign-in page into the
+    spot it was updating, under a header still showing the account: it is
+    told to load the sign-in page as a whole page instead (``HX-Redirect``).
+    """
+    if message:
+        flash(message, "info")
+    target = url_for("web.login", next=page_to_return_to())
+    if _asked_by_htmx():
+        response = Response(status=401)
+        response.headers["HX-Redirect"] = target
+        return response
+    return redirect(target)
+
+
+def reload_page(message: str) -> Response:
+    """Have htmx load the page it was on again (a fresh form token), saying why."""
+    flash(message, "info")
+    response = Response(status=400)
+    response.headers["HX-Redirect"] = page_to_return_to() or url_for("web.index")
+    return response
+
+
 def _session_expired(record: StaffSession, why: str) -> Response:
     staff_sessions.end_session(record, why)
     record_event(
@@ -100,8 +163,7 @@ def _session_expired(record: StaffSession, why: str) -> Response:
     )
     logout_user()
     session.clear()
-    flash("Your session has expired. Please sign in again.", "info")
-    return redirect(url_for("web.login", next=request.full_path.rstrip("?")))
+    return sign_in_again(_EXPIRED)
 
 
 def init_app(app: Flask) -> None:
@@ -140,6 +202,16 @@ def init_app(app: Flask) -> None:
             username=staff.username if staff else None,
             details={"path": request.path, "method": request.method, "why": error.description},
         )
+        if _asked_by_htmx():
+            # An htmx update answered with an error page would paste a whole
+            # page into the spot it updates: load a page instead.
+            if staff is None:
+                return sign_in_again(ENDED_DURING_UPDATE)
+            return reload_page(
+                "The page had been open too long to send changes from, so it was "
+                "reloaded. Nothing was saved: open the form again to get back "
+                "what you had typed."
+            )
         from webapp.errors import error_page
 
         return error_page(

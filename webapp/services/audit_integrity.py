@@ -614,30 +614,52 @@ def judge_verification(now: datetime | None = None) -> VerificationStatus:
     result no longer says much about entries written since. Results the
     application did not seal are ignored, and said to be there.
     """
+    # Worded for auditors reading the timeline: what the result means for the
+    # entries below, and whom to turn to. (Operators read the CLI's output.)
     run, unsealed = latest_verification()
     if unsealed:
         return VerificationStatus(
             "failed",
-            "Audit results were tampered with",
-            f"{unsealed} verification result(s) newer than the last genuine one were not "
-            "written by the application and are ignored. Someone with database access "
-            "tried to change what this badge shows: tell your security contact.",
+            "Someone tried to change the tamper check's results",
+            f"{unsealed} check result(s) newer than the last genuine one were not written "
+            "by the application and are ignored. Treat this history with care, and tell "
+            "your security contact and your administrators.",
             run,
         )
     if run is None:
         return VerificationStatus(
-            "never", "Audit chain not verified yet", "Run flask audit verify on a schedule.", None
+            "never",
+            "Not checked for tampering yet",
+            "Every entry is sealed as it is written, but no check has compared the whole "
+            "history against its chain yet. Ask your administrators to schedule the daily check.",
+            None,
         )
     if not run.ok:
-        where = f" (entry {run.first_bad_entry_id})" if run.first_bad_entry_id else ""
+        where = f" at entry {run.first_bad_entry_id}" if run.first_bad_entry_id else ""
         return VerificationStatus(
-            "failed", f"Audit chain verification FAILED{where}", run.problem, run
+            "failed",
+            f"Tamper check FAILED{where}",
+            "The history does not match what the application recorded "
+            f"({run.problem}). Do not rely on these entries as evidence until this is "
+            "explained: tell your security contact and your administrators at once.",
+            run,
         )
     age = (now or utcnow()) - run.finished_at
-    detail = f"{run.entries_checked} entries intact up to link {run.head_seq}"
     if age > FRESH_FOR:
-        return VerificationStatus("stale", "Audit chain last verified over a day ago", detail, run)
-    return VerificationStatus("ok", "Audit chain verified", detail, run)
+        return VerificationStatus(
+            "stale",
+            "Last checked for tampering over a day ago",
+            f"the {run.entries_checked} entries then were intact; entries written since "
+            "are not checked yet. The daily check may have stopped: ask your administrators.",
+            run,
+        )
+    return VerificationStatus(
+        "ok",
+        "Checked for tampering",
+        f"all {run.entries_checked} entries up to then are intact: none was changed, "
+        "removed or inserted. Newer entries are checked in the next daily run.",
+        run,
+    )
 
 
 def latest_verification() -> tuple[AuditVerification | None, int]:

@@ -39,8 +39,24 @@ class Conflict(ServiceError):
 
 
 class DuplicateEmail(Conflict):
+    """Another active profile has the email; ``holder_id`` names it when it is known.
+
+    (It is not known when the refusal came from losing a race at the unique
+    index rather than from the check before writing.)
+    """
+
     code = "duplicate-email"
     title = "Email already in use"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Mapping[str, list[str]] | None = None,
+        holder_id: int | None = None,
+    ) -> None:
+        super().__init__(detail, errors=errors)
+        self.holder_id = holder_id
 
 
 class AlreadyDeleted(Conflict):

@@ -46,6 +46,7 @@ EVENT_LABELS: dict[str, str] = {
     "role_changed": "Role changed",
     "password_changed": "Password changed",
     "staff_deactivated": "Account deactivated",
+    "staff_reactivated": "Account reactivated",
     "token_created": "API token created",
     "token_revoked": "API token revoked",
     "token_rejected": "API token refused",

@@ -151,6 +151,20 @@ def deactivate(staff_id: int) -> Staff:
     return staff
 
 
+def reactivate(staff_id: int) -> Staff:
+    """Let a deactivated account sign in again, with its old password.
+
+    Its sessions stay ended (it signs in afresh); its API tokens that were not
+    revoked work again, as they did before the deactivation.
+    """
+    staff = get_staff(staff_id)
+    if not staff.active:
+        staff.active = True
+        record_event("staff_reactivated", staff_id=staff.id, username=staff.username, commit=False)
+        db.session.commit()
+    return staff
+
+
 def authenticate(username: object, password: object, *, remote_addr: str | None) -> Staff:
     """Check a sign-in attempt; every outcome is a security event.
 

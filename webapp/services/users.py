@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -158,14 +158,16 @@ def _ensure_email_free(email: str, *, exclude_id: int | None = None) -> None:
     )
     if exclude_id is not None:
         taken = taken.where(User.id != exclude_id)
-    if db.session.scalar(select(exists(taken))):
-        raise _duplicate(email)
+    holder_id = db.session.scalar(taken.limit(1))
+    if holder_id is not None:
+        raise _duplicate(email, holder_id)
 
 
-def _duplicate(email: str | None = None) -> DuplicateEmail:
+def _duplicate(email: str | None = None, holder_id: int | None = None) -> DuplicateEmail:
     return DuplicateEmail(
         f"{email or 'The email'} is already used by another active profile.",
         errors={"email": ["is already used by another active profile"]},
+        holder_id=holder_id,
     )
 
 

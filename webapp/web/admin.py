@@ -19,6 +19,7 @@ from webapp.services.errors import Conflict, ServiceError
 from webapp.web import bp
 from webapp.web.forms import CreateStaffForm, CreateTokenForm, PasswordForm, RoleForm
 from webapp.web.refusals import check_fields, show_in_form, status_for
+from webapp.web.shown_once import keep_for_next_page, take
 
 Page = tuple[str, int]
 
@@ -110,6 +111,14 @@ def staff_set_role(staff_id: int) -> Page | Response:
     return redirect(url_for("web.staff_list"))
 
 
+@bp.get("/admin/staff/<int:staff_id>/deactivate")
+@requires(STAFF_MANAGE)
+def staff_deactivate_confirm(staff_id: int) -> Page:
+    """Ask before deactivating: what stops working, and that it can be undone."""
+    account = staff_service.get_staff(staff_id)
+    return render_template("admin/confirm.html", action="deactivate", account=account), 200
+
+
 @bp.post("/admin/staff/<int:staff_id>/deactivate")
 @requires(STAFF_MANAGE)
 def staff_deactivate(staff_id: int) -> Page | Response:
@@ -124,6 +133,26 @@ def staff_deactivate(staff_id: int) -> Page | Response:
         f"{account.username} is deactivated: its sessions and API tokens no longer work.",
         "success",
     )
+    return redirect(url_for("web.staff_list"))
+
+
+@bp.post("/admin/staff/<int:staff_id>/reactivate")
+@requires(STAFF_MANAGE)
+def staff_reactivate(staff_id: int) -> Response:
+    """Let a deactivated account sign in again (recorded as a security event)."""
+    if staff_service.get_staff(staff_id).active:
+        flash(f"{staff_service.get_staff(staff_id).username} is already active.", "info")
+        return redirect(url_for("web.staff_list"))
+    account = staff_service.reactivate(staff_id)
+    live_tokens = sum(1 for token in api_tokens.list_tokens(account.id) if token.revoked_at is None)
+    tokens = (
+        f" Its {live_tokens} API token{'s' if live_tokens != 1 else ''} that "
+        f"{'were' if live_tokens != 1 else 'was'} not revoked work again: revoke any "
+        "no longer needed."
+        if live_tokens
+        else ""
+    )
+    flash(f"{account.username} is active again and can sign in.{tokens}", "success")
     return redirect(url_for("web.staff_list"))
 
 
@@ -195,13 +224,20 @@ def _tokens_page(
 @bp.get("/admin/tokens")
 @requires(STAFF_MANAGE)
 def token_list() -> Page:
-    """Every API token (never the tokens themselves) and a form to create one."""
-    return _tokens_page()
+    """Every API token (never the tokens themselves) and a form to create one.
+
+    Right after a token was created, this page shows it, once.
+    """
+    shown = take()
+    if shown is None:
+        return _tokens_page()
+    token_id, secret = shown
+    return _tokens_page(new_token=api_tokens.get_token(token_id), secret=secret)
 
 
 @bp.post("/admin/tokens")
 @requires(STAFF_MANAGE)
-def token_create() -> Page:
+def token_create() -> Page | Response:
     """Create a token and show it this once; it is stored only as a hash."""
     form = _token_form()
     form_ok = form.validate()
@@ -218,8 +254,18 @@ def token_create() -> Page:
     except ServiceError as error:
         message = show_in_form(form, error)
         return _tokens_page(status_for(error), form=form, message=message)
-    # Not a redirect: the token exists only in this response.
-    return _tokens_page(201, new_token=token, secret=secret)
+    # Post/redirect/get: reloading the page that shows the token must not
+    # create another. The token waits, sealed, for that page only.
+    keep_for_next_page(token.id, secret)
+    return redirect(url_for("web.token_list"), 303)
+
+
+@bp.get("/admin/tokens/<int:token_id>/revoke")
+@requires(STAFF_MANAGE)
+def token_revoke_confirm(token_id: int) -> Page:
+    """Ask before revoking: scripts using the token stop working at once."""
+    token = api_tokens.get_token(token_id)
+    return render_template("admin/confirm.html", action="revoke", token=token), 200
 
 
 @bp.post("/admin/tokens/<int:token_id>/revoke")

@@ -7,12 +7,14 @@ from the same templates, so both ways show the same markup.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from flask import flash, redirect, request, url_for
 from flask_wtf import FlaskForm
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 from wtforms import HiddenField, StringField, TextAreaField
 
@@ -21,7 +23,14 @@ from webapp.auth.access import can, requires
 from webapp.auth.permissions import HISTORY_READ, PROFILES_READ, PROFILES_WRITE
 from webapp.models import User, UserAudit
 from webapp.services import audit_log, users
-from webapp.services.errors import ServiceError, StaleVersion, ValidationFailed
+from webapp.services.errors import (
+    AlreadyDeleted,
+    DuplicateEmail,
+    NotDeleted,
+    ServiceError,
+    StaleVersion,
+    ValidationFailed,
+)
 from webapp.services.pagination import Page
 from webapp.web import bp
 from webapp.web.refusals import show_in_form, status_for
@@ -66,6 +75,19 @@ class Difference:
     def edited(self) -> bool:
         """Whether this person changed the field in their form."""
         return self.opened is None or self.yours != self.opened
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a delete or restore did not happen, in plain words.
+
+    ``holder`` is the active profile that has the email a restore needs, when
+    the person may open it: the message links to it, then gives ``advice``.
+    """
+
+    text: str
+    holder: User | None = None
+    advice: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,10 +148,20 @@ def _list_url(query: str, include_deleted: bool, cursor: str | None) -> str | No
     )
 
 
-def _row(user: User, *, status: int = 200, row_error: str | None = None) -> Response:
-    """One row of the list, as it is now (after a save, delete or restore)."""
+def _row(
+    user: User,
+    *,
+    status: int = 200,
+    row_error: Refusal | None = None,
+    announce: str | None = None,
+) -> Response:
+    """One row of the list, as it is now (after a save, delete or restore).
+
+    ``announce`` is the news a screen reader hears (the row itself changes
+    silently): "Saved", "Deleted"...
+    """
     # The row replaces whatever had focus in it; its first action takes over.
-    return render_page(
+    response = render_page(
         "profiles/list.html",
         "row",
         status=status,
@@ -137,6 +169,10 @@ def _row(user: User, *, status: int = 200, row_error: str | None = None) -> Resp
         row_error=row_error,
         focus_row=wants_fragment(),
     )
+    if announce is not None:
+        # static/app.js reads it out through the page's live region.
+        response.headers["HX-Trigger"] = json.dumps({"announce": announce})
+    return response
 
 
 @bp.get("/users/<int:user_id>/row")
@@ -179,10 +215,12 @@ def user_create() -> Response:
         user = users.create_user(_typed_fields(form), reason=form.reason.data)
     except ServiceError as error:
         message = show_in_form(form, error)
+        _name_the_holder(form, error)
         return _create_form(form, status=status_for(error), message=message)
     if wants_fragment():
-        return _row(user, status=201)
+        return _row(user, status=201, announce="Saved")
     flash(f"Profile of {user.name} created.", "success")
+    flash("profile-new", "draft-saved")
     return redirect(url_for("web.user_detail", user_id=user.id))
 
 
@@ -241,11 +279,32 @@ def user_update(user_id: int) -> Response:
         return _stale(form, error)
     except ServiceError as error:
         message = show_in_form(form, error)
+        _name_the_holder(form, error)
         return _edit_form(user, form, status=status_for(error), message=message)
     if wants_fragment():
-        return _row(saved)
+        return _row(saved, announce="Saved")
     flash(f"Profile of {saved.name} saved.", "success")
+    flash(f"profile-{saved.id}-edit", "draft-saved")
     return redirect(url_for("web.user_detail", user_id=saved.id))
+
+
+def _name_the_holder(form: ProfileForm, error: ServiceError) -> None:
+    """Say which profile has the email, with a link, when the person may open it."""
+    holder = _visible_holder(error)
+    if holder is None:
+        return
+    link = Markup('<a href="{}">{}</a> ({})').format(
+        url_for("web.user_detail", user_id=holder.id), holder.name, f"#{holder.id}"
+    )
+    form.email.errors = [Markup("is already used by the active profile {}").format(link)]
+
+
+def _visible_holder(error: ServiceError) -> User | None:
+    if not isinstance(error, DuplicateEmail) or error.holder_id is None:
+        return None
+    if not can(PROFILES_READ):
+        return None
+    return users.get_user(error.holder_id)
 
 
 def _stale(form: ProfileForm, error: StaleVersion) -> Response:
@@ -308,9 +367,36 @@ def _expected_version(raw: object) -> int:
 @bp.get("/users/<int:user_id>/delete")
 @requires(PROFILES_WRITE)
 def user_delete_confirm(user_id: int) -> Response:
-    """Ask before deleting, for browsers without JavaScript (htmx asks with a dialog)."""
-    user = users.get_user(user_id)
-    return render_page("profiles/delete.html", user=user)
+    """Ask before deleting, with a reason: a page, or in the profile's row for htmx."""
+    return _confirm_form("delete", users.get_user(user_id))
+
+
+@bp.get("/users/<int:user_id>/restore")
+@requires(PROFILES_WRITE)
+def user_restore_confirm(user_id: int) -> Response:
+    """Ask before restoring, with a reason: a page, or in the profile's row for htmx."""
+    return _confirm_form("restore", users.get_user(user_id))
+
+
+def _confirm_form(
+    action: str,
+    user: User,
+    *,
+    status: int = 200,
+    message: str | None = None,
+    reason: str | None = None,
+    expected_version: str | None = None,
+) -> Response:
+    return render_page(
+        f"profiles/{action}.html",
+        "confirm_row",
+        status=status,
+        user=user,
+        message=message,
+        reason=reason,
+        expected_version=expected_version or str(user.version),
+        fragment=wants_fragment(),
+    )
 
 
 @bp.post("/users/<int:user_id>/delete")
@@ -329,20 +415,57 @@ def user_restore(user_id: int) -> Response:
 
 def _change_state(user_id: int, change: Callable[..., User], done: str) -> Response:
     user = users.get_user(user_id)
+    action = "delete" if done == "deleted" else "restore"
     try:
         changed = change(
             user_id,
             expected_version=_expected_version(request.form.get("expected_version")),
             reason=request.form.get("reason"),
         )
+    except ValidationFailed as error:
+        # A reason too long, a form without its version: the same question
+        # again, with what was typed.
+        return _confirm_form(
+            action,
+            user,
+            status=status_for(error),
+            message=error.detail,
+            reason=request.form.get("reason"),
+            expected_version=request.form.get("expected_version"),
+        )
     except ServiceError as error:
+        refusal = _explain(action, user, error)
+        current = users.get_user(user_id)
         if wants_fragment():
-            return _row(users.get_user(user_id), status=status_for(error), row_error=error.detail)
-        return _detail_page(user, status=status_for(error), message=error.detail)
+            return _row(current, status=status_for(error), row_error=refusal)
+        return _detail_page(current, status=status_for(error), refusal=refusal)
     if wants_fragment():
-        return _row(changed)
+        return _row(changed, announce=done.capitalize())
     flash(f"Profile of {changed.name} {done}.", "success")
     return redirect(url_for("web.user_detail", user_id=changed.id))
+
+
+def _explain(action: str, user: User, error: ServiceError) -> Refusal:
+    """What happened instead of the delete or restore, for the person who asked."""
+    verb = "deleted" if action == "delete" else "restored"
+    if isinstance(error, StaleVersion):
+        return Refusal(
+            f"Not {verb}: someone changed this profile after you opened the page. "
+            f"It is shown as it is now; {action} it again if you still mean to."
+        )
+    if isinstance(error, AlreadyDeleted):
+        return Refusal("Nothing to delete: someone else deleted this profile already.")
+    if isinstance(error, NotDeleted):
+        return Refusal("Nothing to restore: this profile is not deleted (any more).")
+    if isinstance(error, DuplicateEmail):
+        holder = _visible_holder(error)
+        taken = f"Not restored: {user.email} is now used by another active profile"
+        if holder is None:
+            return Refusal(f"{taken}. Change that profile's email first, then restore this one.")
+        return Refusal(
+            f"{taken}:", holder, "Change that profile's email, or delete it, then restore this one."
+        )
+    return Refusal(f"Not {verb}: {error.detail}")
 
 
 # --- the profile page and its history --------------------------------------------
@@ -355,7 +478,7 @@ def user_detail(user_id: int) -> Response:
     return _detail_page(users.get_user(user_id))
 
 
-def _detail_page(user: User, *, status: int = 200, message: str | None = None) -> Response:
+def _detail_page(user: User, *, status: int = 200, refusal: Refusal | None = None) -> Response:
     cursor = request.args.get("before") or None
     history = None
     if can(HISTORY_READ):
@@ -368,7 +491,7 @@ def _detail_page(user: User, *, status: int = 200, message: str | None = None) -
         "history_entries" if cursor else None,
         status=status,
         user=user,
-        message=message,
+        refusal=refusal,
         history=history,
         cursor=cursor,
         older_url=older_url,

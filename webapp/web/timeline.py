@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 
 from flask import Response, current_app, request, stream_with_context, url_for
@@ -70,7 +71,7 @@ def audit_timeline() -> Response:
         return render_page(TEMPLATE, "results", status=400, **context)
     extra = {"limit": context["limit_param"]} if context["limit_param"] else {}
     next_query = query.with_params(**extra, cursor=page.next_cursor) if page.next_cursor else None
-    return render_page(
+    response = render_page(
         TEMPLATE,
         block,
         **context,
@@ -78,6 +79,13 @@ def audit_timeline() -> Response:
         next_query=next_query,
         activity_url=None if cursor else f"{url_for('web.audit_activity')}?{query.query_string}",
     )
+    if wants_fragment():
+        # Heard through the page's live region (static/app.js): the list
+        # itself changes silently.
+        count = len(page.items)
+        news = f"{count} {'more ' if cursor else ''}{'entry' if count == 1 else 'entries'}"
+        response.headers["HX-Trigger"] = json.dumps({"announce": news})
+    return response
 
 
 @bp.get("/audit/activity")
