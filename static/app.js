@@ -39,7 +39,8 @@
       for (const [unit, size] of units) {
         if (Math.abs(seconds) >= size) { text = format.format(Math.round(seconds / size), unit); break; }
       }
-      element.setAttribute("title", element.textContent.trim());
+      // The tooltip holds the exact moment (the text may be rounded to the minute).
+      if (!element.hasAttribute("title")) element.setAttribute("title", element.getAttribute("datetime"));
       let hint = element.nextElementSibling;
       if (!hint || !hint.classList.contains("relative-time")) {
         hint = document.createElement("span");

@@ -324,22 +324,54 @@ def test_load_more_without_javascript_is_a_page(auditor, client):
 # --- entries: diffs and escaping ------------------------------------------------
 
 
-def test_diff_marks_changed_keys_and_characters(auditor, client):
+def test_diff_marks_changed_keys_and_words(auditor, client):
     user = create(client, "Grace Hopper", "grace@example.com")
     update(client, user["id"], name="Grace Murray Hopper")
     response = auditor.get(f"/audit?user_id={user['id']}&operation=update")
     page = body(response)
     row = re.search(r'<tr class="diff-changed" data-key="name">(.*?)</tr>', page, re.S).group(1)
-    assert "<ins> Murray</ins>" in row
-    assert '"name": "Grace<ins> Murray</ins> Hopper"' in html.unescape(row)
+    assert '"name": "Grace <ins>Murray </ins>Hopper"' in html.unescape(row)
     assert "<del>" not in row
     assert '<tr class="diff-same" data-key="email">' in page
 
+    # Too little of the value survives: it is shown replaced whole.
     update(client, user["id"], name="Grace Hooper")
     page = body(auditor.get(f"/audit?user_id={user['id']}&operation=update&limit=1"))
-    row = re.search(r'<tr class="diff-changed" data-key="name">(.*?)</tr>', page, re.S).group(1)
-    assert "<del>" in row
-    assert "<ins>" in row
+    row = html.unescape(
+        re.search(r'<tr class="diff-changed" data-key="name">(.*?)</tr>', page, re.S).group(1)
+    )
+    assert '"name": "<del>Grace Murray Hopper</del>"' in row
+    assert '"name": "<ins>Grace Hooper</ins>"' in row
+
+
+def test_one_diff_on_the_timeline_the_profile_history_and_compare(auditor, client):
+    user = create(client, "Alexander Hamilton", "alex@example.com")
+    update(client, user["id"], name="Alexandra Hamilton")
+    pages = [
+        body(auditor.get(f"/audit?user_id={user['id']}&operation=update")),
+        body(auditor.get(f"/users/{user['id']}")),
+        body(auditor.get(f"/audit/compare?user_id={user['id']}&from=1&to=2")),
+    ]
+    for page in pages:
+        row = html.unescape(
+            re.search(r'<tr class="diff-changed" data-key="name">(.*?)</tr>', page, re.S).group(1)
+        )
+        assert '"name": "<del>Alexander</del> Hamilton"' in row
+        assert '"name": "<ins>Alexandra</ins> Hamilton"' in row
+        assert '<table class="json-diff">' in page
+
+
+def test_times_read_to_the_minute_with_the_full_value_in_datetime_and_tooltip(
+    auditor, client, database
+):
+    user = create(client, "Grace Hopper", "grace@example.com")
+    backdate(database, database.audit(user["id"])[0]["id"], datetime(2026, 12, 2, 2, 21, 7, 5, UTC))
+    expected = (
+        '<time datetime="2026-12-02T02:21:07.000005Z" title="2026-12-02T02:21:07.000005Z"'
+        " data-relative>2026-12-02 02:21 UTC</time>"
+    )
+    for path in (f"/audit?user_id={user['id']}", f"/users/{user['id']}"):
+        assert expected in body(auditor.get(path))
 
 
 def test_creation_diff_shows_every_key_added(auditor, client):

@@ -74,7 +74,7 @@ def audit_timeline() -> Response:
         TEMPLATE,
         block,
         **context,
-        entries=audit_views.entry_views(page.items),
+        entries=page.items,
         next_query=next_query,
         activity_url=None if cursor else f"{url_for('web.audit_activity')}?{query.query_string}",
     )
