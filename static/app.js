@@ -51,5 +51,55 @@
     });
   }
   document.addEventListener("DOMContentLoaded", function () { relative(document); });
+
+  // <details data-remember="key">: open or closed as the reader last left it.
+  function remembered(root) {
+    root.querySelectorAll("details[data-remember]").forEach(function (details) {
+      let state = null;
+      try { state = window.localStorage.getItem("details:" + details.dataset.remember); } catch (e) { /* storage off */ }
+      if (state !== null) details.open = state === "open";
+    });
+  }
+  document.addEventListener("toggle", function (event) {
+    const details = event.target;
+    if (!(details instanceof HTMLDetailsElement) || !details.dataset.remember) return;
+    try {
+      window.localStorage.setItem("details:" + details.dataset.remember, details.open ? "open" : "closed");
+    } catch (e) { /* storage off: the state lasts as long as the page */ }
+  }, true);
+
+  // <details data-open-when-wide>: a drawer on phones, always open on wider screens.
+  function openWhenWide(root) {
+    if (!window.matchMedia("(min-width: 761px)").matches) return;
+    root.querySelectorAll("details[data-open-when-wide]").forEach(function (details) { details.open = true; });
+  }
+
+  // Forms marked data-drop-empty send no empty fields: no "user=&actor=" in addresses.
+  function isEmpty(value) { return typeof value === "string" && value.trim() === ""; }
+  document.addEventListener("htmx:configRequest", function (event) {
+    const form = event.detail.elt && event.detail.elt.closest && event.detail.elt.closest("form[data-drop-empty]");
+    if (!form) return;
+    const data = event.detail.formData;
+    if (data) {
+      for (const name of Array.from(new Set(data.keys()))) {
+        const kept = data.getAll(name).filter(function (value) { return !isEmpty(value); });
+        data.delete(name);
+        kept.forEach(function (value) { data.append(name, value); });
+      }
+    }
+  });
+  document.addEventListener("submit", function (event) {
+    const form = event.target;
+    if (!form.matches("form[data-drop-empty]") || event.defaultPrevented) return;
+    // A plain submit (htmx handles its own): disabled fields are not sent.
+    const emptied = Array.from(form.elements).filter(function (field) {
+      return field.name && !field.disabled && isEmpty(field.value);
+    });
+    emptied.forEach(function (field) { field.disabled = true; });
+    setTimeout(function () { emptied.forEach(function (field) { field.disabled = false; }); }, 0);
+  });
+
+  document.addEventListener("DOMContentLoaded", function () { remembered(document); openWhenWide(document); });
+  document.addEventListener("htmx:afterSettle", function (event) { remembered(event.target); });
   document.addEventListener("htmx:afterSettle", function (event) { relative(event.target); });
 })();

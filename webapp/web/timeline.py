@@ -17,6 +17,7 @@ from webapp.services.pagination import parse_limit
 from webapp.services.security_events import record_event
 from webapp.timestamps import utcnow
 from webapp.web import bp
+from webapp.web.filter_chips import filter_chips
 from webapp.web.rendering import render_page, wants_fragment
 
 TEMPLATE = "audit/timeline.html"
@@ -49,6 +50,7 @@ def audit_timeline() -> Response:
         "limit_param": request.args.get("limit") or None,
         # Called by the template only when it renders the whole page.
         "verification_status": audit_integrity.verification_status,
+        "filter_chips": filter_chips,
     }
     block = "rows" if cursor else "results"
     try:
