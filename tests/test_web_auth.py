@@ -89,7 +89,8 @@ def test_sign_in_starts_a_session_and_goes_home(staff_factory, browser, database
 
     response = sign_in(browser, "ada")
     assert response.status_code == 302
-    assert response.headers["Location"] == "/"
+    # Support staff start where they work: the profile search.
+    assert response.headers["Location"] == "/users"
     home = browser.get("/")
     assert home.status_code == 200
     text = home.get_data(as_text=True)
@@ -211,7 +212,7 @@ def test_next_never_leaves_the_site(staff_factory, browser, target):
     staff_factory.account("support", "ada")
     response = sign_in(browser, "ada", next_path=target)
     assert response.status_code == 302
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == "/users"
 
 
 def test_next_in_the_query_string_is_checked_too(staff_factory, browser):
@@ -221,7 +222,7 @@ def test_next_in_the_query_string_is_checked_too(staff_factory, browser):
         "/login?next=//evil.example",
         data={"csrf_token": token, "username": "ada", "password": PASSWORD},
     )
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == "/users"
 
 
 def test_the_sign_in_page_sends_a_signed_in_user_home(staff_factory, browser):
@@ -229,7 +230,7 @@ def test_the_sign_in_page_sends_a_signed_in_user_home(staff_factory, browser):
     sign_in(browser, "ada")
     response = browser.get("/login?next=https://evil.example")
     assert response.status_code == 302
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == "/users"
 
 
 # --- signing out and losing the session --------------------------------------
@@ -681,3 +682,11 @@ def test_every_outcome_is_a_security_event_and_no_password_is_kept(
         assert secret not in repr(rows)
         assert secret not in caplog.text
     assert "security event login_failed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("role", "landing"), [("support", "/users"), ("auditor", "/"), ("admin", "/")]
+)
+def test_each_role_lands_where_it_works(staff_factory, browser, role, landing):
+    staff_factory.account(role, "ada")
+    assert sign_in(browser, "ada").headers["Location"] == landing
