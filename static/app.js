@@ -99,7 +99,43 @@
     setTimeout(function () { emptied.forEach(function (field) { field.disabled = false; }); }, 0);
   });
 
-  document.addEventListener("DOMContentLoaded", function () { remembered(document); openWhenWide(document); });
+  // Lists that grow as the reader loads more (<ol data-restore>): pages carry
+  // personal data and are never cached, so Back would reload only the first
+  // page and lose the place. The loaded entries and the scroll position are
+  // kept for this tab when leaving, and put back when coming Back.
+  function restoreKey() { return "restore:" + location.pathname + location.search; }
+  window.addEventListener("pagehide", function () {
+    const lists = document.querySelectorAll("[data-restore][id]");
+    if (!lists.length) return;
+    const saved = { y: window.scrollY, lists: {} };
+    lists.forEach(function (list) { saved.lists[list.id] = list.innerHTML; });
+    try { window.sessionStorage.setItem(restoreKey(), JSON.stringify(saved)); } catch (e) { /* storage off or full */ }
+  });
+  function restoreLists() {
+    let saved = null;
+    try {
+      saved = JSON.parse(window.sessionStorage.getItem(restoreKey()) || "null");
+      window.sessionStorage.removeItem(restoreKey());
+    } catch (e) { return; }
+    const navigation = performance.getEntriesByType("navigation")[0];
+    if (!saved || !navigation || navigation.type !== "back_forward") return;
+    Object.keys(saved.lists).forEach(function (id) {
+      const list = document.getElementById(id);
+      if (!list || !list.hasAttribute("data-restore")) return;
+      list.innerHTML = saved.lists[id];
+      if (window.htmx) window.htmx.process(list);
+      relative(list);
+    });
+    if ("scrollRestoration" in history) history.scrollRestoration = "manual";
+    window.scrollTo(0, saved.y);
+    window.addEventListener("load", function () { window.scrollTo(0, saved.y); });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    restoreLists();
+    remembered(document);
+    openWhenWide(document);
+  });
   document.addEventListener("htmx:afterSettle", function (event) { remembered(event.target); });
   document.addEventListener("htmx:afterSettle", function (event) { relative(event.target); });
 })();

@@ -594,3 +594,37 @@ def test_bidirectional_controls_in_stored_text_cannot_reorder_what_staff_see(
     assert "<bdi>evil[U+202E]gnp.exe</bdi>" in body(pages[0])
     assert "evil[U+202E]gnp.exe" in body(pages[1])
     assert "<bdi>adm[U+202E]nimda</bdi>" in body(pages[4])
+
+
+@pytest.mark.parametrize(
+    ("path", "cleaned"),
+    [
+        ("/audit?user=&actor=&operation=update&since=&until=", "/audit?operation=update"),
+        ("/audit?user=+&field=", "/audit"),
+        ("/audit/compare?user_id=7&from=&to=", "/audit/compare?user_id=7"),
+        ("/audit/as-of?user_id=&at=", "/audit/as-of"),
+    ],
+)
+def test_addresses_keep_no_empty_parameters(auditor, path, cleaned):
+    response = auditor.get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"] == cleaned
+    # htmx drops empty fields itself; its requests are answered as they come.
+    assert auditor.get(path, headers=HTMX).status_code in (200, 404)
+
+
+def test_an_empty_timeline_offers_to_clear_the_filters(auditor, history):
+    page = body(auditor.get("/audit?actor=nobody&operation=update"))
+    assert "No entries match this filter." in page
+    assert '<a class="button button-secondary" href="/audit">Clear filters</a>' in page
+    assert '<span class="visually-hidden">Remove filter Actor: nobody</span>' in page
+    assert 'href="/audit?operation=update" title="Remove this filter"' in page
+
+
+def test_the_chart_names_its_busiest_day(auditor, client, database):
+    ids = [create(client, f"P{n}", f"p{n}@example.com")["id"] for n in range(3)]
+    for user_id in ids[:2]:
+        backdate(database, database.audit(user_id)[0]["id"], datetime.now(UTC) - timedelta(days=2))
+    page = body(auditor.get("/audit/activity"))
+    busiest = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
+    assert f"busiest day: {busiest} (2)" in page

@@ -215,3 +215,32 @@ def test_the_filter_puts_no_empty_fields_in_the_address(timeline: Page):
     page.get_by_role("button", name="Apply filter").click()
     expect(page.locator("li.entry")).to_have_count(6)
     assert page.url.endswith("/audit?operation=create"), page.url
+
+
+def test_back_from_an_entry_keeps_the_loaded_entries_and_the_place(page: Page, sign_in, client):
+    make_profiles(client, 12)
+    sign_in(page, "auditor")
+    page.set_viewport_size({"width": 1366, "height": 600})
+    page.goto("/audit?limit=3")
+    entries = page.locator("li.entry")
+    for count in (6, 9):
+        page.get_by_role("link", name="Load more").click()
+        expect(entries).to_have_count(count)
+    eighth = entries.nth(7)
+    eighth.scroll_into_view_if_needed()
+    place = page.evaluate("window.scrollY")
+    assert place > 500
+    eighth.get_by_role("link", name="Profile as of this moment").click()
+    page.wait_for_url(re.compile(r"/audit/as-of\?"))
+
+    page.go_back()
+    page.wait_for_url(re.compile(r"/audit\?limit=3$"))
+    expect(entries).to_have_count(9)
+    page.wait_for_function(f"Math.abs(window.scrollY - {place}) < 5")
+    # The list goes on from where it was.
+    page.get_by_role("link", name="Load more").click()
+    expect(entries).to_have_count(12)
+
+    # A fresh visit starts from the newest again.
+    page.goto("/audit?limit=3")
+    expect(entries).to_have_count(3)

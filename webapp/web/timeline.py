@@ -18,7 +18,7 @@ from webapp.services.security_events import record_event
 from webapp.timestamps import utcnow
 from webapp.web import bp
 from webapp.web.filter_chips import filter_chips
-from webapp.web.rendering import render_page, wants_fragment
+from webapp.web.rendering import render_page, wants_fragment, without_empty_parameters
 
 TEMPLATE = "audit/timeline.html"
 
@@ -37,6 +37,9 @@ def audit_timeline() -> Response:
     next rows (``cursor``) when the reader scrolls to the end; anything
     else, a history restore included, gets the whole page.
     """
+    cleaned = without_empty_parameters()
+    if cleaned is not None:
+        return cleaned
     query = _query()
     cursor = request.args.get("cursor") or None
     config = current_app.config
@@ -141,6 +144,9 @@ def audit_export_ndjson() -> Response:
 @requires(AUDIT_READ)
 def audit_compare() -> Response:
     """Two versions of one profile side by side; 400 for bad input, 404 for no profile."""
+    cleaned = without_empty_parameters()
+    if cleaned is not None:
+        return cleaned
     comparison = audit_views.compare_versions(
         request.args.get("user_id"), request.args.get("from"), request.args.get("to")
     )
@@ -152,6 +158,9 @@ def audit_compare() -> Response:
 @requires(AUDIT_READ)
 def audit_as_of() -> Response:
     """A profile as it was at a moment; 400 for bad input, 404 for no profile."""
+    cleaned = without_empty_parameters()
+    if cleaned is not None:
+        return cleaned
     as_of = audit_views.profile_as_of(request.args.get("user_id"), request.args.get("at"))
     status = 400 if as_of.errors else 200
     return render_page("audit/as_of.html", status=status, as_of=as_of, now=utcnow())
