@@ -466,7 +466,8 @@ def test_compare_two_versions(auditor, client):
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("user_id=abc", "must be a positive integer"),
+        ("user_id=abc", "matches no profile's name or email"),
+        ("user_id=-1", "must be a positive integer"),
         ("user_id={id}&from=1&to=9", "is not a version of profile"),
         ("user_id={id}&from=x&to=1", "must be a positive integer"),
         ("user_id={id}&from=1", "is required to compare"),
@@ -509,7 +510,7 @@ def test_as_of(auditor, client, database):
 
 @pytest.mark.parametrize(
     "query",
-    ["user_id=1&at=soon", "user_id=x&at=2026-01-01", "at=2026-01-01", "user_id=1&at=2026-13-01"],
+    ["user_id=1&at=soon", "user_id=zzz&at=2026-01-01", "at=2026-01-01", "user_id=1&at=2026-13-01"],
 )
 def test_as_of_bad_input_is_400(auditor, client, query):
     create(client, "Ada", "ada@example.com")
@@ -628,3 +629,60 @@ def test_the_chart_names_its_busiest_day(auditor, client, database):
     page = body(auditor.get("/audit/activity"))
     busiest = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
     assert f"busiest day: {busiest} (2)" in page
+
+
+def test_compare_and_as_of_find_a_profile_by_name_or_email(auditor, client):
+    ada = create(client, "Ada Lovelace", "ada@example.com")
+    update(client, ada["id"], name="Ada King")
+    create(client, "Adam Smith", "adam@example.org")
+
+    page = text_of(auditor.get("/audit/compare?user_id=ada%40example.com"))
+    assert f"Compare two versions of profile #{ada['id']}" in page
+    assert "Version 1 → version 2" in page
+
+    several = auditor.get("/audit/as-of?user_id=Ada&at=2999-01-01")
+    assert several.status_code == 200
+    text = text_of(several)
+    assert "2 profiles match “Ada”: choose one" in text
+    assert f'href="/audit/as-of?user_id={ada["id"]}&amp;at=2999-01-01"' in body(several)
+
+    none = auditor.get("/audit/as-of?user_id=nobody-like-this")
+    assert none.status_code == 400
+    assert "matches no profile's name or email" in text_of(none)
+    assert 'value="nobody-like-this"' in body(none)
+
+
+def test_as_of_takes_a_date_time_picker(auditor, client):
+    ada = create(client, "Ada Lovelace", "ada@example.com")
+    page = body(auditor.get(f"/audit/as-of?user_id={ada['id']}&at=2999-01-01T10:30"))
+    assert 'type="datetime-local" id="a-at" name="at" value="2999-01-01T10:30" step="1"' in page
+    assert '"Ada Lovelace"' in text_of(
+        auditor.get(f"/audit/as-of?user_id={ada['id']}&at=2999-01-01T10:30")
+    )
+    # An entry's exact moment stays as it is, in a text field.
+    exact = body(auditor.get(f"/audit/as-of?user_id={ada['id']}&at=2999-01-01T10:30:00.123456Z"))
+    assert 'type="text" id="a-at" name="at" value="2999-01-01T10:30:00.123456Z"' in exact
+
+
+def test_compare_steps_to_the_previous_and_next_change(auditor, client):
+    user = create(client, "Ada", "ada@example.com")
+    for name in ("Ada B", "Ada C", "Ada D"):
+        update(client, user["id"], name=name)
+    page = body(auditor.get(f"/audit/compare?user_id={user['id']}&from=2&to=3"))
+    assert f'rel="prev" href="/audit/compare?user_id={user["id"]}&amp;from=1&amp;to=2"' in page
+    assert f'rel="next" href="/audit/compare?user_id={user["id"]}&amp;from=3&amp;to=4"' in page
+    latest = body(auditor.get(f"/audit/compare?user_id={user['id']}"))
+    assert 'rel="next"' not in latest
+    assert 'rel="prev"' in latest
+
+
+def test_profile_history_links_to_compare_as_of_and_the_timeline(auditor, signed_in, client):
+    user = create(client, "Ada", "ada@example.com")
+    update(client, user["id"], name="Ada King")
+    page = body(auditor.get(f"/users/{user['id']}"))
+    assert f'href="/audit/compare?user_id={user["id"]}&amp;from=1&amp;to=2"' in page
+    assert f'href="/audit/as-of?user_id={user["id"]}&amp;at=' in page
+    assert f'href="/audit?user_id={user["id"]}&amp;since=' in page
+    # Support staff read the history but not the audit pages: no links there.
+    support_page = body(signed_in("support").get(f"/users/{user['id']}"))
+    assert "/audit/compare" not in support_page

@@ -18,6 +18,7 @@ from webapp.services.security_events import record_event
 from webapp.timestamps import utcnow
 from webapp.web import bp
 from webapp.web.filter_chips import filter_chips
+from webapp.web.profile_lookup import ProfileLookup, look_up_profile
 from webapp.web.rendering import render_page, wants_fragment, without_empty_parameters
 
 TEMPLATE = "audit/timeline.html"
@@ -147,11 +148,33 @@ def audit_compare() -> Response:
     cleaned = without_empty_parameters()
     if cleaned is not None:
         return cleaned
+    raw_user = request.args.get("user_id")
+    lookup = look_up_profile(raw_user)
     comparison = audit_views.compare_versions(
-        request.args.get("user_id"), request.args.get("from"), request.args.get("to")
+        lookup.user_id,
+        request.args.get("from") if lookup.search is None else None,
+        request.args.get("to") if lookup.search is None else None,
     )
+    _keep_typed_profile(comparison.values, comparison.errors, lookup, raw_user, "from", "to")
     status = 400 if comparison.errors else 200
-    return render_page("audit/compare.html", status=status, comparison=comparison)
+    return render_page("audit/compare.html", status=status, comparison=comparison, lookup=lookup)
+
+
+def _keep_typed_profile(
+    values: dict[str, str],
+    errors: dict[str, list[str]],
+    lookup: ProfileLookup,
+    raw_user: str | None,
+    *names: str,
+) -> None:
+    """Show the profile field (and the others) as typed, with the lookup's complaints."""
+    if lookup.search is None:
+        return
+    values["user_id"] = raw_user or ""
+    for name in names:
+        values[name] = request.args.get(name, "")
+    if lookup.errors:
+        errors["user_id"] = lookup.errors
 
 
 @bp.get("/audit/as-of")
@@ -161,6 +184,11 @@ def audit_as_of() -> Response:
     cleaned = without_empty_parameters()
     if cleaned is not None:
         return cleaned
-    as_of = audit_views.profile_as_of(request.args.get("user_id"), request.args.get("at"))
+    raw_user = request.args.get("user_id")
+    lookup = look_up_profile(raw_user)
+    as_of = audit_views.profile_as_of(
+        lookup.user_id, request.args.get("at") if lookup.search is None else None
+    )
+    _keep_typed_profile(as_of.values, as_of.errors, lookup, raw_user, "at")
     status = 400 if as_of.errors else 200
-    return render_page("audit/as_of.html", status=status, as_of=as_of, now=utcnow())
+    return render_page("audit/as_of.html", status=status, as_of=as_of, now=utcnow(), lookup=lookup)
