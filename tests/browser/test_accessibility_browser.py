@@ -117,6 +117,9 @@ def test_every_main_page_has_no_axe_violations(
         ("admin", "/audit"),
         ("admin", "/audit?operation=update&operation=delete&user=Ada"),
         ("admin", "/audit?user=nobody-matches-this"),
+        ("admin", "/audit?actor=nobody&operation=delete"),  # no entries: "Clear filters"
+        ("admin", "/audit/compare?user_id=a"),  # several profiles to choose from
+        ("admin", f"/audit/compare?user_id={profile}&from=2&to=3"),
         ("admin", f"/audit/compare?user_id={profile}"),
         ("admin", f"/audit/as-of?user_id={profile}"),
         ("admin", "/security-events"),
@@ -134,5 +137,52 @@ def test_every_main_page_has_no_axe_violations(
         violations = axe_violations(tab)
         if violations:
             found[f"{who} {path}"] = describe(violations)
+        if tab.locator("details:not([open])").count():
+            # Folded parts (the filter drawer, the chart) are checked unfolded too.
+            tab.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
+            violations = axe_violations(tab)
+            if violations:
+                found[f"{who} {path} (unfolded)"] = describe(violations)
     if found:
         pytest.fail("\n\n".join(f"{where}:\n{text}" for where, text in found.items()))
+
+
+def _luminance(rgb: str) -> float:
+    channels = [int(part) / 255 for part in rgb[rgb.index("(") + 1 : rgb.index(")")].split(",")[:3]]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(first: str, second: str) -> float:
+    light, dark = sorted((_luminance(first), _luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_the_focus_ring_stands_out(contexts: dict[str, Page]) -> None:
+    # WCAG 2.4.11/1.4.11: a focus indicator needs 3:1 against what it sits on.
+    tab = contexts["support"]
+    tab.goto("/users")
+    tab.keyboard.press("Tab")
+    tab.keyboard.press("Tab")
+    ring = tab.evaluate("getComputedStyle(document.activeElement).outlineColor")
+    page_colour = tab.evaluate("getComputedStyle(document.body).backgroundColor")
+    header_colour = tab.evaluate(
+        "getComputedStyle(document.querySelector('.site-header')).backgroundColor"
+    )
+    assert tab.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+    assert _contrast(ring, page_colour) >= 3
+    assert _contrast(ring, header_colour) >= 3
+
+
+def test_the_phone_nav_shows_that_it_scrolls(contexts: dict[str, Page], size) -> None:
+    tab = contexts["admin"]
+    tab.goto("/users")
+    nav = tab.locator(".site-nav")
+    overflows = nav.evaluate("nav => nav.scrollWidth > nav.clientWidth")
+    shading = nav.evaluate("nav => getComputedStyle(nav).backgroundImage")
+    if size[0] < 761:
+        # More links than fit: shadows at the edges say there is more to scroll to.
+        assert overflows
+        assert shading.count("gradient") == 4
+    else:
+        assert not overflows
