@@ -550,6 +550,8 @@ def test_hostile_input_never_fails(auditor, client, path):
         # read to the end, so a streamed export finishes inside its request
         response.get_data()
         response.close()
+        if response.status_code == 302:  # empty parameters dropped from the address
+            response = auditor.get(response.headers["Location"], headers=headers)
         assert response.status_code in (200, 400, 404), path
 
 
