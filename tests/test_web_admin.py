@@ -412,7 +412,7 @@ def test_a_deactivated_account_can_be_reactivated(app, admin, target, database):
     )
     assert again.status_code == 302
     assert "target is already active." in text_of(admin.get("/admin/staff"))
-    assert event_names(database).count("staff_reactivated") == 1
+    assert database.security_event_names().count("staff_reactivated") == 1
 
 
 def test_a_token_made_for_another_account_records_the_admin_who_made_it(admin, target, database):

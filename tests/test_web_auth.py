@@ -59,7 +59,8 @@ def test_sign_in_starts_a_session_and_goes_home(staff_factory, browser, database
 
     response = post_sign_in(browser, "ada")
     assert response.status_code == 302
-    assert response.headers["Location"] == "/"
+    # Support staff start where they work: the profile search.
+    assert response.headers["Location"] == "/users"
     home = browser.get("/")
     assert home.status_code == 200
     text = home.get_data(as_text=True)
@@ -181,7 +182,7 @@ def test_next_never_leaves_the_site(staff_factory, browser, target):
     staff_factory.account("support", "ada")
     response = post_sign_in(browser, "ada", next_path=target)
     assert response.status_code == 302
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == "/users"
 
 
 def test_next_in_the_query_string_is_checked_too(staff_factory, browser):
@@ -191,7 +192,7 @@ def test_next_in_the_query_string_is_checked_too(staff_factory, browser):
         "/login?next=//evil.example",
         data={"csrf_token": token, "username": "ada", "password": PASSWORD},
     )
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == "/users"
 
 
 def test_the_sign_in_page_sends_a_signed_in_user_home(staff_factory, browser):
@@ -199,7 +200,7 @@ def test_the_sign_in_page_sends_a_signed_in_user_home(staff_factory, browser):
     post_sign_in(browser, "ada")
     response = browser.get("/login?next=https://evil.example")
     assert response.status_code == 302
-    assert response.headers["Location"] == "/"
+    assert response.headers["Location"] == "/users"
 
 
 # --- signing out and losing the session --------------------------------------
@@ -681,7 +682,7 @@ def test_a_live_search_after_the_session_ended_sends_htmx_to_sign_in(
     staff_factory, browser, database
 ):
     staff_factory.account("support", "ada")
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     _end_sessions_on_the_server(database)
 
     response = browser.get("/users?q=ada", headers=_htmx("/users?q=ad"))
@@ -693,7 +694,7 @@ def test_a_live_search_after_the_session_ended_sends_htmx_to_sign_in(
     login = browser.get(response.headers["HX-Redirect"]).get_data(as_text=True)
     assert "Your session has ended. Sign in again to continue where you were" in login
     # Signing in goes back there.
-    back = sign_in(browser, "ada", next_path="/users?q=ad")
+    back = post_sign_in(browser, "ada", next_path="/users?q=ad")
     assert back.headers["Location"] == "/users?q=ad"
 
 
@@ -701,7 +702,7 @@ def test_an_inline_save_after_the_session_ended_sends_htmx_to_sign_in(
     staff_factory, browser, database
 ):
     staff_factory.account("support", "ada")
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     token = page_token(browser)
     _end_sessions_on_the_server(database)
 
@@ -716,14 +717,14 @@ def test_an_inline_save_after_the_session_ended_sends_htmx_to_sign_in(
 
 def test_an_idle_session_tells_htmx_to_sign_in(app, staff_factory, browser, database):
     staff_factory.account("support", "ada")
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     _session_times(database, last_seen_at=_ago(minutes=app.config["SESSION_IDLE_MINUTES"] + 1))
 
     response = browser.get("/users?q=x", headers=_htmx("/users"))
     assert response.status_code == 401
     assert _next_of(response.headers["HX-Redirect"]) == "/users"
     assert "Your session has expired" in browser.get("/login").get_data(as_text=True)
-    assert event_names(database).count("session_expired") == 1
+    assert database.security_event_names().count("session_expired") == 1
 
 
 def test_a_save_after_signing_out_in_another_tab_sends_htmx_to_sign_in(
@@ -731,7 +732,7 @@ def test_a_save_after_signing_out_in_another_tab_sends_htmx_to_sign_in(
 ):
     """Signing out in another tab took the form token out of the shared cookie too."""
     staff_factory.account("support", "ada")
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     stale_token = page_token(browser)
     browser.post("/logout", data={"csrf_token": stale_token})
 
@@ -742,7 +743,7 @@ def test_a_save_after_signing_out_in_another_tab_sends_htmx_to_sign_in(
     )
     assert response.status_code == 401
     assert _next_of(response.headers["HX-Redirect"]) == "/users/1"
-    assert "csrf_failed" in event_names(database)
+    assert "csrf_failed" in database.security_event_names()
 
 
 @pytest.mark.parametrize(
@@ -759,7 +760,7 @@ def test_the_page_to_return_to_must_be_a_page_of_this_site(
     staff_factory, browser, database, current_url
 ):
     staff_factory.account("support", "ada")
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     _end_sessions_on_the_server(database)
     response = browser.get(
         "/users?q=a", headers={"HX-Request": "true", "HX-Current-URL": current_url}
@@ -776,7 +777,7 @@ def test_a_plain_save_after_the_session_ended_returns_to_its_page(
     staff_factory, browser, database, referrer, expected
 ):
     staff_factory.account("support", "ada")
-    sign_in(browser, "ada")
+    post_sign_in(browser, "ada")
     token = page_token(browser)
     _end_sessions_on_the_server(database)
     response = browser.post(
@@ -786,3 +787,11 @@ def test_a_plain_save_after_the_session_ended_returns_to_its_page(
     )
     assert response.status_code == 302
     assert _next_of(response.headers["Location"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("role", "landing"), [("support", "/users"), ("auditor", "/"), ("admin", "/")]
+)
+def test_each_role_lands_where_it_works(staff_factory, browser, role, landing):
+    staff_factory.account(role, "ada")
+    assert post_sign_in(browser, "ada").headers["Location"] == landing

@@ -519,10 +519,11 @@ def test_the_profile_page_shows_its_history_newest_first(support, make_user, app
     entries = database.audit(user_id)
     for entry in entries:
         stamp = entry["timestamp"].isoformat().replace("+00:00", "Z")
-        assert f'<time datetime="{stamp}" data-relative>{stamp}</time>' in body
+        readable = entry["timestamp"].strftime("%Y-%m-%d %H:%M UTC")
+        assert f'<time datetime="{stamp}" title="{stamp}" data-relative>{readable}</time>' in body
     assert "married" in text
     assert "service-admin" in text  # the creator, from the command line
-    assert '<tr class="changed">' in body
+    assert '<tr class="diff-changed" data-key="name">' in body
     # Who changed each field last: the name by sam, the email at creation.
     last = body.split('class="records last-changes"')[1].split("</table>")[0]
     rows = re.findall(r"<tr>(.*?)</tr>", last.split("<tbody>")[1], re.S)

@@ -284,22 +284,58 @@ def test_load_more_without_javascript_is_a_page(auditor, client):
 # --- entries: diffs and escaping ------------------------------------------------
 
 
-def test_diff_marks_changed_keys_and_characters(auditor, client):
+def test_diff_marks_changed_keys_and_words(auditor, client):
     user = create_profile(client, "Grace Hopper", "grace@example.com")
     update_profile(client, user["id"], name="Grace Murray Hopper")
     response = auditor.get(f"/audit?user_id={user['id']}&operation=update")
     page = body(response)
     row = re.search(r'<tr class="diff-changed" data-key="name">(.*?)</tr>', page, re.S).group(1)
-    assert "<ins> Murray</ins>" in row
-    assert '"name": "Grace<ins> Murray</ins> Hopper"' in html.unescape(row)
+    assert '"name": "Grace <ins>Murray </ins>Hopper"' in html.unescape(row)
     assert "<del>" not in row
     assert '<tr class="diff-same" data-key="email">' in page
 
+    # Too little of the value survives: it is shown replaced whole.
     update_profile(client, user["id"], name="Grace Hooper")
     page = body(auditor.get(f"/audit?user_id={user['id']}&operation=update&limit=1"))
-    row = re.search(r'<tr class="diff-changed" data-key="name">(.*?)</tr>', page, re.S).group(1)
-    assert "<del>" in row
-    assert "<ins>" in row
+    row = html.unescape(
+        re.search(r'<tr class="diff-changed" data-key="name">(.*?)</tr>', page, re.S).group(1)
+    )
+    assert '"name": "<del>Grace Murray Hopper</del>"' in row
+    assert '"name": "<ins>Grace Hooper</ins>"' in row
+
+
+def test_one_diff_on_the_timeline_the_profile_history_and_compare(auditor, client):
+    user = create_profile(client, "Alexander Hamilton", "alex@example.com")
+    update_profile(client, user["id"], name="Alexandra Hamilton")
+    pages = [
+        body(auditor.get(f"/audit?user_id={user['id']}&operation=update")),
+        body(auditor.get(f"/users/{user['id']}")),
+        body(auditor.get(f"/audit/compare?user_id={user['id']}&from=1&to=2")),
+    ]
+    for page in pages:
+        row = html.unescape(
+            re.search(r'<tr class="diff-changed" data-key="name">(.*?)</tr>', page, re.S).group(1)
+        )
+        assert '"name": "<del>Alexander</del> Hamilton"' in row
+        assert '"name": "<ins>Alexandra</ins> Hamilton"' in row
+        assert '<table class="json-diff">' in page
+
+
+def test_times_read_to_the_minute_with_the_full_value_in_datetime_and_tooltip(
+    auditor, client, database
+):
+    user = create_profile(client, "Grace Hopper", "grace@example.com")
+    backdate(
+        database.engine,
+        database.audit(user["id"])[0]["id"],
+        datetime(2026, 12, 2, 2, 21, 7, 5, UTC),
+    )
+    expected = (
+        '<time datetime="2026-12-02T02:21:07.000005Z" title="2026-12-02T02:21:07.000005Z"'
+        " data-relative>2026-12-02 02:21 UTC</time>"
+    )
+    for path in (f"/audit?user_id={user['id']}", f"/users/{user['id']}"):
+        assert expected in body(auditor.get(path))
 
 
 def test_creation_diff_shows_every_key_added(auditor, client):
@@ -394,7 +430,8 @@ def test_compare_two_versions(auditor, client):
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("user_id=abc", "must be a positive integer"),
+        ("user_id=abc", "matches no profile's name or email"),
+        ("user_id=-1", "must be a positive integer"),
         ("user_id={id}&from=1&to=9", "is not a version of profile"),
         ("user_id={id}&from=x&to=1", "must be a positive integer"),
         ("user_id={id}&from=1", "is required to compare"),
@@ -437,7 +474,7 @@ def test_as_of(auditor, client, database):
 
 @pytest.mark.parametrize(
     "query",
-    ["user_id=1&at=soon", "user_id=x&at=2026-01-01", "at=2026-01-01", "user_id=1&at=2026-13-01"],
+    ["user_id=1&at=soon", "user_id=zzz&at=2026-01-01", "at=2026-01-01", "user_id=1&at=2026-13-01"],
 )
 def test_as_of_bad_input_is_400(auditor, client, query):
     create_profile(client, "Ada", "ada@example.com")
@@ -477,6 +514,8 @@ def test_hostile_input_never_fails(auditor, client, path):
         # read to the end, so a streamed export finishes inside its request
         response.get_data()
         response.close()
+        if response.status_code == 302:  # empty parameters dropped from the address
+            response = auditor.get(response.headers["Location"], headers=headers)
         assert response.status_code in (200, 400, 404), path
 
 
@@ -522,3 +561,96 @@ def test_bidirectional_controls_in_stored_text_cannot_reorder_what_staff_see(
     assert "<bdi>evil[U+202E]gnp.exe</bdi>" in body(pages[0])
     assert "evil[U+202E]gnp.exe" in body(pages[1])
     assert "<bdi>adm[U+202E]nimda</bdi>" in body(pages[4])
+
+
+@pytest.mark.parametrize(
+    ("path", "cleaned"),
+    [
+        ("/audit?user=&actor=&operation=update&since=&until=", "/audit?operation=update"),
+        ("/audit?user=+&field=", "/audit"),
+        ("/audit/compare?user_id=7&from=&to=", "/audit/compare?user_id=7"),
+        ("/audit/as-of?user_id=&at=", "/audit/as-of"),
+    ],
+)
+def test_addresses_keep_no_empty_parameters(auditor, path, cleaned):
+    response = auditor.get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"] == cleaned
+    # htmx drops empty fields itself; its requests are answered as they come.
+    assert auditor.get(path, headers=HTMX).status_code in (200, 404)
+
+
+def test_an_empty_timeline_offers_to_clear_the_filters(auditor, history):
+    page = body(auditor.get("/audit?actor=nobody&operation=update"))
+    assert "No entries match this filter." in page
+    assert '<a class="button button-secondary" href="/audit">Clear filters</a>' in page
+    assert '<span class="visually-hidden">Remove filter Actor: nobody</span>' in page
+    assert 'href="/audit?operation=update" title="Remove this filter"' in page
+
+
+def test_the_chart_names_its_busiest_day(auditor, client, database):
+    ids = [create_profile(client, f"P{n}", f"p{n}@example.com")["id"] for n in range(3)]
+    for user_id in ids[:2]:
+        backdate(
+            database.engine, database.audit(user_id)[0]["id"], datetime.now(UTC) - timedelta(days=2)
+        )
+    page = body(auditor.get("/audit/activity"))
+    busiest = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
+    assert f"busiest day: {busiest} (2)" in page
+
+
+def test_compare_and_as_of_find_a_profile_by_name_or_email(auditor, client):
+    ada = create_profile(client, "Ada Lovelace", "ada@example.com")
+    update_profile(client, ada["id"], name="Ada King")
+    create_profile(client, "Adam Smith", "adam@example.org")
+
+    page = text_of(auditor.get("/audit/compare?user_id=ada%40example.com"))
+    assert f"Compare two versions of profile #{ada['id']}" in page
+    assert "Version 1 → version 2" in page
+
+    several = auditor.get("/audit/as-of?user_id=Ada&at=2999-01-01")
+    assert several.status_code == 200
+    text = text_of(several)
+    assert "2 profiles match “Ada”: choose one" in text
+    assert f'href="/audit/as-of?user_id={ada["id"]}&amp;at=2999-01-01"' in body(several)
+
+    none = auditor.get("/audit/as-of?user_id=nobody-like-this")
+    assert none.status_code == 400
+    assert "matches no profile's name or email" in text_of(none)
+    assert 'value="nobody-like-this"' in body(none)
+
+
+def test_as_of_takes_a_date_time_picker(auditor, client):
+    ada = create_profile(client, "Ada Lovelace", "ada@example.com")
+    page = body(auditor.get(f"/audit/as-of?user_id={ada['id']}&at=2999-01-01T10:30"))
+    assert 'type="datetime-local" id="a-at" name="at" value="2999-01-01T10:30" step="1"' in page
+    assert '"Ada Lovelace"' in text_of(
+        auditor.get(f"/audit/as-of?user_id={ada['id']}&at=2999-01-01T10:30")
+    )
+    # An entry's exact moment stays as it is, in a text field.
+    exact = body(auditor.get(f"/audit/as-of?user_id={ada['id']}&at=2999-01-01T10:30:00.123456Z"))
+    assert 'type="text" id="a-at" name="at" value="2999-01-01T10:30:00.123456Z"' in exact
+
+
+def test_compare_steps_to_the_previous_and_next_change(auditor, client):
+    user = create_profile(client, "Ada", "ada@example.com")
+    for name in ("Ada B", "Ada C", "Ada D"):
+        update_profile(client, user["id"], name=name)
+    page = body(auditor.get(f"/audit/compare?user_id={user['id']}&from=2&to=3"))
+    assert f'rel="prev" href="/audit/compare?user_id={user["id"]}&amp;from=1&amp;to=2"' in page
+    assert f'rel="next" href="/audit/compare?user_id={user["id"]}&amp;from=3&amp;to=4"' in page
+    latest = body(auditor.get(f"/audit/compare?user_id={user['id']}"))
+    assert 'rel="next"' not in latest
+    assert 'rel="prev"' in latest
+
+
+def test_profile_history_links_to_compare_as_of_and_the_timeline(auditor, signed_in, client):
+    user = create_profile(client, "Ada", "ada@example.com")
+    update_profile(client, user["id"], name="Ada King")
+    page = body(auditor.get(f"/users/{user['id']}"))
+    assert f'href="/audit/compare?user_id={user["id"]}&amp;from=1&amp;to=2"' in page
+    assert f'href="/audit/as-of?user_id={user["id"]}&amp;at=' in page
+    assert f'href="/audit?user_id={user["id"]}&amp;since=' in page
+    # Support staff read the history but not the audit pages: no links there.
+    support_page = body(signed_in("support").get(f"/users/{user['id']}"))
+    assert "/audit/compare" not in support_page

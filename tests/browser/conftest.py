@@ -99,7 +99,8 @@ def sign_in(staff_factory: Any) -> Callable[..., object]:
         page.get_by_label("Username").fill(staff.username)
         page.get_by_label("Password").fill(staff_factory.password)
         page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(re.compile(r"/$"))
+        # Support staff land on the profile search, the others at home.
+        page.wait_for_url(re.compile(r"/(users)?$"))
         return staff
 
     return signed_in

@@ -32,6 +32,8 @@ def sample_profiles(app: Flask, staff_factory) -> int:
             ("Katherine Johnson", "katherine@example.com"),
         ]:
             users.create_user({"name": name, "email": email}, reason="onboarding")
+        grace = users.list_users(query="Grace").items[0]
+        users.update_user(grace.id, {"name": "Grace Murray Hopper"}, reason="full name")
         ada = users.create_user({"name": "Ada Lovelace", "email": "ada@example.com"})
         users.update_user(ada.id, {"name": "Augusta Ada King"}, reason="legal name")
         users.update_user(ada.id, {"email": "ada.king@example.com"}, reason="new address")
@@ -66,7 +68,24 @@ def test_screenshots(page: Page, sign_in, sample_profiles: int) -> None:
     page.goto(f"/audit?user_id={sample_profiles}&operation=update&operation=restore")
     _shoot(page, "timeline-filtered")
 
-    assert len(list(OUTPUT.glob("*.png"))) >= 8
+    # What shows before scrolling: the compact filter bar with its chips, the
+    # integrity banner, the folded chart and the first entry.
+    page.goto(f"/audit?user_id={sample_profiles}&operation=update&since=2020-01-01")
+    page.locator("figure.activity").wait_for(state="attached")
+    for label, (width, height) in SIZES.items():
+        page.set_viewport_size({"width": width, "height": height})
+        page.reload()
+        page.locator("figure.activity").wait_for(state="attached")
+        page.screenshot(path=OUTPUT / f"timeline-top-{label}.png")
+
+    # One entry's word diff: a word inserted in a name, a part of an email.
+    page.goto("/audit?operation=update")
+    for label, (width, height) in SIZES.items():
+        page.set_viewport_size({"width": width, "height": height})
+        page.locator("li.entry").nth(1).screenshot(path=OUTPUT / f"word-diff-{label}.png")
+        page.locator("li.entry").last.screenshot(path=OUTPUT / f"word-diff-name-{label}.png")
+
+    assert len(list(OUTPUT.glob("*.png"))) >= 14
 
 
 def test_screenshots_of_an_ended_session_and_a_new_token(

@@ -101,6 +101,8 @@ def test_load_more_and_infinite_scroll_append(page: Page, sign_in, client):
 
 def test_the_activity_chart_arrives_after_the_entries(timeline: Page):
     chart = timeline.locator("figure.activity svg.activity-chart")
+    expect(chart).to_have_count(1)
+    timeline.locator("#activity-toggle summary").click()
     expect(chart).to_be_visible()
     expect(timeline.locator("#activity a", has_text="Activity chart")).to_have_count(0)
     expect(timeline.locator("figure.activity [data-total='create']")).not_to_have_text("0")
@@ -127,3 +129,104 @@ def test_filter_by_operation_and_date_shows_the_changed_field(timeline: Page, en
     expect(changed.locator("del").first).to_be_visible()
     expect(changed.locator("ins").first).to_be_visible()
     expect(entry.locator("tr.diff-changed[data-key='email']")).to_have_count(0)
+
+
+# --- the top of the page: the first entry above the fold ----------------------
+
+
+def _first_entry_top(page: Page) -> float:
+    return page.locator("li.entry").first.bounding_box()["y"]
+
+
+@pytest.mark.parametrize(("width", "height", "limit"), [(1366, 900, 500), (390, 844, 700)])
+def test_the_first_entry_shows_above_the_fold(timeline: Page, width, height, limit):
+    page = timeline
+    page.set_viewport_size({"width": width, "height": height})
+    # As a real page: a filter with chips, the integrity banner, the chart loaded.
+    page.goto("/audit?operation=create&operation=update&since=2020-01-01")
+    expect(page.locator("#chain-status")).to_be_visible()
+    expect(page.locator("figure.activity svg.activity-chart")).to_have_count(1)
+    expect(page.locator(".filter-chips .chip")).to_have_count(3)
+    assert _first_entry_top(page) < limit
+    drawer = page.locator("#filter-drawer")
+    if width < 761:
+        # Phones: the filters wait in a drawer; opening it shows them all.
+        expect(page.get_by_label("Actor")).to_be_hidden()
+        drawer.locator("summary").click()
+        expect(page.get_by_label("Actor")).to_be_visible()
+    else:
+        expect(page.get_by_label("Actor")).to_be_visible()
+        expect(page.get_by_label("update", exact=True)).to_be_checked()
+
+
+def test_a_chip_removes_its_filter(timeline: Page):
+    page = timeline
+    page.goto("/audit?operation=update&actor=nobody")
+    expect(page.locator("li.entry")).to_have_count(0)
+    # Nothing matches: the empty list offers to clear the filters.
+    expect(page.get_by_role("link", name="Clear filters")).to_be_visible()
+    page.get_by_role("link", name="Remove filter Actor: nobody").click()
+    page.wait_for_url(re.compile(r"/audit\?operation=update$"))
+    expect(page.locator("li.entry")).to_have_count(2)
+    page.get_by_role("link", name="Remove filter Operation: update").click()
+    page.wait_for_url(re.compile(r"/audit$"))
+    expect(page.locator("li.entry")).to_have_count(8)
+    expect(page.locator(".filter-chips")).to_have_count(0)
+
+
+def test_the_chart_stays_as_the_reader_left_it(timeline: Page):
+    page = timeline
+    chart = page.locator("figure.activity svg.activity-chart")
+    expect(chart).to_be_hidden()
+    page.locator("#activity-toggle summary").click()
+    expect(chart).to_be_visible()
+    expect(page.locator("figure.activity .chart-axis")).to_contain_text(
+        re.compile(r"busiest day: \d{4}-\d\d-\d\d \(8\)")
+    )
+    page.reload()
+    expect(chart).to_be_visible()
+    page.locator("#activity-toggle summary").click()
+    page.goto("/audit?operation=create")
+    expect(page.locator("li.entry")).to_have_count(6)
+    expect(page.locator("figure.activity svg.activity-chart")).to_be_hidden()
+
+
+def test_the_filter_puts_no_empty_fields_in_the_address(timeline: Page):
+    page = timeline
+    page.get_by_label("create", exact=True).check()
+    page.wait_for_url(re.compile(r"operation=create"))
+    expect(page.locator("li.entry")).to_have_count(6)
+    assert page.url.endswith("/audit?operation=create"), page.url
+    page.get_by_label("Actor").fill("")
+    page.get_by_role("button", name="Apply filter").click()
+    expect(page.locator("li.entry")).to_have_count(6)
+    assert page.url.endswith("/audit?operation=create"), page.url
+
+
+def test_back_from_an_entry_keeps_the_loaded_entries_and_the_place(page: Page, sign_in, client):
+    numbered_profiles(client, 12)
+    sign_in(page, "auditor")
+    page.set_viewport_size({"width": 1366, "height": 600})
+    page.goto("/audit?limit=3")
+    entries = page.locator("li.entry")
+    for count in (6, 9):
+        page.get_by_role("link", name="Load more").click()
+        expect(entries).to_have_count(count)
+    eighth = entries.nth(7)
+    eighth.scroll_into_view_if_needed()
+    place = page.evaluate("window.scrollY")
+    assert place > 500
+    eighth.get_by_role("link", name="Profile as of this moment").click()
+    page.wait_for_url(re.compile(r"/audit/as-of\?"))
+
+    page.go_back()
+    page.wait_for_url(re.compile(r"/audit\?limit=3$"))
+    expect(entries).to_have_count(9)
+    page.wait_for_function(f"Math.abs(window.scrollY - {place}) < 5")
+    # The list goes on from where it was.
+    page.get_by_role("link", name="Load more").click()
+    expect(entries).to_have_count(12)
+
+    # A fresh visit starts from the newest again.
+    page.goto("/audit?limit=3")
+    expect(entries).to_have_count(3)

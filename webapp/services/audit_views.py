@@ -1,4 +1,4 @@
-"""What the audit timeline shows: its filter as typed, diffs, activity, versions.
+"""What the audit timeline shows: its filter as typed, activity, versions.
 
 The timeline's query string is read here, not in the view, so the page, its
 htmx fragments and the exports agree on what a filter means.
@@ -6,8 +6,6 @@ htmx fragments and the exports agree on what a filter means.
 
 from __future__ import annotations
 
-import difflib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -175,112 +173,6 @@ def quick_ranges(today: date | None = None) -> list[tuple[str, date, date]]:
     ]
 
 
-# --- diffs ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A run of characters of a value: ``same``, ``del`` (only before) or ``ins`` (only after)."""
-
-    kind: str
-    text: str
-
-
-@dataclass(frozen=True)
-class DiffLine:
-    """One key of two snapshots side by side.
-
-    ``status`` is ``same``, ``added``, ``removed`` or ``changed``. Each side
-    is a list of segments of its value written as JSON; a side is empty when
-    the key is missing there.
-    """
-
-    key: str
-    status: str
-    before: list[Segment]
-    after: list[Segment]
-
-
-def _json_text(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
-def _string_body(text: str) -> str:
-    # The inside of a JSON string literal: escapes as JSON would write them.
-    return json.dumps(text, ensure_ascii=False)[1:-1]
-
-
-def _changed_strings(before: str, after: str) -> tuple[list[Segment], list[Segment]]:
-    """Both strings as segments, the characters that differ marked on each side."""
-    old: list[Segment] = [Segment("same", '"')]
-    new: list[Segment] = [Segment("same", '"')]
-    matcher = difflib.SequenceMatcher(None, before, after, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            old.append(Segment("same", _string_body(before[i1:i2])))
-            new.append(Segment("same", _string_body(after[j1:j2])))
-            continue
-        if i2 > i1:
-            old.append(Segment("del", _string_body(before[i1:i2])))
-        if j2 > j1:
-            new.append(Segment("ins", _string_body(after[j1:j2])))
-    old.append(Segment("same", '"'))
-    new.append(Segment("same", '"'))
-    return old, new
-
-
-def diff_snapshots(
-    before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
-) -> list[DiffLine]:
-    """Line up two snapshots key by key; ``None`` stands for "no profile".
-
-    Keys come in snapshot order, then any others alphabetically, so older
-    entries with extra keys still show everything they hold.
-    """
-    old = dict(before or {})
-    new = dict(after or {})
-    extra = sorted((set(old) | set(new)) - set(SNAPSHOT_FIELDS))
-    lines: list[DiffLine] = []
-    for key in (*SNAPSHOT_FIELDS, *extra):
-        in_old, in_new = key in old, key in new
-        if not in_old and not in_new:
-            continue
-        if in_old and not in_new:
-            lines.append(DiffLine(key, "removed", [Segment("del", _json_text(old[key]))], []))
-        elif in_new and not in_old:
-            lines.append(DiffLine(key, "added", [], [Segment("ins", _json_text(new[key]))]))
-        elif old[key] == new[key]:
-            same = [Segment("same", _json_text(old[key]))]
-            lines.append(DiffLine(key, "same", same, same))
-        elif isinstance(old[key], str) and isinstance(new[key], str):
-            lines.append(DiffLine(key, "changed", *_changed_strings(old[key], new[key])))
-        else:
-            lines.append(
-                DiffLine(
-                    key,
-                    "changed",
-                    [Segment("del", _json_text(old[key]))],
-                    [Segment("ins", _json_text(new[key]))],
-                )
-            )
-    return lines
-
-
-@dataclass(frozen=True)
-class EntryView:
-    """An audit entry with its diff, ready for the timeline."""
-
-    entry: UserAudit
-    diff: list[DiffLine]
-
-
-def entry_views(entries: Sequence[UserAudit]) -> list[EntryView]:
-    """Each entry with the diff of its snapshots, for the timeline's rows."""
-    return [
-        EntryView(entry, diff_snapshots(entry.previous_data, entry.new_data)) for entry in entries
-    ]
-
-
 # --- activity chart -------------------------------------------------------------
 
 
@@ -420,7 +312,6 @@ class Comparison:
     versions: list[VersionChoice]
     from_entry: UserAudit | None = None
     to_entry: UserAudit | None = None
-    diff: list[DiffLine] = field(default_factory=list)
     errors: dict[str, list[str]] = field(default_factory=dict)
     #: the raw values, for the form
     values: dict[str, str] = field(default_factory=dict)
@@ -475,7 +366,6 @@ def compare_versions(
         versions=choices,
         from_entry=before,
         to_entry=after,
-        diff=diff_snapshots(before.new_data, after.new_data),
         values=values,
     )
 

@@ -20,6 +20,7 @@ from webapp.services.errors import ServiceError
 from webapp.services.profile_rules import spell_out_bidi_controls
 from webapp.timestamps import UTC, iso_utc
 from webapp.web.refusals import status_for
+from webapp.web.snapshot_diff import diff_snapshots
 
 bp = Blueprint("web", __name__)
 
@@ -72,6 +73,19 @@ def utc_seconds(value: Any) -> str:
     if value is None:
         return ""
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@bp.app_template_filter("readable")
+def utc_minutes(value: Any) -> str:
+    """A timestamp as people read it: ``2026-12-02 02:21 UTC`` (the full value goes
+    in ``<time datetime>`` and its tooltip, see the ``timestamp`` macro)."""
+    if value is None:
+        return ""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# Templates diff snapshots where they show them: one diff for every page.
+bp.add_app_template_global(diff_snapshots, "diff_snapshots")
 
 
 @bp.app_template_filter("iso")

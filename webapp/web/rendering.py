@@ -7,8 +7,9 @@ asks for it, so pages and fragments share their markup.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Response, make_response, render_template, request
+from flask import Response, make_response, redirect, render_template, request
 from jinja2_fragments.flask import render_block
 
 
@@ -34,5 +35,24 @@ def render_page(
     else:
         body = render_template(template, **context)
     response = make_response(body, status)
+    response.vary.add("HX-Request")
+    return response
+
+
+def without_empty_parameters() -> Response | None:
+    """A redirect to this page's address without its empty parameters, if it has any.
+
+    A form sent without JavaScript sends every field, filled or not; the
+    address people bookmark and share should name only what they chose.
+    htmx requests are left alone (static/app.js drops empty fields there).
+    """
+    if request.method != "GET" or wants_fragment():
+        return None
+    pairs = list(request.args.items(multi=True))
+    kept = [(name, value) for name, value in pairs if value.strip()]
+    if len(kept) == len(pairs):
+        return None
+    target = request.path + (f"?{urlencode(kept)}" if kept else "")
+    response = redirect(target)
     response.vary.add("HX-Request")
     return response

@@ -9,7 +9,9 @@ from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from webapp.auth.access import current_staff
+from webapp.auth.permissions import AUDIT_READ, STAFF_MANAGE, role_allows
 from webapp.auth.web_session import end_session, start_session
+from webapp.models import Staff
 from webapp.services.security_events import record_event
 from webapp.services.sign_in_throttle import TooManyAttempts
 from webapp.services.staff import InvalidCredentials, authenticate
@@ -17,14 +19,23 @@ from webapp.web import bp
 from webapp.web.forms import SignInForm
 
 
-def safe_next(target: str | None) -> str:
-    """``target`` if it is a path on this site, else the home page.
+def landing_page(staff: Staff) -> str:
+    """Where a sign-in without a destination goes: support staff work in the
+    profile search, so they start there; other roles start at the home page,
+    which leads to their pages."""
+    if not role_allows(staff.role, AUDIT_READ) and not role_allows(staff.role, STAFF_MANAGE):
+        return url_for("web.users_list")
+    return url_for("web.index")
+
+
+def safe_next(target: str | None, fallback: str | None = None) -> str:
+    """``target`` if it is a path on this site, else ``fallback`` (the home page).
 
     Only a path that starts with exactly one slash is accepted: ``//host``
     and ``/\\host`` are read by browsers as another site, and anything with a
     scheme or host is another site outright.
     """
-    fallback = url_for("web.index")
+    fallback = fallback or url_for("web.index")
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
         return fallback
     if "\\" in target or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
@@ -44,9 +55,10 @@ def login() -> ResponseReturnValue:
     showing = request.method in ("GET", "HEAD")
     if showing:
         form.next.data = request.args.get("next", "")
-    target = safe_next(form.next.data or request.args.get("next"))
-    if current_staff() is not None:
-        return redirect(target)
+    requested = form.next.data or request.args.get("next")
+    signed_in = current_staff()
+    if signed_in is not None:
+        return redirect(safe_next(requested, landing_page(signed_in)))
     if showing:
         return render_template("login.html", form=form), 200
     if not form.validate():
@@ -64,7 +76,7 @@ def login() -> ResponseReturnValue:
     except InvalidCredentials as error:
         return render_template("login.html", form=form, message=error.detail), 401
     start_session(staff)
-    return redirect(target)
+    return redirect(safe_next(requested, landing_page(staff)))
 
 
 @bp.post("/logout")

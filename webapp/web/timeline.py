@@ -18,7 +18,9 @@ from webapp.services.pagination import parse_limit
 from webapp.services.security_events import record_event
 from webapp.timestamps import utcnow
 from webapp.web import bp
-from webapp.web.rendering import render_page, wants_fragment
+from webapp.web.filter_chips import filter_chips
+from webapp.web.profile_lookup import ProfileLookup, look_up_profile
+from webapp.web.rendering import render_page, wants_fragment, without_empty_parameters
 
 TEMPLATE = "audit/timeline.html"
 
@@ -37,6 +39,9 @@ def audit_timeline() -> Response:
     next rows (``cursor``) when the reader scrolls to the end; anything
     else, a history restore included, gets the whole page.
     """
+    cleaned = without_empty_parameters()
+    if cleaned is not None:
+        return cleaned
     query = _query()
     cursor = request.args.get("cursor") or None
     config = current_app.config
@@ -50,6 +55,7 @@ def audit_timeline() -> Response:
         "limit_param": request.args.get("limit") or None,
         # Called by the template only when it renders the whole page.
         "verification_status": audit_integrity.verification_status,
+        "filter_chips": filter_chips,
     }
     block = "rows" if cursor else "results"
     try:
@@ -75,7 +81,7 @@ def audit_timeline() -> Response:
         TEMPLATE,
         block,
         **context,
-        entries=audit_views.entry_views(page.items),
+        entries=page.items,
         next_query=next_query,
         activity_url=None if cursor else f"{url_for('web.audit_activity')}?{query.query_string}",
     )
@@ -147,17 +153,50 @@ def audit_export_ndjson() -> Response:
 @requires(AUDIT_READ)
 def audit_compare() -> Response:
     """Two versions of one profile side by side; 400 for bad input, 404 for no profile."""
+    cleaned = without_empty_parameters()
+    if cleaned is not None:
+        return cleaned
+    raw_user = request.args.get("user_id")
+    lookup = look_up_profile(raw_user)
     comparison = audit_views.compare_versions(
-        request.args.get("user_id"), request.args.get("from"), request.args.get("to")
+        lookup.user_id,
+        request.args.get("from") if lookup.search is None else None,
+        request.args.get("to") if lookup.search is None else None,
     )
+    _keep_typed_profile(comparison.values, comparison.errors, lookup, raw_user, "from", "to")
     status = 400 if comparison.errors else 200
-    return render_page("audit/compare.html", status=status, comparison=comparison)
+    return render_page("audit/compare.html", status=status, comparison=comparison, lookup=lookup)
+
+
+def _keep_typed_profile(
+    values: dict[str, str],
+    errors: dict[str, list[str]],
+    lookup: ProfileLookup,
+    raw_user: str | None,
+    *names: str,
+) -> None:
+    """Show the profile field (and the others) as typed, with the lookup's complaints."""
+    if lookup.search is None:
+        return
+    values["user_id"] = raw_user or ""
+    for name in names:
+        values[name] = request.args.get(name, "")
+    if lookup.errors:
+        errors["user_id"] = lookup.errors
 
 
 @bp.get("/audit/as-of")
 @requires(AUDIT_READ)
 def audit_as_of() -> Response:
     """A profile as it was at a moment; 400 for bad input, 404 for no profile."""
-    as_of = audit_views.profile_as_of(request.args.get("user_id"), request.args.get("at"))
+    cleaned = without_empty_parameters()
+    if cleaned is not None:
+        return cleaned
+    raw_user = request.args.get("user_id")
+    lookup = look_up_profile(raw_user)
+    as_of = audit_views.profile_as_of(
+        lookup.user_id, request.args.get("at") if lookup.search is None else None
+    )
+    _keep_typed_profile(as_of.values, as_of.errors, lookup, raw_user, "at")
     status = 400 if as_of.errors else 200
-    return render_page("audit/as_of.html", status=status, as_of=as_of, now=utcnow())
+    return render_page("audit/as_of.html", status=status, as_of=as_of, now=utcnow(), lookup=lookup)
