@@ -4,10 +4,10 @@ Creating a token answers with a redirect (post/redirect/get), so reloading
 the page that shows the token cannot create a second one. The token has to
 reach that page: it waits in the session, taken out by the first page that
 reads it. Flask's session is a signed cookie, readable by whoever holds it,
-so the token is kept there encrypted under a key derived from the
-application's secret key (HMAC-SHA256 as a keystream, with a fresh random
-nonce each time); the cookie's signature keeps it from being altered. Neither
-the cookie alone nor the database ever holds the token.
+so the token is kept there encrypted (Fernet: AES-128-CBC with an HMAC-SHA256
+tag, a fresh IV each time) under a key derived from the application's secret
+key for this purpose alone. Neither the cookie alone nor the database ever
+holds the token.
 """
 
 from __future__ import annotations
@@ -15,39 +15,26 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
 
+from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app, session
 
 _SESSION_KEY = "token_to_show"
 _PURPOSE = b"profile-audit: a new API token, shown once"
+#: a token not shown within this many seconds is dropped rather than shown late
+_SHOW_WITHIN_SECONDS = 600
 
 
-def _keystream(nonce: bytes, length: int) -> bytes:
+def _cipher() -> Fernet:
     secret_key = current_app.secret_key
     key_bytes = secret_key.encode() if isinstance(secret_key, str) else bytes(secret_key or b"")
     key = hmac.new(key_bytes, _PURPOSE, hashlib.sha256).digest()
-    blocks = (length + 31) // 32
-    stream = b"".join(
-        hmac.new(key, nonce + block.to_bytes(4, "big"), hashlib.sha256).digest()
-        for block in range(blocks)
-    )
-    return stream[:length]
-
-
-def _xor(data: bytes, pad: bytes) -> bytes:
-    return bytes(a ^ b for a, b in zip(data, pad, strict=True))
+    return Fernet(base64.urlsafe_b64encode(key))
 
 
 def keep_for_next_page(token_id: int, token: str) -> None:
     """Hold ``token`` (of the API token ``token_id``) for the next page to show."""
-    data = token.encode()
-    nonce = secrets.token_bytes(16)
-    session[_SESSION_KEY] = {
-        "id": token_id,
-        "nonce": base64.urlsafe_b64encode(nonce).decode(),
-        "sealed": base64.urlsafe_b64encode(_xor(data, _keystream(nonce, len(data)))).decode(),
-    }
+    session[_SESSION_KEY] = {"id": token_id, "sealed": _cipher().encrypt(token.encode()).decode()}
 
 
 def take() -> tuple[int, str] | None:
@@ -56,9 +43,8 @@ def take() -> tuple[int, str] | None:
     if not isinstance(held, dict):
         return None
     try:
-        nonce = base64.urlsafe_b64decode(held["nonce"])
-        sealed = base64.urlsafe_b64decode(held["sealed"])
-        token = _xor(sealed, _keystream(nonce, len(sealed))).decode()
+        sealed = str(held["sealed"]).encode()
+        token = _cipher().decrypt(sealed, ttl=_SHOW_WITHIN_SECONDS).decode()
         return int(held["id"]), token
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, InvalidToken):
         return None
