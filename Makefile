@@ -49,7 +49,7 @@ wrk:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 
 run: $(STAMP)
-	$(BIN)/python -m webapp.devserver
+	$(BIN)/python -m webapp.dev.server
 
 test: $(STAMP)
 	@$(MAKE) --no-print-directory chromium || echo "Chromium is not available: the browser tests will be skipped."

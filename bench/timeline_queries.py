@@ -45,7 +45,7 @@ from sqlalchemy import event, func, select, text
 from webapp import create_app
 from webapp.config import KEY_SETTINGS, database_url, random_key
 from webapp.extensions import db
-from webapp.local_database import (
+from webapp.dev.local_database import (
     drop_database,
     ensure_database,
     scratch_directory,

