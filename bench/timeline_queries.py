@@ -44,13 +44,13 @@ from sqlalchemy import event, func, select, text
 
 from webapp import create_app
 from webapp.config import KEY_SETTINGS, database_url, random_key
-from webapp.extensions import db
 from webapp.dev.local_database import (
     drop_database,
     ensure_database,
     scratch_directory,
     start_embedded_server,
 )
+from webapp.extensions import db
 from webapp.models import UserAudit
 from webapp.services.audit_log import (
     AuditFilter,

@@ -26,7 +26,6 @@ from webapp.audit.context import Actor, Origin, acting_as
 from webapp.audit.entry_ids import entry_ids
 from webapp.audit.sealer import link_all
 from webapp.config import KEY_SETTINGS, database_url, random_key
-from webapp.extensions import db
 from webapp.dev.local_database import (
     EmbeddedServerRefused,
     drop_database,
@@ -34,6 +33,7 @@ from webapp.dev.local_database import (
     scratch_directory,
     start_embedded_server,
 )
+from webapp.extensions import db
 from webapp.models import Staff
 from webapp.services import api_tokens
 from webapp.services.staff import hash_password

@@ -33,8 +33,8 @@ from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
 from webapp.config import KEY_SETTINGS
-from webapp.dev.server import read_keys_file
 from webapp.dev.local_database import private_tree, scratch_directory
+from webapp.dev.server import read_keys_file
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What a clone holds that the server reads; instance/ is not in a clone.

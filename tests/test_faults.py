@@ -45,8 +45,8 @@ from tests.conftest import Database, StaffFactory, client_like, post_profile
 from tests.web_pages import form_token, text_of
 from webapp import create_app
 from webapp.config import database_url
-from webapp.extensions import db
 from webapp.dev.local_database import ensure_database, scratch_directory, start_embedded_server
+from webapp.extensions import db
 from webapp.models import User
 
 if TYPE_CHECKING:

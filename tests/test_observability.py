@@ -28,8 +28,8 @@ from tests.conftest import post_profile
 from tests.web_pages import form_token
 from webapp import create_app
 from webapp.config import PROJECT_ROOT, database_url
-from webapp.extensions import db
 from webapp.dev.local_database import drop_database, ensure_database
+from webapp.extensions import db
 from webapp.observability import logs, sentry
 
 ROOT = Path(__file__).resolve().parent.parent
