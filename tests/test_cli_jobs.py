@@ -19,10 +19,11 @@ from sqlalchemy.exc import OperationalError
 
 from tests.conftest import TABLES, Database, append_only_lifted, post_profile
 from tests.flask_commands import run_flask
-from webapp import audit_commands, cli
 from webapp.audit.chain import GENESIS_HASH
 from webapp.audit.entry_ids import entry_ids
-from webapp.demo_commands import make_plan
+from webapp.cli import audit as audit_commands
+from webapp.cli import operator_commands
+from webapp.cli.demo import make_plan
 from webapp.services import audit_export
 
 OS_USER = "ops-tester"
@@ -31,7 +32,7 @@ ACTOR = f"cli:{OS_USER}"
 
 @pytest.fixture(autouse=True)
 def _os_user(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "os_user", lambda: OS_USER)
+    monkeypatch.setattr(operator_commands, "os_user", lambda: OS_USER)
 
 
 def invoke(runner: FlaskCliRunner, *args: str):

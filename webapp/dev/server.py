@@ -128,7 +128,7 @@ def create_first_admin() -> str | None:
     Returns the password, or ``None`` when accounts already exist. Needs an
     application context.
     """
-    from webapp.cli import acting_from_cli
+    from webapp.cli.operator_commands import acting_from_cli
     from webapp.services import staff
     from webapp.services.errors import Conflict
 
