@@ -1,7 +1,9 @@
 """What the audit timeline shows: its filter as typed, diffs, activity, versions.
 
 The timeline's query string is read here, not in the view, so the page, its
-htmx fragments and the exports agree on what a filter means.
+htmx fragments and the exports agree on what a filter means. Only data comes
+out: the links and the chart's geometry are drawn by the web layer's
+``timeline_presenters``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 from sqlalchemy import func, select
 
@@ -54,31 +55,6 @@ class TimelineQuery:
     user_matches_truncated: bool = False
     #: the profile the filter is about, when it names one that exists
     user: User | None = None
-    #: the applied filter as query-string pairs (user resolved to an id)
-    params: list[tuple[str, str]] = field(default_factory=list)
-    #: the filter as typed, as query-string pairs (for links that keep the form's text)
-    form_params: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def query_string(self) -> str:
-        """The applied filter as a query string (no leading ``?``)."""
-        return urlencode(self.params)
-
-    def with_params(self, **extra: str) -> str:
-        """The applied filter plus ``extra`` (e.g. a cursor), as a query string."""
-        return urlencode([*self.params, *extra.items()])
-
-    def with_user(self, user_id: int) -> str:
-        """The filter as typed, about profile ``user_id`` instead."""
-        pairs = [(name, value) for name, value in self.form_params if name != "user"]
-        return urlencode([("user_id", str(user_id)), *pairs])
-
-    def with_range(self, since: date, until: date) -> str:
-        """The filter as typed, over the days ``since`` to ``until``."""
-        pairs = [
-            (name, value) for name, value in self.form_params if name not in ("since", "until")
-        ]
-        return urlencode([*pairs, ("since", since.isoformat()), ("until", until.isoformat())])
 
 
 def read_timeline_query(args: Mapping[str, list[str]]) -> TimelineQuery:
@@ -97,7 +73,6 @@ def read_timeline_query(args: Mapping[str, list[str]]) -> TimelineQuery:
     if ids:
         values["user"] = ids
     errors: dict[str, list[str]] = {}
-    form_params = [(name, value) for name in FORM_FIELDS for value in values[name]]
 
     user_id_values: list[str] = []
     user_search: str | None = None
@@ -144,14 +119,6 @@ def read_timeline_query(args: Mapping[str, list[str]]) -> TimelineQuery:
     user = None
     if audit_filter is not None and audit_filter.user_id is not None:
         user = db.session.get(User, audit_filter.user_id)
-    params: list[tuple[str, str]] = []
-    if audit_filter is not None:
-        if audit_filter.user_id is not None:
-            params.append(("user_id", str(audit_filter.user_id)))
-        params += [("operation", operation) for operation in audit_filter.operations]
-        params += [(name, values[name][0]) for name in ("since", "until") if values[name]]
-        params += [("actor", value) for value in values["actor"]]
-        params += [("field", name) for name in audit_filter.fields]
     return TimelineQuery(
         values=values,
         audit_filter=audit_filter,
@@ -160,19 +127,7 @@ def read_timeline_query(args: Mapping[str, list[str]]) -> TimelineQuery:
         user_matches=matches,
         user_matches_truncated=truncated,
         user=user,
-        params=params,
-        form_params=form_params,
     )
-
-
-def quick_ranges(today: date | None = None) -> list[tuple[str, date, date]]:
-    """Common date ranges ending today (UTC): label, first day, last day."""
-    today = today or utcnow().date()
-    return [
-        ("Today", today, today),
-        ("7 days", today - timedelta(days=6), today),
-        ("30 days", today - timedelta(days=29), today),
-    ]
 
 
 # --- diffs ----------------------------------------------------------------------
@@ -285,19 +240,6 @@ def entry_views(entries: Sequence[UserAudit]) -> list[EntryView]:
 
 
 @dataclass(frozen=True)
-class Bar:
-    """One operation's part of one day's column, in chart coordinates."""
-
-    day: date
-    operation: str
-    count: int
-    x: float
-    y: float
-    width: float
-    height: float
-
-
-@dataclass(frozen=True)
 class Activity:
     """Entries per day and operation over (the latest days of) a filter."""
 
@@ -309,9 +251,6 @@ class Activity:
     busiest: int
     #: the filter covers more days than the chart shows
     clipped: bool
-    bars: list[Bar]
-    width: int
-    height: int
 
     @property
     def total(self) -> int:
@@ -320,11 +259,6 @@ class Activity:
     @property
     def days(self) -> int:
         return (self.last_day - self.first_day).days + 1
-
-
-_DAY_WIDTH = 10
-_BAR_WIDTH = 8
-_CHART_HEIGHT = 100
 
 
 def activity(audit_filter: AuditFilter, *, days: int = CHART_DAYS) -> Activity:
@@ -365,18 +299,6 @@ def activity(audit_filter: AuditFilter, *, days: int = CHART_DAYS) -> Activity:
         totals[operation] = totals.get(operation, 0) + count
     busiest = max((sum(ops.values()) for ops in counts.values()), default=0)
 
-    bars: list[Bar] = []
-    scale = _CHART_HEIGHT / busiest if busiest else 0
-    for when, ops in sorted(counts.items()):
-        x = (when - first_day).days * _DAY_WIDTH + (_DAY_WIDTH - _BAR_WIDTH) / 2
-        top = float(_CHART_HEIGHT)
-        for operation in OPERATIONS:
-            count = ops.get(operation, 0)
-            if not count:
-                continue
-            height = count * scale
-            top -= height
-            bars.append(Bar(when, operation, count, x, round(top, 3), _BAR_WIDTH, round(height, 3)))
     return Activity(
         first_day=first_day,
         last_day=last_day,
@@ -384,9 +306,6 @@ def activity(audit_filter: AuditFilter, *, days: int = CHART_DAYS) -> Activity:
         totals=totals,
         busiest=busiest,
         clipped=clipped,
-        bars=bars,
-        width=((last_day - first_day).days + 1) * _DAY_WIDTH,
-        height=_CHART_HEIGHT,
     )
 
 

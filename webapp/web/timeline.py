@@ -18,6 +18,7 @@ from webapp.services.security_events import record_event
 from webapp.timestamps import utcnow
 from webapp.web import bp
 from webapp.web.rendering import render_page, wants_fragment
+from webapp.web.timeline_presenters import TimelineLinks, activity_chart, quick_ranges
 
 TEMPLATE = "audit/timeline.html"
 
@@ -37,13 +38,15 @@ def audit_timeline() -> Response:
     else, a history restore included, gets the whole page.
     """
     query = _query()
+    links = TimelineLinks(query)
     cursor = request.args.get("cursor") or None
     config = current_app.config
     context = {
         "query": query,
+        "links": links,
         "operations": OPERATIONS,
         "snapshot_fields": audit_views.SNAPSHOT_FIELDS,
-        "quick_ranges": audit_views.quick_ranges(),
+        "quick_ranges": quick_ranges(),
         "fragment": wants_fragment(),
         "cursor": cursor,
         "limit_param": request.args.get("limit") or None,
@@ -69,14 +72,14 @@ def audit_timeline() -> Response:
         ]
         return render_page(TEMPLATE, "results", status=400, **context)
     extra = {"limit": context["limit_param"]} if context["limit_param"] else {}
-    next_query = query.with_params(**extra, cursor=page.next_cursor) if page.next_cursor else None
+    next_query = links.with_params(**extra, cursor=page.next_cursor) if page.next_cursor else None
     return render_page(
         TEMPLATE,
         block,
         **context,
         entries=audit_views.entry_views(page.items),
         next_query=next_query,
-        activity_url=None if cursor else f"{url_for('web.audit_activity')}?{query.query_string}",
+        activity_url=None if cursor else f"{url_for('web.audit_activity')}?{links.query_string}",
     )
 
 
@@ -92,15 +95,17 @@ def audit_activity() -> Response:
             "activity",
             status=400 if query.errors else 200,
             query=query,
+            links=TimelineLinks(query),
             operations=OPERATIONS,
-            activity=None,
+            chart=None,
         )
     return render_page(
         "audit/activity.html",
         "activity",
         query=query,
+        links=TimelineLinks(query),
         operations=OPERATIONS,
-        activity=audit_views.activity(query.audit_filter),
+        chart=activity_chart(audit_views.activity(query.audit_filter)),
     )
 
 
@@ -114,7 +119,9 @@ def _export(kind: str, mimetype: str, lines: Callable[[AuditFilter], Iterator[st
         return error_page(400, "The export was not made. " + " ".join(problems))
     if request.method == "GET":  # a HEAD request exports nothing
         # Personal data leaving the application: who took which part is a security event.
-        record_event("audit_exported", details={"format": kind, "filter": query.query_string})
+        record_event(
+            "audit_exported", details={"format": kind, "filter": TimelineLinks(query).query_string}
+        )
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     response = Response(stream_with_context(lines(query.audit_filter)), mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{kind}"'
