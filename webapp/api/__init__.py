@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-from webapp.api.problems import service_problem
 from webapp.api.representations import user_json
+from webapp.http.problems import service_problem
 from webapp.services.errors import (
     Conflict,
     NotFound,

@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 from flask import Flask, Response, current_app
 
 from webapp.api import bp
-from webapp.api.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
 from webapp.api.request_input import query_args
 from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.auth import permissions
+from webapp.http.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
 from webapp.models import CHANNELS, OPERATIONS
 from webapp.request_id import CLIENT_ID_PATTERN
 from webapp.services import errors as service_errors

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from flask import current_app, json, request
 from werkzeug.exceptions import HTTPException
 
-from webapp.api.problems import problem
+from webapp.http.problems import problem
 from webapp.services.errors import ValidationFailed
 from webapp.services.pagination import parse_limit
 

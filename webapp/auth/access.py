@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 from flask import abort, g, redirect, request, url_for
 from flask_login import current_user
 
-from webapp.auth import is_api_request
 from webapp.auth.permissions import role_allows
+from webapp.http.api_paths import is_api_request
 from webapp.models import Staff
 from webapp.services.security_events import record_event
 
