@@ -16,6 +16,7 @@ TYPE_PREFIX = "urn:profile-audit:problem:"
 class Refusal(Protocol):
     """What a refused request says about itself (``webapp.services.errors.ServiceError``)."""
 
+    status: int
     code: str
     title: str
     detail: str
@@ -58,10 +59,10 @@ def problem(
     return response
 
 
-def service_problem(error: Refusal, status: int, **extra: object) -> Response:
-    """The problem response for a refused service call."""
+def service_problem(error: Refusal, status: int | None = None, **extra: object) -> Response:
+    """The problem response for a refused service call, with its own status unless told."""
     return problem(
-        status,
+        status or error.status,
         detail=error.detail,
         title=error.title,
         code=error.code,

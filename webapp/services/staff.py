@@ -26,6 +26,7 @@ _DUMMY_HASH = generate_password_hash("not a real password, only for timing")
 class InvalidCredentials(ServiceError):
     code = "invalid-credentials"
     title = "Sign-in failed"
+    status = 401
 
 
 def hash_password(password: str) -> str:

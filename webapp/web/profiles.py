@@ -24,7 +24,7 @@ from webapp.services import audit_log, users
 from webapp.services.errors import ServiceError, StaleVersion, ValidationFailed
 from webapp.services.pagination import Page
 from webapp.web import bp
-from webapp.web.refusals import show_in_form, status_for
+from webapp.web.refusals import show_in_form
 from webapp.web.rendering import render_page, wants_fragment
 
 PAGE_SIZE = 25
@@ -179,7 +179,7 @@ def user_create() -> Response:
         user = users.create_user(_typed_fields(form), reason=form.reason.data)
     except ServiceError as error:
         message = show_in_form(form, error)
-        return _create_form(form, status=status_for(error), message=message)
+        return _create_form(form, status=error.status, message=message)
     if wants_fragment():
         return _row(user, status=201)
     flash(f"Profile of {user.name} created.", "success")
@@ -241,7 +241,7 @@ def user_update(user_id: int) -> Response:
         return _stale(form, error)
     except ServiceError as error:
         message = show_in_form(form, error)
-        return _edit_form(user, form, status=status_for(error), message=message)
+        return _edit_form(user, form, status=error.status, message=message)
     if wants_fragment():
         return _row(saved)
     flash(f"Profile of {saved.name} saved.", "success")
@@ -337,8 +337,8 @@ def _change_state(user_id: int, change: Callable[..., User], done: str) -> Respo
         )
     except ServiceError as error:
         if wants_fragment():
-            return _row(users.get_user(user_id), status=status_for(error), row_error=error.detail)
-        return _detail_page(user, status=status_for(error), message=error.detail)
+            return _row(users.get_user(user_id), status=error.status, row_error=error.detail)
+        return _detail_page(user, status=error.status, message=error.detail)
     if wants_fragment():
         return _row(changed)
     flash(f"Profile of {changed.name} {done}.", "success")
