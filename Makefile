@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help:
 	@echo "make run    serve the app on http://127.0.0.1:$${PORT:-5000} (embedded PostgreSQL unless DATABASE_URL is set)"
 	@echo "make test   run the whole test suite (throwaway embedded PostgreSQL unless TEST_DATABASE_URL is set)"
-	@echo "make lint   ruff checks"
+	@echo "make lint   ruff checks and the import rules between layers (.importlinter)"
 	@echo "make fuzz   fuzz the JSON API against its OpenAPI document"
 	@echo "make screenshots   pictures of the main pages in screenshots/"
 	@echo "make bench  every benchmark, one table of figures (about 25 minutes; BENCH_ARGS=--quick)"
@@ -81,6 +81,7 @@ bench: $(BENCH_STAMP) wrk
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .
