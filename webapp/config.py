@@ -24,6 +24,8 @@ from typing import Any
 
 from dotenv import load_dotenv
 
+from webapp.typed_text import parse_flag, parse_whole_number
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 load_dotenv(PROJECT_ROOT / ".env")
@@ -85,11 +87,11 @@ def _int(name: str, default: int) -> int:
     value = os.environ.get(name)
     if not value:
         return default
-    try:
-        return int(value)
-    except ValueError:
-        # One clear line instead of int()'s traceback at start-up.
-        raise RuntimeError(f"{name} must be a whole number, not {value!r}.") from None
+    number = parse_whole_number(value, minimum=0)
+    if number is None:
+        # One clear line instead of a traceback at start-up.
+        raise RuntimeError(f"{name} must be a whole number, not {value!r}.")
+    return number
 
 
 def _float(name: str, default: float) -> float:
@@ -107,9 +109,10 @@ AUDIT_SEALERS = ("thread", "off")
 
 def _bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    flag = parse_flag(value, default=default)
+    if flag is None:
+        raise RuntimeError(f"{name} must be true or false (1/0, yes/no, on/off), not {value!r}.")
+    return flag
 
 
 def settings_from_environment() -> dict[str, Any]:

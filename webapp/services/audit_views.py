@@ -23,9 +23,9 @@ from webapp.models import OPERATIONS, User, UserAudit
 from webapp.services import audit_log
 from webapp.services.audit_log import AuditFilter
 from webapp.services.errors import ValidationFailed
-from webapp.services.pagination import MAX_BIGINT
 from webapp.services.users import get_user, list_users
 from webapp.timestamps import UTC, parse_time_bound, utcnow
+from webapp.typed_text import parse_whole_number
 
 #: query-string names the timeline form uses, in the order links repeat them
 FORM_FIELDS: tuple[str, ...] = ("user", "operation", "since", "until", "actor", "field")
@@ -324,11 +324,10 @@ class VersionChoice:
 def _positive_int(raw: str | None, name: str, errors: dict[str, list[str]]) -> int | None:
     if raw is None or raw.strip() == "":
         return None
-    text = raw.strip()
-    if text.isascii() and text.isdigit() and 0 < int(text) <= MAX_BIGINT:
-        return int(text)
-    errors.setdefault(name, []).append("must be a positive integer")
-    return None
+    number = parse_whole_number(raw)
+    if number is None:
+        errors.setdefault(name, []).append("must be a positive integer")
+    return number
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
 from webapp.models import ROLES, Staff
-from webapp.services.errors import Conflict, NotFound, ServiceError, ValidationFailed
-from webapp.services.pagination import MAX_BIGINT
+from webapp.services.errors import Conflict, ServiceError, ValidationFailed
+from webapp.services.lookup import get_or_not_found
 from webapp.services.security_events import record_event
 from webapp.services.sign_in_throttle import reserve_attempt, settle_attempt
 from webapp.services.staff_sessions import end_all_sessions
@@ -64,10 +64,7 @@ def clean_password(value: object) -> str:
 
 
 def get_staff(staff_id: int) -> Staff:
-    staff = db.session.get(Staff, staff_id) if 0 < staff_id <= MAX_BIGINT else None
-    if staff is None:
-        raise NotFound(f"There is no staff account with id {staff_id}.")
-    return staff
+    return get_or_not_found(Staff, staff_id, f"There is no staff account with id {staff_id}.")
 
 
 def find_by_username(username: str) -> Staff | None:

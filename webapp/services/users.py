@@ -21,11 +21,11 @@ from webapp.services.errors import (
     AlreadyDeleted,
     DuplicateEmail,
     NotDeleted,
-    NotFound,
     StaleVersion,
     ValidationFailed,
 )
-from webapp.services.pagination import MAX_BIGINT, Page, decode_id_cursor, encode_id_cursor
+from webapp.services.lookup import get_or_not_found
+from webapp.services.pagination import Page, decode_id_cursor, encode_id_cursor
 from webapp.services.profile_rules import FieldError, clean_profile, clean_reason, clean_search
 from webapp.timestamps import utcnow
 
@@ -34,10 +34,7 @@ _EMAIL_INDEX = "uq_users_lower_email_active"
 
 def get_user(user_id: int) -> User:
     """The profile with ``user_id``, deleted or not; ``NotFound`` otherwise."""
-    user = db.session.get(User, user_id) if 0 < user_id <= MAX_BIGINT else None
-    if user is None:
-        raise NotFound(f"There is no profile with id {user_id}.")
-    return user
+    return get_or_not_found(User, user_id, f"There is no profile with id {user_id}.")
 
 
 def list_users(

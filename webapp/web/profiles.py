@@ -23,6 +23,7 @@ from webapp.models import User, UserAudit
 from webapp.services import audit_log, users
 from webapp.services.errors import ServiceError, StaleVersion, ValidationFailed
 from webapp.services.pagination import Page
+from webapp.typed_text import MAX_INTEGER, parse_whole_number
 from webapp.web import bp
 from webapp.web.refusals import show_in_form
 from webapp.web.rendering import render_page, wants_fragment
@@ -295,8 +296,9 @@ def _typed_fields(form: ProfileForm) -> dict[str, object]:
 
 def _expected_version(raw: object) -> int:
     """The version a form was opened at; without it a save could overwrite blindly."""
-    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and 0 < int(raw) < 2**31:
-        return int(raw)
+    version = parse_whole_number(raw, maximum=MAX_INTEGER) if isinstance(raw, str) else None
+    if version is not None:
+        return version
     raise ValidationFailed(
         "The form did not say which version of the profile it edits; reload it and try again."
     )
