@@ -79,9 +79,7 @@ def parse_bool(args: dict[str, list[str]], name: str) -> bool:
     flag = parse_flag(single(args, name), default=False)
     if flag is not None:
         return flag
-    raise ValidationFailed(
-        f"{name} must be true or false", errors={name: ["must be true or false"]}
-    )
+    raise ValidationFailed.of_field(name, "must be true or false")
 
 
 def if_match_version() -> int | None:

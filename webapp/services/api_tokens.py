@@ -42,10 +42,7 @@ def clean_token_name(value: object) -> str:
     # isprintable() already refuses format characters (bidirectional
     # overrides, zero-width spaces); some invisible letters pass it.
     if not 1 <= len(text) <= NAME_MAX or not text.isprintable() or looks_blank(text):
-        raise ValidationFailed(
-            f"name must be 1 to {NAME_MAX} printable characters",
-            errors={"name": [f"must be 1 to {NAME_MAX} printable characters"]},
-        )
+        raise ValidationFailed.of_field("name", f"must be 1 to {NAME_MAX} printable characters")
     return text
 
 
@@ -54,9 +51,8 @@ def clean_expiry_days(value: object) -> int | None:
         return None
     days = parse_whole_number(value, maximum=MAX_EXPIRY_DAYS)
     if days is None:
-        raise ValidationFailed(
-            f"expires_in_days must be a whole number from 1 to {MAX_EXPIRY_DAYS}",
-            errors={"expires_in_days": [f"must be a whole number from 1 to {MAX_EXPIRY_DAYS}"]},
+        raise ValidationFailed.of_field(
+            "expires_in_days", f"must be a whole number from 1 to {MAX_EXPIRY_DAYS}"
         )
     return days
 

@@ -89,8 +89,7 @@ def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
         errors.setdefault("until", []).append("must be later than since")
 
     if errors:
-        detail = "; ".join(f"{name} {messages[0]}" for name, messages in errors.items())
-        raise ValidationFailed(detail, errors=errors)
+        raise ValidationFailed.of_fields(errors)
     return AuditFilter(
         user_id=user_id,
         operations=operations,

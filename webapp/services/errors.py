@@ -31,6 +31,17 @@ class ValidationFailed(ServiceError):
     code = "validation-failed"
     title = "Invalid input"
 
+    @classmethod
+    def of_field(cls, field: str, message: str) -> ValidationFailed:
+        """One field's problem; the detail names the field before its message."""
+        return cls(f"{field} {message}", errors={field: [message]})
+
+    @classmethod
+    def of_fields(cls, errors: Mapping[str, list[str]]) -> ValidationFailed:
+        """Several fields' problems; the detail names each with its first message."""
+        detail = "; ".join(f"{name} {messages[0]}" for name, messages in errors.items())
+        return cls(detail, errors=errors)
+
 
 class NotFound(ServiceError):
     code = "not-found"

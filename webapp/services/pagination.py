@@ -93,8 +93,5 @@ def parse_limit(raw: str | None, *, default: int, maximum: int) -> int:
         return default
     limit = parse_whole_number(raw, maximum=maximum)
     if limit is None:
-        raise ValidationFailed(
-            f"limit must be an integer from 1 to {maximum}",
-            errors={"limit": [f"must be an integer from 1 to {maximum}"]},
-        )
+        raise ValidationFailed.of_field("limit", f"must be an integer from 1 to {maximum}")
     return limit

@@ -36,12 +36,12 @@ def hash_password(password: str) -> str:
 
 def clean_username(value: object) -> str:
     if not isinstance(value, str):
-        raise _invalid("username", "must be a string")
+        raise ValidationFailed.of_field("username", "must be a string")
     text = value.strip()
     if not 1 <= len(text) <= USERNAME_MAX or not all(
         ch.isascii() and (ch.isalnum() or ch in "._-") for ch in text
     ):
-        raise _invalid(
+        raise ValidationFailed.of_field(
             "username", f"must be 1 to {USERNAME_MAX} letters, digits, dots, dashes or underscores"
         )
     return text
@@ -49,17 +49,19 @@ def clean_username(value: object) -> str:
 
 def clean_role(value: object) -> str:
     if value not in ROLES:
-        raise _invalid("role", f"must be one of {', '.join(ROLES)}")
+        raise ValidationFailed.of_field("role", f"must be one of {', '.join(ROLES)}")
     return str(value)
 
 
 def clean_password(value: object) -> str:
     if not isinstance(value, str):
-        raise _invalid("password", "must be a string")
+        raise ValidationFailed.of_field("password", "must be a string")
     if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
-        raise _invalid("password", f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")
+        raise ValidationFailed.of_field(
+            "password", f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters"
+        )
     if "\x00" in value:
-        raise _invalid("password", "must not contain NUL characters")
+        raise ValidationFailed.of_field("password", "must not contain NUL characters")
     return value
 
 
@@ -202,10 +204,6 @@ def _failure_reason(staff: Staff | None, password_ok: bool) -> str:
     if not staff.active:
         return "account deactivated"
     return "wrong password"
-
-
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field} {message}", errors={field: [message]})
 
 
 def _taken(username: str) -> Conflict:

@@ -52,7 +52,7 @@ def list_users(
         try:
             text = clean_search(query)
         except FieldError as error:
-            raise ValidationFailed(f"q {error}", errors={"q": [str(error)]}) from None
+            raise ValidationFailed.of_field("q", str(error)) from None
         if text:
             pattern = "%" + _escape_like(text) + "%"
             statement = statement.where(
@@ -146,7 +146,7 @@ def _clean_reason(reason: object) -> str | None:
     try:
         return clean_reason(reason)
     except FieldError as error:
-        raise ValidationFailed(f"reason {error}", errors={"reason": [str(error)]}) from None
+        raise ValidationFailed.of_field("reason", str(error)) from None
 
 
 def _ensure_email_free(email: str, *, exclude_id: int | None = None) -> None:
