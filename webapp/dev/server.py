@@ -205,11 +205,11 @@ def main() -> int:
     server = None
     if not os.environ.get("DATABASE_URL"):
         from webapp.dev.local_database import (
-            EmbeddedServerRefused,
             ensure_database,
             make_run_data_directory,
             start_embedded_server,
         )
+        from webapp.dev.server_user import EmbeddedServerRefused
 
         data_dir = make_run_data_directory()
         log.info("Starting the embedded PostgreSQL (data in %s)", data_dir)
