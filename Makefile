@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help:
 	@echo "make run    serve the app on http://127.0.0.1:$${PORT:-5000} (embedded PostgreSQL unless DATABASE_URL is set)"
 	@echo "make test   run the whole test suite (throwaway embedded PostgreSQL unless TEST_DATABASE_URL is set)"
-	@echo "make lint   ruff checks"
+	@echo "make lint   ruff checks and the import rules between layers (.importlinter)"
 	@echo "make fuzz   fuzz the JSON API against its OpenAPI document"
 	@echo "make screenshots   pictures of the main pages in screenshots/"
 	@echo "make bench  every benchmark, one table of figures (about 25 minutes; BENCH_ARGS=--quick)"
@@ -49,7 +49,7 @@ wrk:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 
 run: $(STAMP)
-	$(BIN)/python -m webapp.devserver
+	$(BIN)/python -m webapp.dev.server
 
 test: $(STAMP)
 	@$(MAKE) --no-print-directory chromium || echo "Chromium is not available: the browser tests will be skipped."
@@ -81,6 +81,7 @@ bench: $(BENCH_STAMP) wrk
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -32,7 +32,7 @@ from flask_migrate import upgrade
 
 from webapp import create_app
 from webapp.config import KEY_SETTINGS, database_url, random_key
-from webapp.local_database import (
+from webapp.dev.local_database import (
     drop_database,
     ensure_database,
     scratch_directory,

@@ -27,14 +27,14 @@ from webapp import create_app
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.audit.sealer import link_all
 from webapp.config import KEY_SETTINGS, database_url, random_key
-from webapp.extensions import db
-from webapp.local_database import (
-    EmbeddedServerRefused,
+from webapp.dev.local_database import (
     drop_database,
     ensure_database,
     scratch_directory,
     start_embedded_server,
 )
+from webapp.dev.server_user import EmbeddedServerRefused
+from webapp.extensions import db
 from webapp.models import Staff
 from webapp.services import users
 
@@ -181,7 +181,7 @@ def auditor(signed_in) -> FlaskClient:
 @pytest.fixture
 def cli_os_user(monkeypatch: pytest.MonkeyPatch) -> str:
     """In-process ``flask`` commands run as the operating-system user ``OS_USER``."""
-    monkeypatch.setattr("webapp.cli.os_user", lambda: OS_USER)
+    monkeypatch.setattr("webapp.cli.operator_commands.os_user", lambda: OS_USER)
     return OS_USER
 
 

@@ -32,13 +32,13 @@ from werkzeug.serving import make_server
 from webapp import create_app
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.config import KEY_SETTINGS, database_url, random_key
-from webapp.extensions import db
-from webapp.local_database import (
+from webapp.dev.local_database import (
     drop_database,
     ensure_database,
     scratch_directory,
     start_embedded_server,
 )
+from webapp.extensions import db
 from webapp.models import Staff
 from webapp.services import api_tokens
 

@@ -14,9 +14,9 @@ from sqlalchemy import Engine, text
 
 from tests.support.cli import ACTOR, OS_USER, ROOT, invoke, run_flask
 from tests.support.pages import sign_in
-from webapp import cli
 from webapp.audit.context import current_actor, current_origin
-from webapp.cli import os_user as real_os_user
+from webapp.cli import operator_commands
+from webapp.cli.operator_commands import os_user as real_os_user
 from webapp.services import staff as staff_service
 from webapp.services import users as users_service
 from webapp.services.staff import InvalidCredentials
@@ -456,9 +456,9 @@ def test_the_actor_is_the_effective_user_not_what_the_environment_says(
     monkeypatch.setattr(os, "geteuid", lambda: 4242)
     for variable in ("USER", "LOGNAME", "LNAME", "USERNAME"):
         monkeypatch.setenv(variable, "alice")
-    monkeypatch.setattr(cli, "os_user", real_os_user)
+    monkeypatch.setattr(operator_commands, "os_user", real_os_user)
 
-    assert cli.os_user() == "svc-deploy"
+    assert operator_commands.os_user() == "svc-deploy"
     assert set(asked) == {4242}
     create_account(runner, "grace")
     [event] = database.rows("SELECT actor_label FROM security_events")
@@ -466,7 +466,7 @@ def test_the_actor_is_the_effective_user_not_what_the_environment_says(
 
 
 def test_profile_changes_from_the_cli_are_attributed(app, database):
-    with app.app_context(), cli.acting_from_cli():
+    with app.app_context(), operator_commands.acting_from_cli():
         assert current_actor().label == ACTOR
         assert current_origin().channel == "cli"
         user_id = users_service.create_user({"name": "Ada", "email": "ada@example.com"}).id

@@ -20,8 +20,8 @@ from sqlalchemy.exc import OperationalError
 from tests.support.cli import ACTOR, OS_USER, invoke, run_flask
 from tests.support.database import Database, empty_database
 from tests.support.profiles import post_profile
-from webapp import audit_commands
-from webapp.demo_commands import make_plan
+from webapp.cli import audit as audit_commands
+from webapp.cli.demo import make_plan
 from webapp.services import audit_export
 
 pytestmark = pytest.mark.usefixtures("cli_os_user")

@@ -157,7 +157,7 @@ def layout_env(app_dir: Path, **extra: str) -> dict[str, str]:
 # --- The wheel and the image's layout --------------------------------------------
 
 
-def test_the_wheel_holds_the_whole_package(image_layout):
+def test_the_wheel_holds_the_whole_package_but_the_dev_tools(image_layout):
     with zipfile.ZipFile(image_layout["wheel"]) as wheel:
         names = set(wheel.namelist())
     sources = {
@@ -165,9 +165,18 @@ def test_the_wheel_holds_the_whole_package(image_layout):
         for path in (ROOT / "webapp").rglob("*")
         if path.is_file() and "__pycache__" not in path.parts
     }
+    dev_tools = {name for name in sources if name.startswith("webapp/dev/")}
     assert sources, "no package sources found"
-    assert sources <= names, f"missing from the wheel: {sorted(sources - names)}"
+    assert dev_tools, "no webapp/dev/ found"
+    assert sources - dev_tools <= names, f"missing from the wheel: {sorted(sources - names)}"
+    # make run's server and the embedded PostgreSQL are not part of production.
+    assert not dev_tools & names, f"dev tools in the wheel: {sorted(dev_tools & names)}"
     assert any(name.endswith(".dist-info/METADATA") for name in names)
+
+
+def test_the_build_context_leaves_the_dev_tools_out():
+    rules = (ROOT / ".dockerignore").read_text().splitlines()
+    assert rules.index("webapp/dev/") > rules.index("!webapp/")
 
 
 def test_the_image_layout_resolves_templates_static_and_migrations(image_layout, tmp_path):

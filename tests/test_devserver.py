@@ -34,8 +34,8 @@ from flask.sessions import SecureCookieSessionInterface
 
 from tests.support.cli import ROOT, run_command
 from webapp.config import KEY_SETTINGS
-from webapp.devserver import read_keys_file
-from webapp.local_database import private_tree, scratch_directory
+from webapp.dev.local_database import private_tree, scratch_directory
+from webapp.dev.server import read_keys_file
 
 #: What a clone holds that the server reads; instance/ is not in a clone.
 PROJECT_FILES = ("webapp", "migrations", "templates", "static", ".flaskenv")
@@ -94,7 +94,7 @@ def _request(url: str, token: str, body: dict | None = None) -> tuple[int, dict]
 
 
 class DevServer:
-    """``python -m webapp.devserver`` with its output collected as it comes."""
+    """``python -m webapp.dev.server`` with its output collected as it comes."""
 
     def __init__(self, project: Path, pgdata: Path, port: int) -> None:
         # As a person runs it: no keys and no database given (the server must
@@ -105,7 +105,7 @@ class DevServer:
         self.base = f"http://127.0.0.1:{port}"
         # From the project's directory, `-m` imports that copy's package.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "webapp.devserver"],
+            [sys.executable, "-m", "webapp.dev.server"],
             cwd=project,
             env=env,
             stdout=subprocess.PIPE,
@@ -349,7 +349,7 @@ def test_as_root_data_in_a_closed_home_is_refused_in_one_line_and_nothing_is_ope
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["EMBEDDED_PGDATA"] = str(home / "pgdata")
     result = run_command(
-        [sys.executable, "-W", "ignore", "-m", "webapp.devserver"], cwd=ROOT, env=env
+        [sys.executable, "-W", "ignore", "-m", "webapp.dev.server"], cwd=ROOT, env=env
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr

@@ -48,8 +48,8 @@ from tests.support.profiles import post_profile
 from tests.support.staff import StaffFactory, client_like
 from webapp import create_app
 from webapp.config import database_url
+from webapp.dev.local_database import ensure_database, scratch_directory, start_embedded_server
 from webapp.extensions import db
-from webapp.local_database import ensure_database, scratch_directory, start_embedded_server
 from webapp.models import User
 
 if TYPE_CHECKING:

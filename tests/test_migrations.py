@@ -14,8 +14,8 @@ from webapp.audit import chain
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.audit.sealer import link_all
 from webapp.config import database_url
+from webapp.dev.local_database import drop_database, ensure_database
 from webapp.extensions import db
-from webapp.local_database import drop_database, ensure_database
 from webapp.models import User
 
 

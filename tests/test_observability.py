@@ -27,8 +27,8 @@ from tests.support.pages import form_token
 from tests.support.profiles import post_profile
 from webapp import create_app
 from webapp.config import PROJECT_ROOT, database_url
+from webapp.dev.local_database import drop_database, ensure_database
 from webapp.extensions import db
-from webapp.local_database import drop_database, ensure_database
 from webapp.observability import logs, sentry
 
 LOGGERS = (logs.REQUEST_LOGGER, logs.SECURITY_LOGGER, *logs.APP_LOGGERS)

@@ -7,7 +7,7 @@ No key is built in: every start needs ``SECRET_KEY`` and ``AUDIT_CHAIN_KEY``
 (``KEY_SETTINGS``), long, random and different, whatever ``APP_ENV`` says, and
 ``check_settings`` refuses to start without them in one line naming the
 setting. ``make run`` makes random keys for its checkout once and keeps them
-in ``instance/`` (``webapp.devserver``); deployments set them.
+in ``instance/`` (``webapp.dev.server``); deployments set them.
 
 ``APP_ENV`` (``development`` unless set) only chooses defaults such as the log
 format and whether failed statements' values may appear in error messages.
@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import load_dotenv
+
+from webapp.typed_text import parse_flag, parse_whole_number
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,11 +87,11 @@ def _int(name: str, default: int) -> int:
     value = os.environ.get(name)
     if not value:
         return default
-    try:
-        return int(value)
-    except ValueError:
-        # One clear line instead of int()'s traceback at start-up.
-        raise RuntimeError(f"{name} must be a whole number, not {value!r}.") from None
+    number = parse_whole_number(value, minimum=0)
+    if number is None:
+        # One clear line instead of a traceback at start-up.
+        raise RuntimeError(f"{name} must be a whole number, not {value!r}.")
+    return number
 
 
 def _float(name: str, default: float) -> float:
@@ -107,9 +109,10 @@ AUDIT_SEALERS = ("thread", "off")
 
 def _bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    flag = parse_flag(value, default=default)
+    if flag is None:
+        raise RuntimeError(f"{name} must be true or false (1/0, yes/no, on/off), not {value!r}.")
+    return flag
 
 
 def settings_from_environment() -> dict[str, Any]:

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from flask import Flask, Response, g, render_template, request
+from flask import Flask, Response, g, render_template
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from webapp.api.problems import problem
 from webapp.audit.errors import AuditBypassError
 from webapp.extensions import db
-
-
-def _wants_problem_json() -> bool:
-    return request.path == "/api" or request.path.startswith("/api/")
+from webapp.http.api_paths import is_api_request
+from webapp.http.problems import problem
 
 
 def init_app(app: Flask) -> None:
@@ -32,7 +29,7 @@ def init_app(app: Flask) -> None:
             allow = dict(error.get_headers()).get("Allow")
             if allow:
                 headers["Allow"] = allow
-        if _wants_problem_json():
+        if is_api_request():
             return problem(status, detail=error.description, headers=headers)
         response = error_page(status, error.description or HTTPStatus(status).phrase)
         response.headers.update(headers)
@@ -100,6 +97,6 @@ def _server_error(
     status: int = 500,
     detail: str = "An unexpected error occurred. Quote the request id when reporting it.",
 ) -> Response:
-    if _wants_problem_json():
+    if is_api_request():
         return problem(status, detail=detail)
     return error_page(status, detail)

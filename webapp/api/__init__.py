@@ -8,15 +8,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-from webapp.api.problems import service_problem
 from webapp.api.representations import user_json
-from webapp.services.errors import (
-    Conflict,
-    NotFound,
-    ServiceError,
-    StaleVersion,
-    ValidationFailed,
-)
+from webapp.http.problems import service_problem
+from webapp.services.errors import ServiceError, StaleVersion
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -34,19 +28,13 @@ def answer_options() -> Response | None:
 
 @bp.errorhandler(ServiceError)
 def refused(error: ServiceError) -> Response:
-    if isinstance(error, ValidationFailed):
-        return service_problem(error, 400)
-    if isinstance(error, NotFound):
-        return service_problem(error, 404)
     if isinstance(error, StaleVersion):
         # A refused precondition (If-Match or expected version) is 412; a race
         # lost while saving without one is a plain conflict.
-        status = 412 if error.expected_version is not None else 409
+        status = 412 if error.expected_version is not None else error.status
         extra = {"current": user_json(error.current)} if error.current is not None else {}
         return service_problem(error, status, **extra)
-    if isinstance(error, Conflict):
-        return service_problem(error, 409)
-    return service_problem(error, 400)
+    return service_problem(error)
 
 
 from webapp.api import audit, openapi, users  # noqa: E402, F401  (routes register on bp)

@@ -20,14 +20,13 @@ from typing import Any, TypeVar
 from flask import Flask, Response, current_app
 
 from webapp.api import bp
-from webapp.api.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
 from webapp.api.request_input import query_args
 from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.auth import permissions
+from webapp.http.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
 from webapp.models import CHANNELS, OPERATIONS
 from webapp.request_id import CLIENT_ID_PATTERN
 from webapp.services import errors as service_errors
-from webapp.services.pagination import MAX_BIGINT
 from webapp.services.profile_rules import EMAIL_MAX, NAME_MAX, REASON_MAX, SEARCH_MAX
 from webapp.services.security_events import (
     ACCOUNT_MAX,
@@ -35,6 +34,7 @@ from webapp.services.security_events import (
     REPEAT_WINDOW,
     REPEATED_EVENTS,
 )
+from webapp.typed_text import MAX_BIGINT
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -11,9 +11,10 @@ from collections.abc import Collection
 from flask import current_app, json, request
 from werkzeug.exceptions import HTTPException
 
-from webapp.api.problems import problem
+from webapp.http.problems import problem
 from webapp.services.errors import ValidationFailed
 from webapp.services.pagination import parse_limit
+from webapp.typed_text import parse_flag, parse_whole_number
 
 _ETAG = re.compile(r'^\s*(W/)?"([^"]*)"\s*$')
 
@@ -75,14 +76,10 @@ def single(args: dict[str, list[str]], name: str) -> str | None:
 
 
 def parse_bool(args: dict[str, list[str]], name: str) -> bool:
-    raw = (single(args, name) or "").strip().lower()
-    if raw in {"", "0", "false", "no"}:
-        return False
-    if raw in {"1", "true", "yes"}:
-        return True
-    raise ValidationFailed(
-        f"{name} must be true or false", errors={name: ["must be true or false"]}
-    )
+    flag = parse_flag(single(args, name), default=False)
+    if flag is not None:
+        return flag
+    raise ValidationFailed.of_field(name, "must be true or false")
 
 
 def if_match_version() -> int | None:
@@ -109,11 +106,12 @@ def if_match_version() -> int | None:
                 "(RFC 9110 strong comparison); send the ETag as given.",
             )
         )
-    if not tag.isascii() or not tag.isdigit() or len(tag) > 18:
+    version = parse_whole_number(tag, minimum=0)
+    if version is None:
         raise InputRejected(
             problem(412, detail=f"If-Match {header.strip()} does not match the profile's ETag.")
         )
-    return int(tag)
+    return version
 
 
 def page_limit(args: dict[str, list[str]]) -> int:

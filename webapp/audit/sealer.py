@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import Engine
 
 from webapp.audit import chain
 
@@ -117,17 +118,17 @@ class Sealer:
         if pid != os.getpid() or self._stopping.is_set():
             return
         self._stop_thread(5.0)
-        from webapp.extensions import db
-
         try:
             with self.app.app_context():
-                link_all(db.engine, self.app.config["AUDIT_CHAIN_KEY"].encode())
+                link_all(self._engine(), self.app.config["AUDIT_CHAIN_KEY"].encode())
         except Exception:
             log.exception("linking audit entries before exit failed; the next sealer will")
 
-    def _run(self) -> None:
-        from webapp.extensions import db
+    def _engine(self) -> Engine:
+        """The app's database engine (inside its app context)."""
+        return self.app.extensions["sqlalchemy"].engine  # type: ignore[no-any-return]
 
+    def _run(self) -> None:
         key = self.app.config["AUDIT_CHAIN_KEY"].encode()
         timeout = self.poll_seconds
         while not self._stopping.is_set():
@@ -136,7 +137,7 @@ class Sealer:
             self._wake.clear()
             try:
                 with self.app.app_context():
-                    linked = link_unless_held(db.engine, key)
+                    linked = link_unless_held(self._engine(), key)
                 timeout = self.poll_seconds if linked is not None else BUSY_RECHECK_SECONDS
             except Exception:
                 log.exception("linking audit entries failed; retrying")

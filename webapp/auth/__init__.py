@@ -10,10 +10,7 @@ from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp.audit.context import Origin, bind_origin, unbind
-
-
-def is_api_request() -> bool:
-    return request.path == "/api" or request.path.startswith("/api/")
+from webapp.http.api_paths import is_api_request
 
 
 def init_app(app: Flask) -> None:

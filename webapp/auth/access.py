@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 from flask import abort, g, request
 from flask_login import current_user
 
-from webapp.auth import is_api_request
 from webapp.auth.permissions import ROLE_PERMISSIONS, role_allows
 from webapp.auth.web_session import ENDED_DURING_UPDATE, sign_in_again
+from webapp.http.api_paths import is_api_request
 from webapp.models import Staff
 from webapp.services.security_events import record_event
 

@@ -29,7 +29,7 @@ from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError
 
 from webapp.audit.context import Actor, bind_actor
-from webapp.auth import is_api_request
+from webapp.http.api_paths import is_api_request
 from webapp.models import Staff, StaffSession
 from webapp.services import staff_sessions
 from webapp.services.security_events import record_event

@@ -22,18 +22,18 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, request
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
-from webapp.api.problems import problem
-from webapp.audit.context import Actor, bind_actor
+from webapp.auth.bearer import act_as_token, bearer_secret
 from webapp.auth.permissions import AUDIT_READ, role_allows
 from webapp.config import parse_networks
 from webapp.extensions import db
+from webapp.http.problems import problem
 from webapp.services.api_tokens import resolve_bearer
 from webapp.services.audit_integrity import chain_status
 from webapp.services.security_events import record_event
@@ -163,10 +163,8 @@ def _address_allowed(networks: tuple[Any, ...]) -> bool:
 
 
 def _token_allowed() -> bool:
-    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        return False
-    token = resolve_bearer(secret.strip())  # records a refused token as a security event
+    secret = bearer_secret()
+    token = None if secret is None else resolve_bearer(secret)
     if token is None:
         return False
     staff = token.staff
@@ -178,10 +176,8 @@ def _token_allowed() -> bool:
             details={"permission": AUDIT_READ, "path": request.path, "method": request.method},
         )
         return False
-    # The request line names who scraped; the auth teardown unbinds it.
-    g.actor_token = bind_actor(
-        Actor(staff_id=staff.id, label=staff.username, channel_detail=token.name)
-    )
+    # The request line names who scraped.
+    act_as_token(token)
     return True
 
 

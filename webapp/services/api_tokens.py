@@ -18,11 +18,12 @@ from webapp.audit.context import current_actor
 from webapp.audit.errors import UnattributedChangeError
 from webapp.extensions import db
 from webapp.models import ApiToken, Staff
-from webapp.services.errors import Conflict, NotFound, ValidationFailed
-from webapp.services.pagination import MAX_BIGINT
+from webapp.services.errors import Conflict, ValidationFailed
+from webapp.services.lookup import get_or_not_found
 from webapp.services.profile_rules import looks_blank
 from webapp.services.security_events import record_event
 from webapp.timestamps import utcnow
+from webapp.typed_text import parse_whole_number
 
 TOKEN_PREFIX = "pa_"  # noqa: S105 - a marker, not a secret
 NAME_MAX = 100
@@ -41,23 +42,19 @@ def clean_token_name(value: object) -> str:
     # isprintable() already refuses format characters (bidirectional
     # overrides, zero-width spaces); some invisible letters pass it.
     if not 1 <= len(text) <= NAME_MAX or not text.isprintable() or looks_blank(text):
-        raise ValidationFailed(
-            f"name must be 1 to {NAME_MAX} printable characters",
-            errors={"name": [f"must be 1 to {NAME_MAX} printable characters"]},
-        )
+        raise ValidationFailed.of_field("name", f"must be 1 to {NAME_MAX} printable characters")
     return text
 
 
 def clean_expiry_days(value: object) -> int | None:
     if value is None or value == "":
         return None
-    text = str(value).strip()
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_EXPIRY_DAYS:
-        raise ValidationFailed(
-            f"expires_in_days must be a whole number from 1 to {MAX_EXPIRY_DAYS}",
-            errors={"expires_in_days": [f"must be a whole number from 1 to {MAX_EXPIRY_DAYS}"]},
+    days = parse_whole_number(value, maximum=MAX_EXPIRY_DAYS)
+    if days is None:
+        raise ValidationFailed.of_field(
+            "expires_in_days", f"must be a whole number from 1 to {MAX_EXPIRY_DAYS}"
         )
-    return int(text)
+    return days
 
 
 def _name_taken(staff: Staff, name: str) -> Conflict:
@@ -139,10 +136,7 @@ def revoke_token(token_id: int) -> ApiToken:
 
 
 def get_token(token_id: int) -> ApiToken:
-    token = db.session.get(ApiToken, token_id) if 0 < token_id <= MAX_BIGINT else None
-    if token is None:
-        raise NotFound(f"There is no API token with id {token_id}.")
-    return token
+    return get_or_not_found(ApiToken, token_id, f"There is no API token with id {token_id}.")
 
 
 def list_tokens(staff_id: int | None = None) -> list[ApiToken]:

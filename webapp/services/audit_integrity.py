@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import ColumnElement, Connection, Engine, Float, cast, extract, func, select, text
 
 from webapp.audit import chain
 from webapp.audit.chain import GENESIS_HASH, ChainHead
@@ -152,7 +152,7 @@ def verify(
         result.checkpoint_seq = checkpoint.seq
     with _snapshot_connection(engine) as connection:
         last_seq = connection.execute(
-            text("SELECT coalesce(max(seq), 0) FROM audit_chain")
+            select(func.coalesce(func.max(AuditChainLink.seq), 0))
         ).scalar_one()
         parts = max(1, min(workers, last_seq // max(1, min_links_per_worker)))
         walked = _walk_ranges(engine, connection, key, last_seq, parts, progress)
@@ -162,9 +162,7 @@ def verify(
         result.forged_entries = sum(part.forged_count for part in walked) + len(unlinked_forged)
         forged = [entry for part in walked for entry in part.forged] + unlinked_forged
         result.forged_sample = sorted(forged)[:FORGED_SAMPLE]
-        last_hash = connection.execute(
-            text("SELECT hash FROM audit_chain WHERE seq = :seq"), {"seq": last_seq}
-        ).scalar()
+        last_hash = _link_hash(connection, last_seq)
         result.head = ChainHead(last_seq, bytes(last_hash) if last_hash else GENESIS_HASH)
         result.pending_entries = connection.execute(
             select(func.count()).select_from(AuditChainPending)
@@ -288,9 +286,7 @@ def _walk(
     if part.first == 1:
         previous: bytes | None = GENESIS_HASH
     else:
-        previous = connection.execute(
-            text("SELECT hash FROM audit_chain WHERE seq = :seq"), {"seq": part.first - 1}
-        ).scalar()
+        previous = _link_hash(connection, part.first - 1)
         # A missing link before this range is reported by the range before it.
     expected_seq = part.first
     previous_entry_id: int | None = None
@@ -380,9 +376,7 @@ def _check_ends(
             None,
             last.seq,
         )
-    stored = connection.execute(
-        text("SELECT hash FROM audit_chain WHERE seq = :seq"), {"seq": checkpoint.seq}
-    ).scalar()
+    stored = _link_hash(connection, checkpoint.seq)
     if stored is None or bytes(stored) != checkpoint.hash:
         return Problem(
             f"link {checkpoint.seq} differs from the checkpoint taken "
@@ -398,12 +392,15 @@ def _check_every_entry_is_chained(connection: Connection, result: Verification) 
     if entries == result.head.seq + result.pending_entries:
         return None
     stray = connection.execute(
-        text(
-            "SELECT a.id FROM user_audit a WHERE NOT EXISTS "
-            "(SELECT 1 FROM audit_chain c WHERE c.entry_id = a.id) AND NOT EXISTS "
-            "(SELECT 1 FROM audit_chain_pending p WHERE p.entry_id = a.id) "
-            "ORDER BY a.id LIMIT 1"
+        select(UserAudit.id)
+        .where(
+            ~select(AuditChainLink.seq).where(AuditChainLink.entry_id == UserAudit.id).exists(),
+            ~select(AuditChainPending.entry_id)
+            .where(AuditChainPending.entry_id == UserAudit.id)
+            .exists(),
         )
+        .order_by(UserAudit.id)
+        .limit(1)
     ).scalar()
     if stray is None:  # cannot happen within one snapshot; no accusation without an entry
         return None
@@ -426,25 +423,28 @@ def _check_results_sealed(connection: Connection, key: bytes) -> Problem | None:
     )
 
 
+def _link_hash(connection: Connection, seq: int) -> bytes | None:
+    """The hash of link ``seq``, or ``None`` when there is no such link."""
+    return connection.execute(select(AuditChainLink.hash).where(AuditChainLink.seq == seq)).scalar()
+
+
+def _waited(queued_at: ColumnElement[datetime]) -> ColumnElement[float]:
+    """Seconds from ``queued_at`` until now (the wall clock, not the transaction's start)."""
+    return cast(extract("epoch", func.clock_timestamp() - queued_at), Float)
+
+
 def oldest_unlinked_seconds(connection: Connection) -> float | None:
     """How long the oldest entry not linked yet has waited (None: none waits)."""
-    return connection.execute(
-        text(
-            "SELECT extract(epoch FROM clock_timestamp() - min(queued_at))::float8 "
-            "FROM audit_chain_pending"
-        )
-    ).scalar()
+    return connection.execute(select(_waited(func.min(AuditChainPending.queued_at)))).scalar()
 
 
 def _check_link_delay(connection: Connection, max_delay: timedelta) -> Problem | None:
     """An entry left unlinked for longer than the sealer may take: is one running?"""
     late = connection.execute(
-        text(
-            "SELECT entry_id, extract(epoch FROM clock_timestamp() - queued_at)::float8 AS waited "
-            "FROM audit_chain_pending WHERE queued_at < clock_timestamp() - :delay "
-            "ORDER BY queued_at LIMIT 1"
-        ),
-        {"delay": max_delay},
+        select(AuditChainPending.entry_id, _waited(AuditChainPending.queued_at).label("waited"))
+        .where(AuditChainPending.queued_at < func.clock_timestamp() - max_delay)
+        .order_by(AuditChainPending.queued_at)
+        .limit(1)
     ).one_or_none()
     if late is None:
         return None
@@ -574,11 +574,10 @@ def chain_status() -> ChainStatus:
     """The chain's head now, its linking backlog and the last verification run."""
     connection = db.session.connection()
     backlog = connection.execute(
-        text(
-            "SELECT count(*) AS entries, "
-            "extract(epoch FROM clock_timestamp() - min(queued_at))::float8 AS oldest "
-            "FROM audit_chain_pending"
-        )
+        select(
+            func.count().label("entries"),
+            _waited(func.min(AuditChainPending.queued_at)).label("oldest"),
+        ).select_from(AuditChainPending)
     ).one()
     run, unsealed = latest_verification()
     return ChainStatus(chain.read_head(connection), backlog.entries, backlog.oldest, run, unsealed)

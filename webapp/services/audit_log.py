@@ -15,13 +15,13 @@ from webapp.extensions import db
 from webapp.models import OPERATIONS, ApiToken, Staff, UserAudit
 from webapp.services.errors import ValidationFailed
 from webapp.services.pagination import (
-    MAX_BIGINT,
     Page,
     decode_time_id_cursor,
     encode_time_id_cursor,
 )
 from webapp.services.users import get_user
 from webapp.timestamps import parse_time_bound
+from webapp.typed_text import parse_flag, parse_whole_number
 
 # An entry as an ORM object or as a row of its columns: both have .timestamp and .id.
 _Entry = TypeVar("_Entry", UserAudit, Row[Any])
@@ -56,9 +56,8 @@ def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
     user_id = None
     raw_user = _single(args, "user_id", errors)
     if raw_user:
-        if raw_user.isascii() and raw_user.isdigit() and 0 < int(raw_user) <= MAX_BIGINT:
-            user_id = int(raw_user)
-        else:
+        user_id = parse_whole_number(raw_user)
+        if user_id is None:
             errors.setdefault("user_id", []).append("must be a positive integer")
 
     operations = _choices(args.get("operation", []), OPERATIONS, "operation", errors)
@@ -68,9 +67,8 @@ def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
     raw_actor = _single(args, "actor", errors)
     if raw_actor:
         if raw_actor.isascii() and raw_actor.isdigit():
-            if 0 < int(raw_actor) <= MAX_BIGINT:
-                actor_id = int(raw_actor)
-            else:
+            actor_id = parse_whole_number(raw_actor)
+            if actor_id is None:
                 errors.setdefault("actor", []).append("is not a valid staff id")
         elif len(raw_actor) <= 100 and raw_actor.isprintable():
             actor_label = raw_actor
@@ -79,12 +77,11 @@ def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
                 "must be a staff id or a username of at most 100 characters"
             )
 
-    unattributed = None
-    raw_unattributed = (_single(args, "unattributed", errors) or "").lower()
-    if raw_unattributed in {"1", "true", "yes"}:
-        unattributed = True
-    elif raw_unattributed not in {"", "0", "false", "no"}:
+    flag = parse_flag(_single(args, "unattributed", errors), default=False)
+    if flag is None:
         errors.setdefault("unattributed", []).append("must be true or false")
+    # Only true filters; false (or nothing) asks for every entry.
+    unattributed = True if flag else None
 
     since = _bound(args, "since", end_of_day=False, errors=errors)
     until = _bound(args, "until", end_of_day=True, errors=errors)
@@ -92,8 +89,7 @@ def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
         errors.setdefault("until", []).append("must be later than since")
 
     if errors:
-        detail = "; ".join(f"{name} {messages[0]}" for name, messages in errors.items())
-        raise ValidationFailed(detail, errors=errors)
+        raise ValidationFailed.of_fields(errors)
     return AuditFilter(
         user_id=user_id,
         operations=operations,

@@ -1,7 +1,9 @@
 """What the audit timeline shows: its filter as typed, activity, versions.
 
 The timeline's query string is read here, not in the view, so the page, its
-htmx fragments and the exports agree on what a filter means.
+htmx fragments and the exports agree on what a filter means. Only data comes
+out: the links and the chart's geometry are drawn by the web layer's
+``timeline_presenters``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 from sqlalchemy import func, select
 
@@ -20,9 +21,9 @@ from webapp.models import OPERATIONS, User, UserAudit
 from webapp.services import audit_log
 from webapp.services.audit_log import AuditFilter
 from webapp.services.errors import ValidationFailed
-from webapp.services.pagination import MAX_BIGINT
 from webapp.services.users import get_user, list_users
 from webapp.timestamps import UTC, parse_time_bound, utcnow
+from webapp.typed_text import parse_whole_number
 
 #: query-string names the timeline form uses, in the order links repeat them
 FORM_FIELDS: tuple[str, ...] = ("user", "operation", "since", "until", "actor", "field")
@@ -52,31 +53,6 @@ class TimelineQuery:
     user_matches_truncated: bool = False
     #: the profile the filter is about, when it names one that exists
     user: User | None = None
-    #: the applied filter as query-string pairs (user resolved to an id)
-    params: list[tuple[str, str]] = field(default_factory=list)
-    #: the filter as typed, as query-string pairs (for links that keep the form's text)
-    form_params: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def query_string(self) -> str:
-        """The applied filter as a query string (no leading ``?``)."""
-        return urlencode(self.params)
-
-    def with_params(self, **extra: str) -> str:
-        """The applied filter plus ``extra`` (e.g. a cursor), as a query string."""
-        return urlencode([*self.params, *extra.items()])
-
-    def with_user(self, user_id: int) -> str:
-        """The filter as typed, about profile ``user_id`` instead."""
-        pairs = [(name, value) for name, value in self.form_params if name != "user"]
-        return urlencode([("user_id", str(user_id)), *pairs])
-
-    def with_range(self, since: date, until: date) -> str:
-        """The filter as typed, over the days ``since`` to ``until``."""
-        pairs = [
-            (name, value) for name, value in self.form_params if name not in ("since", "until")
-        ]
-        return urlencode([*pairs, ("since", since.isoformat()), ("until", until.isoformat())])
 
 
 def read_timeline_query(args: Mapping[str, list[str]]) -> TimelineQuery:
@@ -95,7 +71,6 @@ def read_timeline_query(args: Mapping[str, list[str]]) -> TimelineQuery:
     if ids:
         values["user"] = ids
     errors: dict[str, list[str]] = {}
-    form_params = [(name, value) for name in FORM_FIELDS for value in values[name]]
 
     user_id_values: list[str] = []
     user_search: str | None = None
@@ -142,14 +117,6 @@ def read_timeline_query(args: Mapping[str, list[str]]) -> TimelineQuery:
     user = None
     if audit_filter is not None and audit_filter.user_id is not None:
         user = db.session.get(User, audit_filter.user_id)
-    params: list[tuple[str, str]] = []
-    if audit_filter is not None:
-        if audit_filter.user_id is not None:
-            params.append(("user_id", str(audit_filter.user_id)))
-        params += [("operation", operation) for operation in audit_filter.operations]
-        params += [(name, values[name][0]) for name in ("since", "until") if values[name]]
-        params += [("actor", value) for value in values["actor"]]
-        params += [("field", name) for name in audit_filter.fields]
     return TimelineQuery(
         values=values,
         audit_filter=audit_filter,
@@ -158,35 +125,10 @@ def read_timeline_query(args: Mapping[str, list[str]]) -> TimelineQuery:
         user_matches=matches,
         user_matches_truncated=truncated,
         user=user,
-        params=params,
-        form_params=form_params,
     )
 
 
-def quick_ranges(today: date | None = None) -> list[tuple[str, date, date]]:
-    """Common date ranges ending today (UTC): label, first day, last day."""
-    today = today or utcnow().date()
-    return [
-        ("Today", today, today),
-        ("7 days", today - timedelta(days=6), today),
-        ("30 days", today - timedelta(days=29), today),
-    ]
-
-
 # --- activity chart -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Bar:
-    """One operation's part of one day's column, in chart coordinates."""
-
-    day: date
-    operation: str
-    count: int
-    x: float
-    y: float
-    width: float
-    height: float
 
 
 @dataclass(frozen=True)
@@ -201,9 +143,6 @@ class Activity:
     busiest: int
     #: the filter covers more days than the chart shows
     clipped: bool
-    bars: list[Bar]
-    width: int
-    height: int
 
     @property
     def total(self) -> int:
@@ -212,11 +151,6 @@ class Activity:
     @property
     def days(self) -> int:
         return (self.last_day - self.first_day).days + 1
-
-
-_DAY_WIDTH = 10
-_BAR_WIDTH = 8
-_CHART_HEIGHT = 100
 
 
 def activity(audit_filter: AuditFilter, *, days: int = CHART_DAYS) -> Activity:
@@ -257,18 +191,6 @@ def activity(audit_filter: AuditFilter, *, days: int = CHART_DAYS) -> Activity:
         totals[operation] = totals.get(operation, 0) + count
     busiest = max((sum(ops.values()) for ops in counts.values()), default=0)
 
-    bars: list[Bar] = []
-    scale = _CHART_HEIGHT / busiest if busiest else 0
-    for when, ops in sorted(counts.items()):
-        x = (when - first_day).days * _DAY_WIDTH + (_DAY_WIDTH - _BAR_WIDTH) / 2
-        top = float(_CHART_HEIGHT)
-        for operation in OPERATIONS:
-            count = ops.get(operation, 0)
-            if not count:
-                continue
-            height = count * scale
-            top -= height
-            bars.append(Bar(when, operation, count, x, round(top, 3), _BAR_WIDTH, round(height, 3)))
     return Activity(
         first_day=first_day,
         last_day=last_day,
@@ -276,9 +198,6 @@ def activity(audit_filter: AuditFilter, *, days: int = CHART_DAYS) -> Activity:
         totals=totals,
         busiest=busiest,
         clipped=clipped,
-        bars=bars,
-        width=((last_day - first_day).days + 1) * _DAY_WIDTH,
-        height=_CHART_HEIGHT,
     )
 
 
@@ -297,11 +216,10 @@ class VersionChoice:
 def _positive_int(raw: str | None, name: str, errors: dict[str, list[str]]) -> int | None:
     if raw is None or raw.strip() == "":
         return None
-    text = raw.strip()
-    if text.isascii() and text.isdigit() and 0 < int(text) <= MAX_BIGINT:
-        return int(text)
-    errors.setdefault(name, []).append("must be a positive integer")
-    return None
+    number = parse_whole_number(raw)
+    if number is None:
+        errors.setdefault(name, []).append("must be a positive integer")
+    return number
 
 
 @dataclass(frozen=True)

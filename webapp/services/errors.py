@@ -1,4 +1,8 @@
-"""Errors services raise; each blueprint turns them into its own kind of response."""
+"""Errors services raise; each blueprint turns them into its own kind of response.
+
+Each class carries its HTTP status, so the dashboard and the JSON API answer a
+refusal with the same status from this one table.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ class ServiceError(Exception):
     #: short stable identifier, used in problem types and templates
     code = "service-error"
     title = "Request refused"
+    #: the HTTP status of this refusal, on a page or in problem+json
+    status = 400
 
     def __init__(self, detail: str, *, errors: Mapping[str, list[str]] | None = None) -> None:
         super().__init__(detail)
@@ -25,10 +31,22 @@ class ValidationFailed(ServiceError):
     code = "validation-failed"
     title = "Invalid input"
 
+    @classmethod
+    def of_field(cls, field: str, message: str) -> ValidationFailed:
+        """One field's problem; the detail names the field before its message."""
+        return cls(f"{field} {message}", errors={field: [message]})
+
+    @classmethod
+    def of_fields(cls, errors: Mapping[str, list[str]]) -> ValidationFailed:
+        """Several fields' problems; the detail names each with its first message."""
+        detail = "; ".join(f"{name} {messages[0]}" for name, messages in errors.items())
+        return cls(detail, errors=errors)
+
 
 class NotFound(ServiceError):
     code = "not-found"
     title = "Not found"
+    status = 404
 
 
 class Conflict(ServiceError):
@@ -36,6 +54,7 @@ class Conflict(ServiceError):
 
     code = "conflict"
     title = "Conflict"
+    status = 409
 
 
 class DuplicateEmail(Conflict):
@@ -73,6 +92,8 @@ class StaleVersion(Conflict):
     """Someone saved the profile since the caller read it.
 
     ``current`` is the profile as it is now, so the caller can show what changed.
+    Its status is a conflict's; the JSON API answers 412 instead when the
+    caller named the version it expected (``If-Match``): an HTTP precondition.
     """
 
     code = "stale-version"

@@ -12,10 +12,10 @@ from typing import Generic, TypeVar
 
 from webapp.services.errors import ValidationFailed
 from webapp.timestamps import iso_utc, parse_iso_datetime
+from webapp.typed_text import parse_whole_number
 
 T = TypeVar("T")
 
-MAX_BIGINT = 2**63 - 1
 _CURSOR_MAX_LENGTH = 200
 
 
@@ -79,18 +79,19 @@ def _decode(token: str) -> list[object]:
 
 
 def _id(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_BIGINT:
+    if not isinstance(value, int):  # a cursor holds its id as a JSON number, never as text
         raise _bad_cursor()
-    return value
+    number = parse_whole_number(value)
+    if number is None:
+        raise _bad_cursor()
+    return number
 
 
 def parse_limit(raw: str | None, *, default: int, maximum: int) -> int:
     """The page size asked for: an integer from 1 to ``maximum``."""
     if raw is None or raw == "":
         return default
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise ValidationFailed(
-            f"limit must be an integer from 1 to {maximum}",
-            errors={"limit": [f"must be an integer from 1 to {maximum}"]},
-        )
-    return int(raw)
+    limit = parse_whole_number(raw, maximum=maximum)
+    if limit is None:
+        raise ValidationFailed.of_field("limit", f"must be an integer from 1 to {maximum}")
+    return limit

@@ -174,9 +174,5 @@ def clean_profile(data: Mapping[str, object], *, partial: bool) -> dict[str, str
         except FieldError as error:
             errors.setdefault(field, []).append(str(error))
     if errors:
-        raise ValidationFailed(_summary(errors), errors=errors)
+        raise ValidationFailed.of_fields(errors)
     return cleaned
-
-
-def _summary(errors: Mapping[str, list[str]]) -> str:
-    return "; ".join(f"{field} {messages[0]}" for field, messages in errors.items())

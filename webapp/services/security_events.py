@@ -253,8 +253,7 @@ def parse_event_filter(args: Mapping[str, list[str]]) -> EventFilter:
         errors.setdefault("until", []).append("must be later than since")
 
     if errors:
-        detail = "; ".join(f"{name} {messages[0]}" for name, messages in errors.items())
-        raise ValidationFailed(detail, errors=errors)
+        raise ValidationFailed.of_fields(errors)
     return EventFilter(
         events=tuple(events), account=account, remote_addr=remote_addr, since=since, until=until
     )

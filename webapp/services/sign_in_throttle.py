@@ -55,6 +55,7 @@ class TooManyAttempts(ServiceError):
 
     code = "too-many-attempts"
     title = "Too many sign-in attempts"
+    status = 429
 
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail)

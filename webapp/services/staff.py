@@ -8,8 +8,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
 from webapp.models import ROLES, Staff
-from webapp.services.errors import Conflict, NotFound, ServiceError, ValidationFailed
-from webapp.services.pagination import MAX_BIGINT
+from webapp.services.errors import Conflict, ServiceError, ValidationFailed
+from webapp.services.lookup import get_or_not_found
 from webapp.services.security_events import record_event
 from webapp.services.sign_in_throttle import reserve_attempt, settle_attempt
 from webapp.services.staff_sessions import end_all_sessions
@@ -26,6 +26,7 @@ _DUMMY_HASH = generate_password_hash("not a real password, only for timing")
 class InvalidCredentials(ServiceError):
     code = "invalid-credentials"
     title = "Sign-in failed"
+    status = 401
 
 
 def hash_password(password: str) -> str:
@@ -35,12 +36,12 @@ def hash_password(password: str) -> str:
 
 def clean_username(value: object) -> str:
     if not isinstance(value, str):
-        raise _invalid("username", "must be a string")
+        raise ValidationFailed.of_field("username", "must be a string")
     text = value.strip()
     if not 1 <= len(text) <= USERNAME_MAX or not all(
         ch.isascii() and (ch.isalnum() or ch in "._-") for ch in text
     ):
-        raise _invalid(
+        raise ValidationFailed.of_field(
             "username", f"must be 1 to {USERNAME_MAX} letters, digits, dots, dashes or underscores"
         )
     return text
@@ -48,25 +49,24 @@ def clean_username(value: object) -> str:
 
 def clean_role(value: object) -> str:
     if value not in ROLES:
-        raise _invalid("role", f"must be one of {', '.join(ROLES)}")
+        raise ValidationFailed.of_field("role", f"must be one of {', '.join(ROLES)}")
     return str(value)
 
 
 def clean_password(value: object) -> str:
     if not isinstance(value, str):
-        raise _invalid("password", "must be a string")
+        raise ValidationFailed.of_field("password", "must be a string")
     if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
-        raise _invalid("password", f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")
+        raise ValidationFailed.of_field(
+            "password", f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters"
+        )
     if "\x00" in value:
-        raise _invalid("password", "must not contain NUL characters")
+        raise ValidationFailed.of_field("password", "must not contain NUL characters")
     return value
 
 
 def get_staff(staff_id: int) -> Staff:
-    staff = db.session.get(Staff, staff_id) if 0 < staff_id <= MAX_BIGINT else None
-    if staff is None:
-        raise NotFound(f"There is no staff account with id {staff_id}.")
-    return staff
+    return get_or_not_found(Staff, staff_id, f"There is no staff account with id {staff_id}.")
 
 
 def find_by_username(username: str) -> Staff | None:
@@ -218,10 +218,6 @@ def _failure_reason(staff: Staff | None, password_ok: bool) -> str:
     if not staff.active:
         return "account deactivated"
     return "wrong password"
-
-
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field} {message}", errors={field: [message]})
 
 
 def _taken(username: str) -> Conflict:

@@ -21,11 +21,11 @@ from webapp.services.errors import (
     AlreadyDeleted,
     DuplicateEmail,
     NotDeleted,
-    NotFound,
     StaleVersion,
     ValidationFailed,
 )
-from webapp.services.pagination import MAX_BIGINT, Page, decode_id_cursor, encode_id_cursor
+from webapp.services.lookup import get_or_not_found
+from webapp.services.pagination import Page, decode_id_cursor, encode_id_cursor
 from webapp.services.profile_rules import FieldError, clean_profile, clean_reason, clean_search
 from webapp.timestamps import utcnow
 
@@ -34,10 +34,7 @@ _EMAIL_INDEX = "uq_users_lower_email_active"
 
 def get_user(user_id: int) -> User:
     """The profile with ``user_id``, deleted or not; ``NotFound`` otherwise."""
-    user = db.session.get(User, user_id) if 0 < user_id <= MAX_BIGINT else None
-    if user is None:
-        raise NotFound(f"There is no profile with id {user_id}.")
-    return user
+    return get_or_not_found(User, user_id, f"There is no profile with id {user_id}.")
 
 
 def list_users(
@@ -55,7 +52,7 @@ def list_users(
         try:
             text = clean_search(query)
         except FieldError as error:
-            raise ValidationFailed(f"q {error}", errors={"q": [str(error)]}) from None
+            raise ValidationFailed.of_field("q", str(error)) from None
         if text:
             pattern = "%" + _escape_like(text) + "%"
             statement = statement.where(
@@ -149,7 +146,7 @@ def _clean_reason(reason: object) -> str | None:
     try:
         return clean_reason(reason)
     except FieldError as error:
-        raise ValidationFailed(f"reason {error}", errors={"reason": [str(error)]}) from None
+        raise ValidationFailed.of_field("reason", str(error)) from None
 
 
 def _ensure_email_free(email: str, *, exclude_id: int | None = None) -> None:

@@ -19,7 +19,6 @@ from webapp.errors import error_page
 from webapp.services.errors import ServiceError
 from webapp.services.profile_rules import spell_out_bidi_controls
 from webapp.timestamps import UTC, iso_utc
-from webapp.web.refusals import status_for
 from webapp.web.snapshot_diff import diff_snapshots
 
 bp = Blueprint("web", __name__)
@@ -48,7 +47,7 @@ def _install_finalize(state: BlueprintSetupState) -> None:
 @bp.errorhandler(ServiceError)
 def refused(error: ServiceError) -> Response:
     """A refusal no view showed in place (an unknown id, a bad cursor...)."""
-    return error_page(status_for(error), error.detail)
+    return error_page(error.status, error.detail)
 
 
 @bp.app_context_processor

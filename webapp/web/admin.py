@@ -18,7 +18,7 @@ from webapp.services import staff as staff_service
 from webapp.services.errors import Conflict, ServiceError
 from webapp.web import bp
 from webapp.web.forms import CreateStaffForm, CreateTokenForm, PasswordForm, RoleForm
-from webapp.web.refusals import check_fields, show_in_form, status_for
+from webapp.web.refusals import check_fields, show_in_form
 from webapp.web.shown_once import keep_for_next_page, take
 
 Page = tuple[str, int]
@@ -84,7 +84,7 @@ def staff_create() -> Page | Response:
         account = staff_service.create_staff(form.username.data, form.password.data, form.role.data)
     except ServiceError as error:
         message = show_in_form(form, error)
-        return _staff_page(status_for(error), create_form=form, message=message)
+        return _staff_page(error.status, create_form=form, message=message)
     flash(f"Account {account.username} created with the role {account.role}.", "success")
     return redirect(url_for("web.staff_list"))
 
@@ -103,7 +103,7 @@ def staff_set_role(staff_id: int) -> Page | Response:
         account = staff_service.set_role(staff_id, form.role.data)
     except ServiceError as error:
         message = show_in_form(form, error)
-        return _staff_page(status_for(error), refusal=RowRefusal(staff_id, form, message))
+        return _staff_page(error.status, refusal=RowRefusal(staff_id, form, message))
     if account.role == old_role:
         flash(f"{account.username} already is {account.role}.", "info")
     else:
@@ -128,7 +128,7 @@ def staff_deactivate(staff_id: int) -> Page | Response:
         _refuse_own_account(staff_id, "deactivate your own account")
         account = staff_service.deactivate(staff_id)
     except ServiceError as error:
-        return _staff_page(status_for(error), message=error.detail)
+        return _staff_page(error.status, message=error.detail)
     flash(
         f"{account.username} is deactivated: its sessions and API tokens no longer work.",
         "success",
@@ -168,7 +168,7 @@ def staff_set_password(staff_id: int) -> Page | Response:
         account = staff_service.set_password(staff_id, form.password.data)
     except ServiceError as error:
         message = show_in_form(form, error)
-        return _staff_page(status_for(error), refusal=RowRefusal(staff_id, form, message))
+        return _staff_page(error.status, refusal=RowRefusal(staff_id, form, message))
     me = current_staff()
     if me is not None and me.id == account.id:
         # The change ended every session of the account, this one included;
@@ -253,7 +253,7 @@ def token_create() -> Page | Response:
         )
     except ServiceError as error:
         message = show_in_form(form, error)
-        return _tokens_page(status_for(error), form=form, message=message)
+        return _tokens_page(error.status, form=form, message=message)
     # Post/redirect/get: reloading the page that shows the token must not
     # create another. The token waits, sealed, for that page only.
     keep_for_next_page(token.id, secret)

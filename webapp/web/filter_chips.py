@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from webapp.services.audit_views import TimelineQuery
+from webapp.web.timeline_presenters import TimelineLinks
 
 #: what each filter is called on a chip (the form's labels)
 CHIP_LABELS = {
@@ -35,7 +36,7 @@ class FilterChip:
 
 def filter_chips(query: TimelineQuery) -> list[FilterChip]:
     """The filter as typed, one chip per value, each knowing the filter without it."""
-    pairs = query.form_params
+    pairs = TimelineLinks(query).form_params
     chips = []
     for index, (name, value) in enumerate(pairs):
         rest = [pair for position, pair in enumerate(pairs) if position != index]

@@ -32,8 +32,9 @@ from webapp.services.errors import (
     ValidationFailed,
 )
 from webapp.services.pagination import Page
+from webapp.typed_text import MAX_INTEGER, parse_whole_number
 from webapp.web import bp
-from webapp.web.refusals import show_in_form, status_for
+from webapp.web.refusals import show_in_form
 from webapp.web.rendering import render_page, wants_fragment
 
 PAGE_SIZE = 25
@@ -216,7 +217,7 @@ def user_create() -> Response:
     except ServiceError as error:
         message = show_in_form(form, error)
         _name_the_holder(form, error)
-        return _create_form(form, status=status_for(error), message=message)
+        return _create_form(form, status=error.status, message=message)
     if wants_fragment():
         return _row(user, status=201, announce="Saved")
     flash(f"Profile of {user.name} created.", "success")
@@ -280,7 +281,7 @@ def user_update(user_id: int) -> Response:
     except ServiceError as error:
         message = show_in_form(form, error)
         _name_the_holder(form, error)
-        return _edit_form(user, form, status=status_for(error), message=message)
+        return _edit_form(user, form, status=error.status, message=message)
     if wants_fragment():
         return _row(saved, announce="Saved")
     flash(f"Profile of {saved.name} saved.", "success")
@@ -354,8 +355,9 @@ def _typed_fields(form: ProfileForm) -> dict[str, object]:
 
 def _expected_version(raw: object) -> int:
     """The version a form was opened at; without it a save could overwrite blindly."""
-    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and 0 < int(raw) < 2**31:
-        return int(raw)
+    version = parse_whole_number(raw, maximum=MAX_INTEGER) if isinstance(raw, str) else None
+    if version is not None:
+        return version
     raise ValidationFailed(
         "The form did not say which version of the profile it edits; reload it and try again."
     )
@@ -428,7 +430,7 @@ def _change_state(user_id: int, change: Callable[..., User], done: str) -> Respo
         return _confirm_form(
             action,
             user,
-            status=status_for(error),
+            status=error.status,
             message=error.detail,
             reason=request.form.get("reason"),
             expected_version=request.form.get("expected_version"),
@@ -437,8 +439,8 @@ def _change_state(user_id: int, change: Callable[..., User], done: str) -> Respo
         refusal = _explain(action, user, error)
         current = users.get_user(user_id)
         if wants_fragment():
-            return _row(current, status=status_for(error), row_error=refusal)
-        return _detail_page(current, status=status_for(error), refusal=refusal)
+            return _row(current, status=error.status, row_error=refusal)
+        return _detail_page(current, status=error.status, refusal=refusal)
     if wants_fragment():
         return _row(changed, announce=done.capitalize())
     flash(f"Profile of {changed.name} {done}.", "success")

@@ -1,4 +1,7 @@
-"""How a refused service call is shown on a page: its status and where its message goes."""
+"""How a refused service call is shown on a page: where its message goes.
+
+Its status is the error's own (``ServiceError.status``), the same as the JSON API's.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,7 @@ from collections.abc import Callable
 
 from flask_wtf import FlaskForm
 
-from webapp.services.errors import Conflict, NotFound, ServiceError
-
-
-def status_for(error: ServiceError) -> int:
-    """The HTTP status of a refusal; the same mapping as the JSON API."""
-    if isinstance(error, NotFound):
-        return 404
-    if isinstance(error, Conflict):
-        return 409
-    # Invalid input, and any refusal without a more precise status.
-    return 400
+from webapp.services.errors import ServiceError
 
 
 def show_in_form(form: FlaskForm, error: ServiceError) -> str | None:

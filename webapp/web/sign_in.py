@@ -70,11 +70,11 @@ def login() -> ResponseReturnValue:
     except TooManyAttempts as error:
         return (
             render_template("login.html", form=form, message=error.detail),
-            429,
+            error.status,
             {"Retry-After": str(error.retry_after)},
         )
     except InvalidCredentials as error:
-        return render_template("login.html", form=form, message=error.detail), 401
+        return render_template("login.html", form=form, message=error.detail), error.status
     start_session(staff)
     return redirect(safe_next(requested, landing_page(staff)))
 

@@ -21,6 +21,7 @@ from webapp.web import bp
 from webapp.web.filter_chips import filter_chips
 from webapp.web.profile_lookup import ProfileLookup, look_up_profile
 from webapp.web.rendering import render_page, wants_fragment, without_empty_parameters
+from webapp.web.timeline_presenters import TimelineLinks, activity_chart, quick_ranges
 
 TEMPLATE = "audit/timeline.html"
 
@@ -43,13 +44,15 @@ def audit_timeline() -> Response:
     if cleaned is not None:
         return cleaned
     query = _query()
+    links = TimelineLinks(query)
     cursor = request.args.get("cursor") or None
     config = current_app.config
     context = {
         "query": query,
+        "links": links,
         "operations": OPERATIONS,
         "snapshot_fields": audit_views.SNAPSHOT_FIELDS,
-        "quick_ranges": audit_views.quick_ranges(),
+        "quick_ranges": quick_ranges(),
         "fragment": wants_fragment(),
         "cursor": cursor,
         "limit_param": request.args.get("limit") or None,
@@ -76,14 +79,14 @@ def audit_timeline() -> Response:
         ]
         return render_page(TEMPLATE, "results", status=400, **context)
     extra = {"limit": context["limit_param"]} if context["limit_param"] else {}
-    next_query = query.with_params(**extra, cursor=page.next_cursor) if page.next_cursor else None
+    next_query = links.with_params(**extra, cursor=page.next_cursor) if page.next_cursor else None
     response = render_page(
         TEMPLATE,
         block,
         **context,
         entries=page.items,
         next_query=next_query,
-        activity_url=None if cursor else f"{url_for('web.audit_activity')}?{query.query_string}",
+        activity_url=None if cursor else f"{url_for('web.audit_activity')}?{links.query_string}",
     )
     if wants_fragment():
         # Heard through the page's live region (static/app.js): the list
@@ -106,15 +109,17 @@ def audit_activity() -> Response:
             "activity",
             status=400 if query.errors else 200,
             query=query,
+            links=TimelineLinks(query),
             operations=OPERATIONS,
-            activity=None,
+            chart=None,
         )
     return render_page(
         "audit/activity.html",
         "activity",
         query=query,
+        links=TimelineLinks(query),
         operations=OPERATIONS,
-        activity=audit_views.activity(query.audit_filter),
+        chart=activity_chart(audit_views.activity(query.audit_filter)),
     )
 
 
@@ -128,7 +133,9 @@ def _export(kind: str, mimetype: str, lines: Callable[[AuditFilter], Iterator[st
         return error_page(400, "The export was not made. " + " ".join(problems))
     if request.method == "GET":  # a HEAD request exports nothing
         # Personal data leaving the application: who took which part is a security event.
-        record_event("audit_exported", details={"format": kind, "filter": query.query_string})
+        record_event(
+            "audit_exported", details={"format": kind, "filter": TimelineLinks(query).query_string}
+        )
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     response = Response(stream_with_context(lines(query.audit_filter)), mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{kind}"'

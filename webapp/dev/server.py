@@ -128,7 +128,7 @@ def create_first_admin() -> str | None:
     Returns the password, or ``None`` when accounts already exist. Needs an
     application context.
     """
-    from webapp.cli import acting_from_cli
+    from webapp.cli.operator_commands import acting_from_cli
     from webapp.services import staff
     from webapp.services.errors import Conflict
 
@@ -204,12 +204,12 @@ def main() -> int:
 
     server = None
     if not os.environ.get("DATABASE_URL"):
-        from webapp.local_database import (
-            EmbeddedServerRefused,
+        from webapp.dev.local_database import (
             ensure_database,
             make_run_data_directory,
             start_embedded_server,
         )
+        from webapp.dev.server_user import EmbeddedServerRefused
 
         data_dir = make_run_data_directory()
         log.info("Starting the embedded PostgreSQL (data in %s)", data_dir)

