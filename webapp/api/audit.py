@@ -14,26 +14,14 @@ from webapp.api.request_input import page_limit, query_args, single
 from webapp.auth.access import requires
 from webapp.auth.permissions import AUDIT_READ, SECURITY_EVENTS_READ
 from webapp.services import audit_integrity, audit_log, security_events
+from webapp.services.audit_filter import FILTER_NAMES, REPEATABLE_NAMES, parse_audit_filter
 
 
 @bp.get("/audit")
 @requires(AUDIT_READ)
 def list_audit_entries() -> Response:
-    args = query_args(
-        {
-            "user_id",
-            "operation",
-            "since",
-            "until",
-            "field",
-            "actor",
-            "unattributed",
-            "limit",
-            "cursor",
-        },
-        repeatable={"operation", "field"},
-    )
-    audit_filter = audit_log.parse_audit_filter(args)
+    args = query_args({*FILTER_NAMES, "limit", "cursor"}, repeatable=REPEATABLE_NAMES)
+    audit_filter = parse_audit_filter(args)
     page = audit_log.list_entry_rows(
         audit_filter, limit=page_limit(args), cursor=single(args, "cursor")
     )

@@ -27,7 +27,8 @@ from webapp.auth import permissions
 from webapp.models import CHANNELS, OPERATIONS
 from webapp.request_id import CLIENT_ID_PATTERN
 from webapp.services import errors as service_errors
-from webapp.services.pagination import MAX_BIGINT
+from webapp.services.audit_filter import ACTOR_MAX, FILTER_PARAMETERS, Kind
+from webapp.services.pagination import CURSOR_MAX_LENGTH, MAX_BIGINT
 from webapp.services.profile_rules import EMAIL_MAX, NAME_MAX, REASON_MAX, SEARCH_MAX
 from webapp.services.security_events import (
     ACCOUNT_MAX,
@@ -61,8 +62,6 @@ NAME_PATTERN = rf"^[^{_FORBIDDEN}]*[^\s{_FORBIDDEN}{_INVISIBLE}][^{_FORBIDDEN}]*
 SEARCH_PATTERN = rf"^[^{_FORBIDDEN}]*$"
 # A reason may also hold newlines and tabs.
 REASON_PATTERN = rf"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029{_BIDI}]*$"
-CURSOR_MAX = 200  # webapp.services.pagination refuses longer cursors
-ACTOR_MAX = 100
 
 
 def public(view: F) -> F:
@@ -111,6 +110,31 @@ def nullable(schema: dict[str, Any]) -> dict[str, Any]:
         return {"anyOf": [schema, {"type": "null"}]}
     types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
     return {**schema, "type": [*types, "null"]}
+
+
+def filter_parameters() -> list[dict[str, Any]]:
+    """The timeline filter's query parameters, from its one declaration."""
+    schemas: dict[Kind, dict[str, Any]] = {
+        Kind.ID: {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_BIGINT},
+        Kind.TIME: ref("TimeBound"),
+        Kind.ACTOR: {"type": "string", "maxLength": ACTOR_MAX},
+        Kind.FLAG: {"type": "boolean", "default": False},
+    }
+    parameters = []
+    for parameter in FILTER_PARAMETERS:
+        described: dict[str, Any] = {
+            "name": parameter.name,
+            "in": "query",
+            "description": parameter.help,
+        }
+        if parameter.repeatable:
+            described["style"] = "form"
+            described["explode"] = True
+            described["schema"] = {"type": "array", "items": {"enum": list(parameter.choices)}}
+        else:
+            described["schema"] = schemas[parameter.kind]
+        parameters.append(described)
+    return parameters
 
 
 def _roles_with(permission: str) -> list[str]:
@@ -519,75 +543,7 @@ def build_document(*, page_size_default: int, page_size_max: int) -> dict[str, A
                     "combine with AND; the values of a repeated filter with OR."
                 ),
                 permission=permissions.AUDIT_READ,
-                parameters=[
-                    {
-                        "name": "user_id",
-                        "in": "query",
-                        "description": "Only this profile's entries.",
-                        "schema": {
-                            "type": "integer",
-                            "format": "int64",
-                            "minimum": 1,
-                            "maximum": MAX_BIGINT,
-                        },
-                    },
-                    {
-                        "name": "operation",
-                        "in": "query",
-                        "description": (
-                            "Only these operations. Repeat the parameter or separate values "
-                            "with commas (`operation=update,restore`)."
-                        ),
-                        "style": "form",
-                        "explode": True,
-                        "schema": {"type": "array", "items": {"enum": list(OPERATIONS)}},
-                    },
-                    {
-                        "name": "since",
-                        "in": "query",
-                        "description": (
-                            "Entries at or after this ISO 8601 date (start of that UTC day) "
-                            "or datetime (UTC unless it has an offset)."
-                        ),
-                        "schema": ref("TimeBound"),
-                    },
-                    {
-                        "name": "until",
-                        "in": "query",
-                        "description": (
-                            "Entries at or before this ISO 8601 date (the whole UTC day "
-                            "included) or datetime. Must be later than `since`."
-                        ),
-                        "schema": ref("TimeBound"),
-                    },
-                    {
-                        "name": "field",
-                        "in": "query",
-                        "description": "Only entries that changed one of these fields. Repeatable.",
-                        "style": "form",
-                        "explode": True,
-                        "schema": {"type": "array", "items": {"enum": list(SNAPSHOT_FIELDS)}},
-                    },
-                    {
-                        "name": "actor",
-                        "in": "query",
-                        "description": (
-                            "Only entries made by this staff id, username or actor label "
-                            "(such as `cli:root`), case-insensitive."
-                        ),
-                        "schema": {"type": "string", "maxLength": ACTOR_MAX},
-                    },
-                    {
-                        "name": "unattributed",
-                        "in": "query",
-                        "description": (
-                            "`true`: only the changes that bypassed the application, "
-                            "recorded by the database's safety net."
-                        ),
-                        "schema": {"type": "boolean", "default": False},
-                    },
-                    *paging,
-                ],
+                parameters=[*filter_parameters(), *paging],
                 success={"200": json_response("One page of audit entries.", ref("AuditPage"))},
                 errors=(400,),
             ),
@@ -1113,7 +1069,7 @@ def _components() -> dict[str, Any]:
                 "name": "cursor",
                 "in": "query",
                 "description": "The previous page's `next_cursor`, unchanged.",
-                "schema": {"type": "string", "maxLength": CURSOR_MAX},
+                "schema": {"type": "string", "maxLength": CURSOR_MAX_LENGTH},
             },
             "If-Match": {
                 "name": "If-Match",

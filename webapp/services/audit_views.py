@@ -20,6 +20,7 @@ from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.extensions import db
 from webapp.models import OPERATIONS, User, UserAudit
 from webapp.services import audit_log
+from webapp.services.audit_filter import FILTER_PARAMETERS
 from webapp.services.audit_log import AuditFilter
 from webapp.services.errors import ValidationFailed
 from webapp.services.pagination import MAX_BIGINT
@@ -27,7 +28,7 @@ from webapp.services.users import get_user, list_users
 from webapp.timestamps import UTC, parse_time_bound, utcnow
 
 #: query-string names the timeline form uses, in the order links repeat them
-FORM_FIELDS: tuple[str, ...] = ("user", "operation", "since", "until", "actor", "field")
+FORM_FIELDS: tuple[str, ...] = tuple(p.form_name for p in FILTER_PARAMETERS if p.form_name)
 #: more profiles than this matching a search are not all listed
 USER_CHOICES_MAX = 20
 #: the activity chart covers at most this many days (the latest of the filter)
@@ -127,12 +128,8 @@ def read_timeline_query(args: Mapping[str, list[str]]) -> TimelineQuery:
     try:
         audit_filter = audit_log.parse_audit_filter(
             {
-                "user_id": user_id_values,
-                "operation": values["operation"],
-                "since": values["since"],
-                "until": values["until"],
-                "field": values["field"],
-                "actor": values["actor"],
+                **{p.name: values[p.form_name] for p in FILTER_PARAMETERS if p.form_name},
+                "user_id": user_id_values,  # the form's text, resolved to one profile
             }
         )
     except ValidationFailed as error:
