@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Response, jsonify
+from collections.abc import Callable, Iterator
+from urllib.parse import urlencode
+
+from flask import Response, jsonify, request, stream_with_context
 
 from webapp.api import bp
 from webapp.api.representations import (
@@ -13,8 +16,22 @@ from webapp.api.representations import (
 from webapp.api.request_input import page_limit, query_args, single
 from webapp.auth.access import requires
 from webapp.auth.permissions import AUDIT_READ, SECURITY_EVENTS_READ
-from webapp.services import audit_integrity, audit_log, security_events
-from webapp.services.audit_filter import FILTER_NAMES, REPEATABLE_NAMES, parse_audit_filter
+from webapp.services import audit_export, audit_integrity, audit_log, security_events
+from webapp.services.audit_filter import (
+    FILTER_NAMES,
+    FILTER_PARAMETERS,
+    REPEATABLE_NAMES,
+    AuditFilter,
+    parse_audit_filter,
+)
+from webapp.services.errors import ValidationFailed
+from webapp.timestamps import utcnow
+
+#: ``format`` of an export -> its media type and the service writing its lines
+EXPORT_FORMATS: dict[str, tuple[str, Callable[[AuditFilter], Iterator[str | bytes]]]] = {
+    "csv": ("text/csv", audit_export.csv_lines),
+    "ndjson": ("application/x-ndjson", audit_export.ndjson_lines),
+}
 
 
 @bp.get("/audit")
@@ -26,6 +43,33 @@ def list_audit_entries() -> Response:
         audit_filter, limit=page_limit(args), cursor=single(args, "cursor")
     )
     return jsonify(items=[audit_entry_json(e) for e in page.items], next_cursor=page.next_cursor)
+
+
+@bp.get("/audit/export")
+@requires(AUDIT_READ)
+def export_audit_entries() -> Response:
+    """Every entry of the filter, newest first, streamed as CSV or NDJSON.
+
+    The same lines as the dashboard's downloads and ``flask audit export``, so
+    a script takes a copy in one request instead of paging through the timeline.
+    """
+    args = query_args({*FILTER_NAMES, "format"}, repeatable=REPEATABLE_NAMES)
+    kind = (single(args, "format") or "csv").strip().lower()
+    if kind not in EXPORT_FORMATS:
+        message = f"must be one of {', '.join(EXPORT_FORMATS)}"
+        raise ValidationFailed(f"format {message}", errors={"format": [message]})
+    audit_filter = parse_audit_filter(args)
+    mimetype, lines = EXPORT_FORMATS[kind]
+    if request.method == "GET":  # a HEAD request exports nothing
+        # Personal data leaving the application: who took which part is a security event.
+        applied = [(p.name, value) for p in FILTER_PARAMETERS for value in args.get(p.name, [])]
+        security_events.record_event(
+            "audit_exported", details={"format": kind, "filter": urlencode(applied)}
+        )
+    response = Response(stream_with_context(lines(audit_filter)), mimetype=mimetype)
+    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    response.headers["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{kind}"'
+    return response
 
 
 @bp.get("/audit/verify")

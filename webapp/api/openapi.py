@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from flask import Flask, Response, current_app
 
 from webapp.api import bp
+from webapp.api.audit import EXPORT_FORMATS
 from webapp.api.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
 from webapp.api.request_input import query_args
 from webapp.audit.snapshot import SNAPSHOT_FIELDS
@@ -545,6 +546,48 @@ def build_document(*, page_size_default: int, page_size_max: int) -> dict[str, A
                 permission=permissions.AUDIT_READ,
                 parameters=[*filter_parameters(), *paging],
                 success={"200": json_response("One page of audit entries.", ref("AuditPage"))},
+                errors=(400,),
+            ),
+        },
+        "/audit/export": {
+            "get": operation(
+                operation_id="exportAuditEntries",
+                tag="Audit",
+                summary="Export the audit timeline",
+                description=(
+                    "Every audit entry the filters select, newest first, in one streamed "
+                    "response: CSV (cells that a spreadsheet would run as a formula are "
+                    "neutralised with a leading `'`) or one JSON object per line in the shape "
+                    "of `AuditEntry`. The same filters as `GET /audit`; the export is kept "
+                    "as an `audit_exported` security event."
+                ),
+                permission=permissions.AUDIT_READ,
+                parameters=[
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "description": "`csv` (the default) or `ndjson`.",
+                        "schema": {"enum": list(EXPORT_FORMATS), "default": "csv"},
+                    },
+                    *filter_parameters(),
+                ],
+                success={
+                    "200": {
+                        "description": "The entries, streamed.",
+                        "headers": {
+                            **_headers(),
+                            "Content-Disposition": {
+                                "description": "`attachment` with a file name.",
+                                "required": True,
+                                "schema": {"type": "string", "pattern": "^attachment; "},
+                            },
+                        },
+                        "content": {
+                            mimetype: {"schema": {"type": "string"}}
+                            for mimetype, _ in EXPORT_FORMATS.values()
+                        },
+                    }
+                },
                 errors=(400,),
             ),
         },
