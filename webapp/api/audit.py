@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from urllib.parse import urlencode
 
-from flask import Response, jsonify, request, stream_with_context
+from flask import Response, request, stream_with_context
 
-from webapp.api import bp
+from webapp.api import bp, schemas
 from webapp.api.representations import (
     audit_entry_json,
     security_event_json,
     verification_json,
 )
 from webapp.api.request_input import page_limit, query_args, single
+from webapp.api.schemas import respond
 from webapp.auth.access import requires
 from webapp.auth.permissions import AUDIT_READ, SECURITY_EVENTS_READ
 from webapp.services import audit_export, audit_integrity, audit_log, security_events
@@ -42,7 +43,8 @@ def list_audit_entries() -> Response:
     page = audit_log.list_entry_rows(
         audit_filter, limit=page_limit(args), cursor=single(args, "cursor")
     )
-    return jsonify(items=[audit_entry_json(e) for e in page.items], next_cursor=page.next_cursor)
+    items = [audit_entry_json(e) for e in page.items]
+    return respond(schemas.AuditPage, {"items": items, "next_cursor": page.next_cursor})
 
 
 @bp.get("/audit/export")
@@ -82,12 +84,15 @@ def audit_verification() -> Response:
     """
     query_args(set())
     status = audit_integrity.chain_status()
-    return jsonify(
-        last_verification=verification_json(status.last_verification),
-        head={"seq": status.head.seq, "hash": status.head.hash.hex()},
-        pending_entries=status.pending_entries,
-        oldest_unlinked_entry_seconds=status.oldest_unlinked_seconds,
-        unsealed_results_ignored=status.unsealed_results,
+    return respond(
+        schemas.AuditVerificationStatus,
+        {
+            "last_verification": verification_json(status.last_verification),
+            "head": {"seq": status.head.seq, "hash": status.head.hash.hex()},
+            "pending_entries": status.pending_entries,
+            "oldest_unlinked_entry_seconds": status.oldest_unlinked_seconds,
+            "unsealed_results_ignored": status.unsealed_results,
+        },
     )
 
 
@@ -99,4 +104,5 @@ def list_security_events() -> Response:
     page = security_events.list_events(
         event_filter, limit=page_limit(args), cursor=single(args, "cursor")
     )
-    return jsonify(items=[security_event_json(e) for e in page.items], next_cursor=page.next_cursor)
+    items = [security_event_json(e) for e in page.items]
+    return respond(schemas.SecurityEventPage, {"items": items, "next_cursor": page.next_cursor})

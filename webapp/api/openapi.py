@@ -23,9 +23,8 @@ from webapp.api import bp
 from webapp.api.audit import EXPORT_FORMATS
 from webapp.api.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
 from webapp.api.request_input import query_args
-from webapp.audit.snapshot import SNAPSHOT_FIELDS
+from webapp.api.schemas import component_schemas
 from webapp.auth import permissions
-from webapp.models import CHANNELS, OPERATIONS
 from webapp.request_id import CLIENT_ID_PATTERN
 from webapp.services import errors as service_errors
 from webapp.services.audit_filter import ACTOR_MAX, FILTER_PARAMETERS, Kind
@@ -750,9 +749,7 @@ until it is `null`. Query parameters a list does not know are refused (400).
 
 
 def _components() -> dict[str, Any]:
-    timestamp = {"type": "string", "format": "date-time"}
     big_id = {"type": "integer", "format": "int64", "minimum": 1}
-    text_or_null = {"type": ["string", "null"]}
     name = {
         "type": "string",
         "minLength": 1,
@@ -785,64 +782,8 @@ def _components() -> dict[str, Any]:
         ),
     }
 
-    def page_of(item: str, description: str) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "description": description,
-            "required": ["items", "next_cursor"],
-            "additionalProperties": False,
-            "properties": {
-                "items": {"type": "array", "items": ref(item)},
-                "next_cursor": {
-                    **nullable({"type": "string"}),
-                    "description": "Pass back as `cursor` for the next page; `null` at the end.",
-                },
-            },
-        }
-
-    def strict(properties: dict[str, Any], description: str = "") -> dict[str, Any]:
-        schema: dict[str, Any] = {
-            "type": "object",
-            "required": list(properties),
-            "additionalProperties": False,
-            "properties": properties,
-        }
-        if description:
-            schema = {"description": description, **schema}
-        return schema
-
-    chain_head = strict(
-        {
-            "seq": {"type": "integer", "minimum": 0, "description": "Number of the newest link."},
-            "hash": {
-                "type": "string",
-                "pattern": "^[0-9a-f]{64}$",
-                "description": "Its HMAC-SHA-256, hex.",
-            },
-        },
-        "A link of the audit hash chain.",
-    )
-
     schemas: dict[str, Any] = {
-        "User": strict(
-            {
-                "id": big_id,
-                "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX},
-                "email": {"type": "string", "maxLength": EMAIL_MAX},
-                "created_at": timestamp,
-                "updated_at": timestamp,
-                "deleted_at": {
-                    **nullable(timestamp),
-                    "description": "When it was soft-deleted; `null` while active.",
-                },
-                "version": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "description": "Bumped by every change; the `ETag`.",
-                },
-            },
-            "A user profile.",
-        ),
+        **component_schemas(),
         "ProfileInput": {
             "type": "object",
             "description": "A whole profile (create, replace). Unknown fields are refused.",
@@ -862,195 +803,6 @@ def _components() -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {"reason": reason},
         },
-        "UserPage": page_of("User", "One page of profiles, in id order."),
-        "Snapshot": strict(
-            {
-                "name": {"type": "string"},
-                "email": {"type": "string"},
-                "deleted_at": nullable(timestamp),
-            },
-            "A profile's audited fields at one moment.",
-        ),
-        "Actor": strict(
-            {
-                "id": {**nullable(big_id), "description": "The staff account's id."},
-                "label": {
-                    **text_or_null,
-                    "description": "A readable name: the username, or `cli:<os user>`.",
-                },
-                "channel": {
-                    "enum": [*CHANNELS, None],
-                    "description": (
-                        "How the change came in; `database` is a write that bypassed the "
-                        "app, recorded by the database's safety net."
-                    ),
-                },
-                "channel_detail": {
-                    **text_or_null,
-                    "description": (
-                        "The API token's name, the operating-system user of a command, or "
-                        "the program named by a database client."
-                    ),
-                },
-                "token": {
-                    **nullable(ref("ActingToken")),
-                    "description": (
-                        "The API token the change came through (`null` for other "
-                        "channels): it acts as the account above, and was created by "
-                        "`created_by`, possibly someone else."
-                    ),
-                },
-            },
-            "Who made a change.",
-        ),
-        "ActingToken": strict(
-            {
-                "id": big_id,
-                "name": {
-                    "type": "string",
-                    "description": "Unique among its owner's tokens, whatever the case.",
-                },
-                "created_by": {
-                    **nullable(ref("TokenCreator")),
-                    "description": "Who created the token; `null` when it was not recorded.",
-                },
-            },
-            "An API token, as named on audit entries.",
-        ),
-        "TokenCreator": strict(
-            {
-                "id": {
-                    **nullable(big_id),
-                    "description": "The staff account's id; `null` for a command.",
-                },
-                "label": {
-                    "type": "string",
-                    "description": "The username, or `cli:<os user>`.",
-                },
-            },
-            "Who created an API token.",
-        ),
-        "AuditEntry": strict(
-            {
-                "id": big_id,
-                "user_id": big_id,
-                "operation": {"enum": list(OPERATIONS)},
-                "timestamp": timestamp,
-                "version": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "description": "The profile's version after the change.",
-                },
-                "changed_fields": {"type": "array", "items": {"enum": list(SNAPSHOT_FIELDS)}},
-                "previous_data": {
-                    **nullable(ref("Snapshot")),
-                    "description": "`null` for a create.",
-                },
-                "new_data": ref("Snapshot"),
-                "reason": text_or_null,
-                "actor": ref("Actor"),
-                "remote_addr": text_or_null,
-                "request_id": {
-                    **text_or_null,
-                    "description": "The server's id of the request that made the change.",
-                },
-                "client_request_id": {
-                    **text_or_null,
-                    "description": "The `X-Request-ID` the client sent with it, if well-formed.",
-                },
-                "unattributed": {
-                    "type": "boolean",
-                    "description": "Written by the database's safety net, not the app.",
-                },
-            },
-            "One change of one profile.",
-        ),
-        "AuditPage": page_of("AuditEntry", "One page of audit entries, newest first."),
-        "SecurityEvent": strict(
-            {
-                "id": big_id,
-                "timestamp": timestamp,
-                "event": {"enum": list(EVENTS)},
-                "count": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "description": (
-                        "How many times it happened: more than 1 for a kind anyone can "
-                        "repeat, counted in its window instead of listed again."
-                    ),
-                },
-                "last_seen": {
-                    **timestamp,
-                    "description": "When it last happened (`timestamp` is the first time).",
-                },
-                "staff_id": {
-                    **nullable(big_id),
-                    "description": "The account the event is about.",
-                },
-                "username": {
-                    **text_or_null,
-                    "description": "The username given or affected (failed sign-ins too).",
-                },
-                "actor": {**text_or_null, "description": "Who did it."},
-                "remote_addr": text_or_null,
-                "request_id": {
-                    **text_or_null,
-                    "description": "The server's id of the request (of the first occurrence).",
-                },
-                "client_request_id": {
-                    **text_or_null,
-                    "description": "The `X-Request-ID` the client sent, if well-formed.",
-                },
-                "details": {"type": "object", "description": "Event-specific details."},
-            },
-            "A sign-in, an account or token change, or a refusal.",
-        ),
-        "SecurityEventPage": page_of("SecurityEvent", "One page of security events, newest first."),
-        "ChainHead": chain_head,
-        "AuditVerification": strict(
-            {
-                "ok": {"type": "boolean"},
-                "started_at": timestamp,
-                "finished_at": timestamp,
-                "entries_checked": {"type": "integer", "minimum": 0},
-                "head": ref("ChainHead"),
-                "pending_entries": {"type": "integer", "minimum": 0},
-                "drifted_profiles": {"type": "integer", "minimum": 0},
-                "checkpoint_seq": {"type": ["integer", "null"]},
-                "first_bad_entry_id": {"type": ["integer", "null"]},
-                "problem": text_or_null,
-                "verified_by": {"type": "string"},
-            },
-            "One `flask audit verify` run.",
-        ),
-        "AuditVerificationStatus": strict(
-            {
-                "last_verification": {
-                    **nullable(ref("AuditVerification")),
-                    "description": "The last verification run, `null` if none yet.",
-                },
-                "head": ref("ChainHead"),
-                "pending_entries": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "Entries committed but not linked into the chain yet.",
-                },
-                "oldest_unlinked_entry_seconds": {
-                    "type": ["number", "null"],
-                    "minimum": 0,
-                    "description": "How long the oldest entry not linked yet has waited; "
-                    "`null` when none waits.",
-                },
-                "unsealed_results_ignored": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "Verification results newer than `last_verification` that "
-                    "the application did not seal: written by hand, ignored, and a sign of "
-                    "tampering.",
-                },
-            },
-            "The audit chain now.",
-        ),
         "TimeBound": {
             "description": "An ISO 8601 date or datetime.",
             "anyOf": [

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Response, jsonify, request, url_for
+from flask import Response, request, url_for
 
-from webapp.api import bp
+from webapp.api import bp, schemas
 from webapp.api.representations import audit_entry_json, etag, user_json
 from webapp.api.request_input import (
     if_match_version,
@@ -14,6 +14,7 @@ from webapp.api.request_input import (
     read_json_object,
     single,
 )
+from webapp.api.schemas import respond
 from webapp.auth.access import requires
 from webapp.auth.permissions import HISTORY_READ, PROFILES_READ, PROFILES_WRITE
 from webapp.models import User
@@ -23,8 +24,7 @@ _PROFILE_BODY = ("name", "email", "reason")
 
 
 def _user_response(user: User, status: int = 200) -> Response:
-    response = jsonify(user_json(user))
-    response.status_code = status
+    response = respond(schemas.User, user_json(user), status)
     response.headers["ETag"] = etag(user)
     return response
 
@@ -39,7 +39,8 @@ def list_users() -> Response:
         limit=page_limit(args),
         cursor=single(args, "cursor"),
     )
-    return jsonify(items=[user_json(u) for u in page.items], next_cursor=page.next_cursor)
+    items = [user_json(u) for u in page.items]
+    return respond(schemas.UserPage, {"items": items, "next_cursor": page.next_cursor})
 
 
 @bp.post("/users")
@@ -104,7 +105,8 @@ def restore_user(user_id: int) -> Response:
 def user_history(user_id: int) -> Response:
     args = query_args({"limit", "cursor"})
     page = audit_log.user_history(user_id, limit=page_limit(args), cursor=single(args, "cursor"))
-    return jsonify(items=[audit_entry_json(e) for e in page.items], next_cursor=page.next_cursor)
+    items = [audit_entry_json(e) for e in page.items]
+    return respond(schemas.AuditPage, {"items": items, "next_cursor": page.next_cursor})
 
 
 def _optional_reason() -> object:
