@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -164,3 +166,9 @@ def test_the_first_lines_leave_before_the_last_row_is_read(client, history, monk
     response.close()
     assert read_to_the_end == [True]
     assert (first + rest).count(b"\r\n") == 1 + 5
+
+
+def test_the_export_service_imports_before_the_api():
+    """The command line imports the export service first; the API's table of
+    formats must not need it complete by then."""
+    subprocess.run([sys.executable, "-c", "import webapp.services.audit_export"], check=True)

@@ -29,9 +29,13 @@ from webapp.services.errors import ValidationFailed
 from webapp.timestamps import utcnow
 
 #: ``format`` of an export -> its media type and the service writing its lines
+#: (looked up when called: audit_export may still be importing this package)
 EXPORT_FORMATS: dict[str, tuple[str, Callable[[AuditFilter], Iterator[str | bytes]]]] = {
-    "csv": ("text/csv", audit_export.csv_lines),
-    "ndjson": ("application/x-ndjson", audit_export.ndjson_lines),
+    "csv": ("text/csv", lambda audit_filter: audit_export.csv_lines(audit_filter)),
+    "ndjson": (
+        "application/x-ndjson",
+        lambda audit_filter: audit_export.ndjson_lines(audit_filter),
+    ),
 }
 
 

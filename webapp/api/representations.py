@@ -1,4 +1,4 @@
-"""JSON shapes of the API's resources."""
+"""The API's resources filled from models and rows, in the shapes of ``webapp.api.schemas``."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from webapp.api import schemas
 from webapp.models import AuditVerification, User, UserAudit
 from webapp.timestamps import iso_utc
 
 
-def user_json(user: User) -> dict[str, Any]:
+def user_json(user: User) -> schemas.User:
     return {
         "id": user.id,
         "name": user.name,
@@ -22,7 +23,7 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
-def token_json(entry: UserAudit | Row[Any]) -> dict[str, Any] | None:
+def token_json(entry: UserAudit | Row[Any]) -> schemas.ActingToken | None:
     """The API token an entry came through and who created it; ``None`` for other channels.
 
     The token acts as its owner (the entry's actor), but an admin may have
@@ -36,7 +37,7 @@ def token_json(entry: UserAudit | Row[Any]) -> dict[str, Any] | None:
     return {"id": entry.token_id, "name": entry.token_name, "created_by": created_by}
 
 
-def audit_entry_json(entry: UserAudit | Row[Any]) -> dict[str, Any]:
+def audit_entry_json(entry: UserAudit | Row[Any]) -> schemas.AuditEntry:
     """An entry in the API's shape; a row of its columns (and its token's) reads the same."""
     return {
         "id": entry.id,
@@ -62,7 +63,7 @@ def audit_entry_json(entry: UserAudit | Row[Any]) -> dict[str, Any]:
     }
 
 
-def security_event_json(event: Row[Any]) -> dict[str, Any]:
+def security_event_json(event: Row[Any]) -> schemas.SecurityEvent:
     """An event (a row of its columns with ``count`` and ``last_seen``) in the API's shape."""
     return {
         "id": event.id,
@@ -85,7 +86,7 @@ def etag(user: User) -> str:
     return f'"{user.version}"'
 
 
-def verification_json(row: AuditVerification | None) -> dict[str, Any] | None:
+def verification_json(row: AuditVerification | None) -> schemas.AuditVerification | None:
     """The last ``flask audit verify`` run, or None if there has been none."""
     if row is None:
         return None
