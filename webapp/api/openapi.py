@@ -24,13 +24,13 @@ from webapp.api import bp
 from webapp.api.audit import EXPORT_FORMATS
 from webapp.api.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
 from webapp.api.request_input import query_args
-from webapp.api.schemas import component_schemas
+from webapp.api.schemas import SEARCH_PATTERN, component_schemas
 from webapp.auth import permissions
 from webapp.request_id import CLIENT_ID_PATTERN
 from webapp.services import errors as service_errors
 from webapp.services.audit_filter import ACTOR_MAX, FILTER_PARAMETERS, Kind
 from webapp.services.pagination import CURSOR_MAX_LENGTH, MAX_BIGINT
-from webapp.services.profile_rules import EMAIL_MAX, NAME_MAX, REASON_MAX, SEARCH_MAX
+from webapp.services.profile_rules import SEARCH_MAX
 from webapp.services.security_events import (
     ACCOUNT_MAX,
     EVENTS,
@@ -48,21 +48,6 @@ _EXTENSION_KEY = "profile_audit.openapi"
 # What a client's X-Request-ID must look like to be kept (webapp.request_id);
 # the server's own ids (32 hex digits) match it too.
 REQUEST_ID_PATTERN = CLIENT_ID_PATTERN
-# Characters profile_rules never stores: control characters, line and
-# paragraph separators, bidirectional controls (stricter than the server only
-# in refusing them at the edges too, where it trims whitespace first).
-_BIDI = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-_FORBIDDEN = rf"\u0000-\u001f\u007f-\u009f\u2028\u2029{_BIDI}"
-# Characters that show nothing (profile_rules.looks_blank, within the Basic
-# Multilingual Plane): a name needs at least one other character.
-_INVISIBLE = (
-    r"\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
-    r"\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
-)
-NAME_PATTERN = rf"^[^{_FORBIDDEN}]*[^\s{_FORBIDDEN}{_INVISIBLE}][^{_FORBIDDEN}]*$"
-SEARCH_PATTERN = rf"^[^{_FORBIDDEN}]*$"
-# A reason may also hold newlines and tabs.
-REASON_PATTERN = rf"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029{_BIDI}]*$"
 
 
 def public(view: F) -> F:
@@ -751,59 +736,9 @@ until it is `null`. Query parameters a list does not know are refused (400).
 
 def _components() -> dict[str, Any]:
     big_id = {"type": "integer", "format": "int64", "minimum": 1}
-    name = {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": NAME_MAX,
-        "pattern": NAME_PATTERN,
-        "description": (
-            f"1 to {NAME_MAX} characters once surrounding whitespace is trimmed, not all "
-            "of them invisible (zero-width or format characters, fillers); no control "
-            "characters, line separators or bidirectional controls."
-        ),
-    }
-    email = {
-        "type": "string",
-        "format": "email",
-        "maxLength": EMAIL_MAX,
-        "description": (
-            f"A syntactically valid address (no DNS check), at most {EMAIL_MAX} characters; "
-            "the domain is stored lowercased. Unique among active profiles, "
-            "case-insensitively."
-        ),
-    }
-    reason = {
-        "type": ["string", "null"],
-        "maxLength": REASON_MAX,
-        "pattern": REASON_PATTERN,
-        "description": (
-            f"Why the change is made, stored on its audit entry. At most {REASON_MAX} "
-            "characters once trimmed; newlines and tabs allowed, other control "
-            "characters not. Blank means none."
-        ),
-    }
 
     schemas: dict[str, Any] = {
         **component_schemas(),
-        "ProfileInput": {
-            "type": "object",
-            "description": "A whole profile (create, replace). Unknown fields are refused.",
-            "required": ["name", "email"],
-            "additionalProperties": False,
-            "properties": {"name": name, "email": email, "reason": reason},
-        },
-        "ProfilePatch": {
-            "type": "object",
-            "description": "Some of a profile's fields. Unknown fields are refused.",
-            "additionalProperties": False,
-            "properties": {"name": name, "email": email, "reason": reason},
-        },
-        "ReasonOnly": {
-            "type": "object",
-            "description": "Just the reason for a delete or restore.",
-            "additionalProperties": False,
-            "properties": {"reason": reason},
-        },
         "TimeBound": {
             "description": "An ISO 8601 date or datetime.",
             "anyOf": [

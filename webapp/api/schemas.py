@@ -11,7 +11,7 @@ nested, which no declaration spares.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from flask import Response, current_app
 from pydantic import ConfigDict, Field, TypeAdapter, WithJsonSchema
@@ -20,8 +20,24 @@ from typing_extensions import TypedDict
 
 from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.models import CHANNELS, OPERATIONS
-from webapp.services.profile_rules import EMAIL_MAX, NAME_MAX
+from webapp.services.profile_rules import EMAIL_MAX, NAME_MAX, REASON_MAX
 from webapp.services.security_events import EVENTS
+
+# Characters profile_rules never stores: control characters, line and
+# paragraph separators, bidirectional controls (stricter than the server only
+# in refusing them at the edges too, where it trims whitespace first).
+_BIDI = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_FORBIDDEN = rf"\u0000-\u001f\u007f-\u009f\u2028\u2029{_BIDI}"
+# Characters that show nothing (profile_rules.looks_blank, within the Basic
+# Multilingual Plane): a name needs at least one other character.
+_INVISIBLE = (
+    r"\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+    r"\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
+)
+NAME_PATTERN = rf"^[^{_FORBIDDEN}]*[^\s{_FORBIDDEN}{_INVISIBLE}][^{_FORBIDDEN}]*$"
+SEARCH_PATTERN = rf"^[^{_FORBIDDEN}]*$"
+# A reason may also hold newlines and tabs.
+REASON_PATTERN = rf"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029{_BIDI}]*$"
 
 SCHEMA_REF = "#/components/schemas/{model}"
 STRICT = ConfigDict(extra="forbid")
@@ -33,6 +49,54 @@ Operation = Literal[OPERATIONS]  # type: ignore[valid-type]
 SnapshotField = Literal[SNAPSHOT_FIELDS]  # type: ignore[valid-type]
 Channel = Literal[CHANNELS]  # type: ignore[valid-type]
 Event = Literal[EVENTS]  # type: ignore[valid-type]
+
+
+Name = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": NAME_MAX,
+            "pattern": NAME_PATTERN,
+            "description": (
+                f"1 to {NAME_MAX} characters once surrounding whitespace is trimmed, not all "
+                "of them invisible (zero-width or format characters, fillers); no control "
+                "characters, line separators or bidirectional controls."
+            ),
+        }
+    ),
+]
+Email = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "email",
+            "maxLength": EMAIL_MAX,
+            "description": (
+                f"A syntactically valid address (no DNS check), at most {EMAIL_MAX} "
+                "characters; the domain is stored lowercased. Unique among active "
+                "profiles, case-insensitively."
+            ),
+        }
+    ),
+]
+Reason = Annotated[
+    str | None,
+    WithJsonSchema(
+        {
+            "type": ["string", "null"],
+            "maxLength": REASON_MAX,
+            "pattern": REASON_PATTERN,
+            "description": (
+                f"Why the change is made, stored on its audit entry. At most {REASON_MAX} "
+                "characters once trimmed; newlines and tabs allowed, other control "
+                "characters not. Blank means none."
+            ),
+        }
+    ),
+]
 
 
 def _described(kind: Any, description: str) -> Any:
@@ -219,6 +283,40 @@ class SecurityEventPage(TypedDict):
     next_cursor: _described(str | None, _NEXT_CURSOR)
 
 
+# --- request bodies: what the document says of them; profile_rules reads them,
+# with the dashboard's forms, and read_json_object refuses keys they lack
+
+
+class ProfileInput(TypedDict):
+    """A whole profile (create, replace). Unknown fields are refused."""
+
+    __pydantic_config__ = STRICT  # type: ignore[misc]
+    name: Name
+    email: Email
+    reason: NotRequired[Reason]
+
+
+class ProfilePatch(TypedDict, total=False):
+    """Some of a profile's fields. Unknown fields are refused."""
+
+    __pydantic_config__ = STRICT  # type: ignore[misc]
+    name: Name
+    email: Email
+    reason: Reason
+
+
+class ReasonOnly(TypedDict, total=False):
+    """Just the reason for a delete or restore."""
+
+    __pydantic_config__ = STRICT  # type: ignore[misc]
+    reason: Reason
+
+
+def body_fields(shape: type) -> tuple[str, ...]:
+    """The keys a request body of ``shape`` may hold."""
+    return tuple(shape.__annotations__)
+
+
 RESOURCES: tuple[type, ...] = (
     User,
     UserPage,
@@ -227,6 +325,9 @@ RESOURCES: tuple[type, ...] = (
     SecurityEvent,
     SecurityEventPage,
     AuditVerificationStatus,
+    ProfileInput,
+    ProfilePatch,
+    ReasonOnly,
 )
 _ADAPTERS: dict[type, TypeAdapter[Any]] = {shape: TypeAdapter(shape) for shape in RESOURCES}
 

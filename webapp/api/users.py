@@ -20,7 +20,7 @@ from webapp.auth.permissions import HISTORY_READ, PROFILES_READ, PROFILES_WRITE
 from webapp.models import User
 from webapp.services import audit_log, users
 
-_PROFILE_BODY = ("name", "email", "reason")
+_PROFILE_BODY = schemas.body_fields(schemas.ProfileInput)
 
 
 def _user_response(user: User, status: int = 200) -> Response:
@@ -113,4 +113,4 @@ def _optional_reason() -> object:
     """DELETE and restore take no body, or a JSON object with just a reason."""
     if not request.content_length and not request.get_data(cache=True):
         return None
-    return read_json_object(("reason",)).get("reason")
+    return read_json_object(schemas.body_fields(schemas.ReasonOnly)).get("reason")
