@@ -23,7 +23,7 @@ from flask import Flask, Response, current_app
 from webapp.api import bp
 from webapp.api.audit import EXPORT_FORMATS
 from webapp.api.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
-from webapp.api.request_input import query_args
+from webapp.api.request_input import VERSION_DIGITS_MAX, query_args
 from webapp.api.schemas import SEARCH_PATTERN, component_schemas
 from webapp.auth import permissions
 from webapp.request_id import CLIENT_ID_PATTERN
@@ -812,7 +812,7 @@ def _components() -> dict[str, Any]:
                 ),
                 "schema": {
                     "type": "string",
-                    "pattern": '^(\\*|"[1-9][0-9]{0,17}")$',
+                    "pattern": f'^(\\*|"[1-9][0-9]{{0,{VERSION_DIGITS_MAX - 1}}}")$',
                     "examples": ['"3"'],
                 },
             },

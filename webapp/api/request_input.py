@@ -16,6 +16,8 @@ from webapp.services.errors import ValidationFailed
 from webapp.services.pagination import parse_limit
 
 _ETAG = re.compile(r'^\s*(W/)?"([^"]*)"\s*$')
+#: the most digits a version in ``If-Match`` may have (a larger one is no version of ours)
+VERSION_DIGITS_MAX = 18
 
 
 class InputRejected(HTTPException):
@@ -109,7 +111,7 @@ def if_match_version() -> int | None:
                 "(RFC 9110 strong comparison); send the ETag as given.",
             )
         )
-    if not tag.isascii() or not tag.isdigit() or len(tag) > 18:
+    if not tag.isascii() or not tag.isdigit() or len(tag) > VERSION_DIGITS_MAX:
         raise InputRejected(
             problem(412, detail=f"If-Match {header.strip()} does not match the profile's ETag.")
         )
