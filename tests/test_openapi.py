@@ -75,8 +75,9 @@ def test_every_schema_is_valid_json_schema_2020_12(spec):
         jsonschema.Draft202012Validator.check_schema(schema)
 
 
-def test_the_document_follows_the_configured_page_sizes():
-    document = build_document(page_size_default=10, page_size_max=30)
+def test_the_document_follows_the_configured_page_sizes(app):
+    config = {**app.config, "PAGE_SIZE_DEFAULT": 10, "PAGE_SIZE_MAX": 30}
+    document = build_document(app, config)
     [limit] = [
         p for p in document["paths"]["/users"]["get"]["parameters"] if p.get("name") == "limit"
     ]

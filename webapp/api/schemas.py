@@ -18,8 +18,10 @@ from pydantic import ConfigDict, Field, TypeAdapter, WithJsonSchema
 from pydantic.json_schema import GenerateJsonSchema
 from typing_extensions import TypedDict
 
+from webapp.api.problems import TYPE_PREFIX
 from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.models import CHANNELS, OPERATIONS
+from webapp.request_id import CLIENT_ID_PATTERN
 from webapp.services.profile_rules import EMAIL_MAX, NAME_MAX, REASON_MAX
 from webapp.services.security_events import EVENTS
 
@@ -348,7 +350,48 @@ def component_schemas() -> dict[str, Any]:
         schemas[shape.__name__] = schema
     for schema in schemas.values():
         schema.pop("title", None)
-    return schemas
+    return {**schemas, "TimeBound": TIME_BOUND, "Problem": PROBLEM}
+
+
+# --- written as JSON Schema: not a resource the API returns from a row
+
+TIME_BOUND: dict[str, Any] = {
+    "description": "An ISO 8601 date or datetime.",
+    "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}],
+    "examples": ["2026-01-31", "2026-01-31T12:00:00Z"],
+}
+PROBLEM: dict[str, Any] = {
+    "type": "object",
+    "description": "An RFC 9457 problem detail: every error of this API.",
+    "required": ["type", "title", "status", "detail", "request_id"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {
+            "type": "string",
+            "format": "uri",
+            "description": (
+                f"`about:blank` for plain HTTP errors, or `{TYPE_PREFIX}<code>` for this API's own."
+            ),
+        },
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "request_id": {
+            "type": "string",
+            "pattern": CLIENT_ID_PATTERN,
+            "description": "The request's id, as in `X-Request-ID`: quote it in reports.",
+        },
+        "errors": {
+            "type": "object",
+            "description": "Each bad field or query parameter and its messages.",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        },
+        "current": {
+            "$ref": SCHEMA_REF.format(model="User"),
+            "description": "On a refused write (409, 412): the profile as it is now.",
+        },
+    },
+}
 
 
 def respond(shape: type, value: Any, status: int = 200) -> Response:
