@@ -12,7 +12,7 @@ from sqlalchemy import event
 from tests.support.profiles import create_profile
 from webapp.extensions import db
 from webapp.services import audit_export
-from webapp.services.audit_log import AuditFilter
+from webapp.services.audit_filter import AuditFilter
 
 
 @pytest.fixture

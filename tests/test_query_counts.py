@@ -248,6 +248,17 @@ def test_timeline_json_queries_do_not_grow_with_its_size(app, log):
     assert_constant(measured, most=2)
 
 
+def test_api_export_queries_do_not_grow_with_its_length(app, log):
+    measured = {}
+    for query in (f"user_id={log.busy_id - 1}", ""):
+        url = "/api/v1/audit/export?format=ndjson&" + query
+        result = measure(app, log.admin_api, url)
+        measured[result.body.count("\n")] = result
+    assert min(measured) < 5 < 150 < max(measured)
+    # The token with its account, the security event, the entries (one batch).
+    assert_constant(measured, most=3)
+
+
 # --- the security events -------------------------------------------------------------------
 
 

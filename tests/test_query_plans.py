@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import event, text
 
 from webapp.extensions import db
-from webapp.services.audit_log import list_entries, parse_audit_filter
+from webapp.services.audit_filter import parse_audit_filter
+from webapp.services.audit_log import list_entries
 
 
 @contextmanager

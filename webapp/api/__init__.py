@@ -37,4 +37,8 @@ def refused(error: ServiceError) -> Response:
     return service_problem(error)
 
 
-from webapp.api import audit, openapi, users  # noqa: E402, F401  (routes register on bp)
+# Routes register on bp in this order, which is the OpenAPI document's.
+from webapp.api import users  # noqa: E402, F401
+
+# isort: split
+from webapp.api import audit, openapi  # noqa: E402, F401

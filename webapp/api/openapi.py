@@ -1,731 +1,46 @@
 """The API's OpenAPI 3.1 description, served at ``/api/v1/openapi.json``.
 
-The document is built here in Python rather than kept as a hand-written data
-file: field lengths, page sizes, operation and field names, roles and problem
-types come from the constants the server itself enforces, so a changed rule
-changes the description with it. It is built once per application and served
-as the same bytes afterwards. ``tests/test_openapi.py`` checks it against the
-OpenAPI 3.1 meta-schema, against the routes, and real responses against it.
-
-Reading it needs no token: it describes the API and grants nothing.
+Its paths are the ``api`` blueprint's routes, each described by the
+``@documented`` declaration beside its view (``webapp.api.operations``); its
+schemas are generated from ``webapp.api.schemas``. Here is only what belongs to
+the whole API: introduction, tags, security scheme. It is built once per
+application and served as the same bytes afterwards; reading it needs no token.
 """
 
 from __future__ import annotations
 
+import copy
 import json as stdlib_json
-from collections.abc import Callable
+import re
+from collections.abc import Mapping
 from importlib import metadata
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Flask, Response, current_app
 
 from webapp.api import bp
-from webapp.api.request_input import query_args
-from webapp.audit.snapshot import SNAPSHOT_FIELDS
-from webapp.auth import permissions
-from webapp.http.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
-from webapp.models import CHANNELS, OPERATIONS
-from webapp.request_id import CLIENT_ID_PATTERN
-from webapp.services import errors as service_errors
-from webapp.services.profile_rules import EMAIL_MAX, NAME_MAX, REASON_MAX, SEARCH_MAX
-from webapp.services.security_events import (
-    ACCOUNT_MAX,
-    EVENTS,
-    REPEAT_WINDOW,
-    REPEATED_EVENTS,
+from webapp.api.operations import (
+    HEADERS,
+    NO_QUERY,
+    Reply,
+    declared_query,
+    describe,
+    documented,
+    operation_of,
+    shared_parameters,
 )
-from webapp.typed_text import MAX_BIGINT
+from webapp.api.schemas import component_schemas
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-OPENAPI_VERSION = "3.1.0"
-JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-SCHEMA_REF = "#/components/schemas/"
 _EXTENSION_KEY = "profile_audit.openapi"
+_ARGUMENT = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 
-# What a client's X-Request-ID must look like to be kept (webapp.request_id);
-# the server's own ids (32 hex digits) match it too.
-REQUEST_ID_PATTERN = CLIENT_ID_PATTERN
-# Characters profile_rules never stores: control characters, line and
-# paragraph separators, bidirectional controls (stricter than the server only
-# in refusing them at the edges too, where it trims whitespace first).
-_BIDI = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-_FORBIDDEN = rf"\u0000-\u001f\u007f-\u009f\u2028\u2029{_BIDI}"
-# Characters that show nothing (profile_rules.looks_blank, within the Basic
-# Multilingual Plane): a name needs at least one other character.
-_INVISIBLE = (
-    r"\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
-    r"\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
-)
-NAME_PATTERN = rf"^[^{_FORBIDDEN}]*[^\s{_FORBIDDEN}{_INVISIBLE}][^{_FORBIDDEN}]*$"
-SEARCH_PATTERN = rf"^[^{_FORBIDDEN}]*$"
-# A reason may also hold newlines and tabs.
-REASON_PATTERN = rf"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029{_BIDI}]*$"
-CURSOR_MAX = 200  # webapp.services.pagination refuses longer cursors
-ACTOR_MAX = 100
-
-
-def public(view: F) -> F:
-    """Mark an ``/api`` view as readable without a token (webapp.auth.bearer honours it).
-
-    Only for views that describe the API and grant nothing.
-    """
-    view.public_api = True  # type: ignore[attr-defined]
-    return view
-
-
-def document(app: Flask | None = None) -> dict[str, Any]:
-    """The OpenAPI document of ``app`` (the current one by default), built once."""
-    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    cached = app.extensions.get(_EXTENSION_KEY)
-    if cached is None:
-        built = build_document(
-            page_size_default=app.config["PAGE_SIZE_DEFAULT"],
-            page_size_max=app.config["PAGE_SIZE_MAX"],
-        )
-        cached = (built, stdlib_json.dumps(built, indent=2, ensure_ascii=False))
-        app.extensions[_EXTENSION_KEY] = cached
-    return cached[0]  # type: ignore[no-any-return]
-
-
-@bp.get("/openapi.json")
-@public
-def openapi_document() -> Response:
-    query_args(())
-    document()
-    _, text = current_app.extensions[_EXTENSION_KEY]
-    return current_app.response_class(text, mimetype="application/json")
-
-
-# --------------------------------------------------------------------------
-# Building blocks
-
-
-def ref(name: str) -> dict[str, str]:
-    return {"$ref": SCHEMA_REF + name}
-
-
-def nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` or ``null``."""
-    if "$ref" in schema:
-        return {"anyOf": [schema, {"type": "null"}]}
-    types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-    return {**schema, "type": [*types, "null"]}
-
-
-def _roles_with(permission: str) -> list[str]:
-    return [role for role, allowed in permissions.ROLE_PERMISSIONS.items() if permission in allowed]
-
-
-def _problem_types(*classes: type[service_errors.ServiceError], blank: bool) -> list[str]:
-    types = [TYPE_PREFIX + cls.code for cls in classes]
-    return (["about:blank"] if blank else []) + types
-
-
-# The ``type`` member each error status can carry. ``about:blank`` is the
-# plain HTTP error (bad JSON, a routing 404, a wrong method...).
-PROBLEM_TYPES: dict[int, list[str]] = {
-    400: _problem_types(service_errors.ValidationFailed, blank=True),
-    401: ["about:blank"],
-    403: ["about:blank"],
-    404: _problem_types(service_errors.NotFound, blank=True),
-    405: ["about:blank"],
-    409: _problem_types(
-        service_errors.DuplicateEmail,
-        service_errors.AlreadyDeleted,
-        service_errors.NotDeleted,
-        service_errors.StaleVersion,
-        service_errors.Conflict,
-        blank=False,
-    ),
-    412: _problem_types(service_errors.StaleVersion, blank=True),
-    413: ["about:blank"],
-    415: ["about:blank"],
-    503: ["about:blank"],
+TAGS = {
+    "Profiles": "Read and change user profiles.",
+    "Audit": "Who changed what, when and why.",
+    "Security events": "Sign-ins, account and token changes, refusals, exports.",
+    "API description": "This document.",
 }
-
-ERROR_DESCRIPTIONS: dict[int, str] = {
-    400: (
-        "Bad input: an unknown or repeated query parameter, a value breaking a rule, "
-        "an unknown body field, a body that is not a JSON object, or a malformed "
-        "`If-Match`. `errors` names each bad field or parameter. Nothing was changed."
-    ),
-    401: "No usable token: missing, malformed, unknown, revoked or expired.",
-    403: "The token's role lacks the permission (the refusal is kept as a security event).",
-    404: "No profile with this id (deleted profiles are still found).",
-    409: "The request clashes with the profile's current state. Nothing was changed.",
-    412: (
-        "`If-Match` names a version the profile is no longer at; `current` shows the "
-        "profile as it is now. Nothing was changed."
-    ),
-    413: "The body is larger than the server accepts (64 KiB by default).",
-    415: "The body is not JSON: send `Content-Type: application/json`.",
-    503: (
-        "The database is unavailable; the change may or may not have been saved. "
-        "Check the current data and retry after `Retry-After` seconds."
-    ),
-}
-
-
-def _headers(**extra: str) -> dict[str, Any]:
-    headers: dict[str, Any] = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
-    for name, component in extra.items():
-        headers[name.replace("_", "-")] = {"$ref": f"#/components/headers/{component}"}
-    return headers
-
-
-def problem_response(status: int, description: str | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {
-        "allOf": [
-            ref("Problem"),
-            {
-                "properties": {
-                    "status": {"const": status},
-                    "type": {"enum": PROBLEM_TYPES[status]},
-                }
-            },
-        ]
-    }
-    headers = _headers()
-    if status == 401:
-        headers = _headers(WWW_Authenticate="WWW-Authenticate")
-    elif status == 503:
-        headers = _headers(Retry_After="Retry-After")
-    return {
-        "description": description or ERROR_DESCRIPTIONS[status],
-        "headers": headers,
-        "content": {PROBLEM_MEDIA_TYPE: {"schema": schema}},
-    }
-
-
-def json_response(
-    description: str,
-    schema: dict[str, Any],
-    *,
-    example: Any = None,
-    links: dict[str, Any] | None = None,
-    **headers: str,
-) -> dict[str, Any]:
-    media: dict[str, Any] = {"schema": schema}
-    if example is not None:
-        media["example"] = example
-    response = {
-        "description": description,
-        "headers": _headers(**headers),
-        "content": {"application/json": media},
-    }
-    if links:
-        response["links"] = links
-    return response
-
-
-def profile_links(*operation_ids: str) -> dict[str, Any]:
-    """Links from a response holding a profile to the operations on it."""
-    return {
-        op_id: {
-            "operationId": op_id,
-            "parameters": {"user_id": "$response.body#/id"},
-            "description": "The same profile.",
-        }
-        for op_id in operation_ids
-    }
-
-
-def json_body(
-    schema: dict[str, Any], example: Any, *, required: bool = True, description: str = ""
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "required": required,
-        "content": {"application/json": {"schema": schema, "example": example}},
-    }
-    if description:
-        body["description"] = description
-    return body
-
-
-def operation(
-    *,
-    operation_id: str,
-    tag: str,
-    summary: str,
-    description: str,
-    permission: str | None,
-    success: dict[str, dict[str, Any]],
-    errors: tuple[int, ...],
-    parameters: tuple[dict[str, Any], ...] | list[dict[str, Any]] = (),
-    request_body: dict[str, Any] | None = None,
-    error_notes: dict[int, str] | None = None,
-) -> dict[str, Any]:
-    roles = _roles_with(permission) if permission else []
-    if permission:
-        description = (
-            f"{description}\n\nNeeds the `{permission}` permission: "
-            f"role {', '.join(f'`{r}`' for r in roles)}."
-        )
-    responses: dict[str, Any] = dict(success)
-    notes = error_notes or {}
-    # 403 only where some role lacks the permission: for the others it cannot happen.
-    auth_errors = (401, 403) if len(roles) < len(permissions.ROLE_PERMISSIONS) else (401,)
-    # Only the public document needs no database: everything else can meet its outage.
-    outage = (503,) if permission else ()
-    for status in sorted((*errors, *(auth_errors if permission else ()), *outage)):
-        responses[str(status)] = problem_response(status, notes.get(status))
-    op: dict[str, Any] = {
-        "operationId": operation_id,
-        "tags": [tag],
-        "summary": summary,
-        "description": description,
-        "parameters": [*parameters, {"$ref": "#/components/parameters/X-Request-ID"}],
-    }
-    if request_body is not None:
-        op["requestBody"] = request_body
-    op["responses"] = responses
-    if permission:
-        op["x-permission"] = permission
-        op["x-roles"] = roles
-    else:
-        op["security"] = []
-    return op
-
-
-# --------------------------------------------------------------------------
-# The document
-
-
-def build_document(*, page_size_default: int, page_size_max: int) -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document (a fresh dict every call)."""
-    limit = {
-        "name": "limit",
-        "in": "query",
-        "description": f"Page size, 1 to {page_size_max}.",
-        "schema": {
-            "type": "integer",
-            "minimum": 1,
-            "maximum": page_size_max,
-            "default": page_size_default,
-        },
-    }
-    paging = [limit, {"$ref": "#/components/parameters/cursor"}]
-    user_id = {"$ref": "#/components/parameters/user_id"}
-    if_match = {"$ref": "#/components/parameters/If-Match"}
-
-    user_example = {
-        "id": 42,
-        "name": "Ada Lovelace",
-        "email": "ada@example.com",
-        "created_at": "2026-01-31T12:00:00.000000Z",
-        "updated_at": "2026-01-31T12:00:00.000000Z",
-        "deleted_at": None,
-        "version": 1,
-    }
-    user_ok = json_response(
-        "The profile. `ETag` is its version.", ref("User"), example=user_example, ETag="ETag"
-    )
-    body_errors = (400, 413, 415)
-    reason_body = json_body(
-        ref("ReasonOnly"),
-        {"reason": "account closed"},
-        required=False,
-        description="Optional: no body at all, or a JSON object with just a `reason`.",
-    )
-
-    paths: dict[str, Any] = {
-        "/users": {
-            "get": operation(
-                operation_id="listUsers",
-                tag="Profiles",
-                summary="List profiles",
-                description=(
-                    "Profiles in id order, one keyset page. Deleted profiles only with "
-                    "`include_deleted`."
-                ),
-                permission=permissions.PROFILES_READ,
-                parameters=[
-                    {
-                        "name": "q",
-                        "in": "query",
-                        "description": (
-                            "Only profiles whose name or email contains this text "
-                            "(case-insensitive; surrounding spaces are ignored; no control "
-                            "characters)."
-                        ),
-                        "schema": {
-                            "type": "string",
-                            "maxLength": SEARCH_MAX,
-                            "pattern": SEARCH_PATTERN,
-                        },
-                    },
-                    {
-                        "name": "include_deleted",
-                        "in": "query",
-                        "description": (
-                            "Also list soft-deleted profiles. `true`/`1`/`yes` or `false`/`0`/`no`."
-                        ),
-                        "schema": {"type": "boolean", "default": False},
-                    },
-                    *paging,
-                ],
-                success={"200": json_response("One page of profiles.", ref("UserPage"))},
-                errors=(400,),
-            ),
-            "post": operation(
-                operation_id="createUser",
-                tag="Profiles",
-                summary="Create a profile",
-                description=(
-                    "Creates a profile from `name` and `email`; the optional `reason` is "
-                    "stored on its audit entry."
-                ),
-                permission=permissions.PROFILES_WRITE,
-                request_body=json_body(
-                    ref("ProfileInput"),
-                    {"name": "Ada Lovelace", "email": "ada@example.com", "reason": "signup"},
-                ),
-                success={
-                    "201": json_response(
-                        "Created. `Location` is the new profile's URL, `ETag` its version.",
-                        ref("User"),
-                        example=user_example,
-                        links=profile_links(
-                            "getUser",
-                            "replaceUser",
-                            "updateUser",
-                            "deleteUser",
-                            "restoreUser",
-                            "getUserHistory",
-                        ),
-                        ETag="ETag",
-                        Location="Location",
-                    )
-                },
-                errors=(*body_errors, 409),
-                error_notes={409: "Another active profile already has this email."},
-            ),
-        },
-        "/users/{user_id}": {
-            "parameters": [user_id],
-            "get": operation(
-                operation_id="getUser",
-                tag="Profiles",
-                summary="Read a profile",
-                description="A profile, deleted ones too (with `deleted_at` set).",
-                permission=permissions.PROFILES_READ,
-                success={"200": user_ok},
-                errors=(400, 404),
-                error_notes={400: "A query parameter was given: this endpoint takes none."},
-            ),
-            "put": operation(
-                operation_id="replaceUser",
-                tag="Profiles",
-                summary="Replace a profile's name and email",
-                description=(
-                    "Both `name` and `email` are required. With `If-Match`, the write is "
-                    "refused (412) unless the profile is still at that version."
-                ),
-                permission=permissions.PROFILES_WRITE,
-                parameters=[if_match],
-                request_body=json_body(
-                    ref("ProfileInput"),
-                    {
-                        "name": "Augusta Ada King",
-                        "email": "ada@example.com",
-                        "reason": "legal name",
-                    },
-                ),
-                success={"200": json_response("The profile as saved.", ref("User"), ETag="ETag")},
-                errors=(*body_errors, 404, 409, 412),
-                error_notes={409: _WRITE_CONFLICT},
-            ),
-            "patch": operation(
-                operation_id="updateUser",
-                tag="Profiles",
-                summary="Change some of a profile's fields",
-                description=(
-                    "Only the fields sent are changed; same rules as `PUT`. An empty "
-                    "object changes nothing."
-                ),
-                permission=permissions.PROFILES_WRITE,
-                parameters=[if_match],
-                request_body=json_body(
-                    ref("ProfilePatch"), {"name": "Augusta Ada King", "reason": "legal name"}
-                ),
-                success={"200": json_response("The profile as saved.", ref("User"), ETag="ETag")},
-                errors=(*body_errors, 404, 409, 412),
-                error_notes={409: _WRITE_CONFLICT},
-            ),
-            "delete": operation(
-                operation_id="deleteUser",
-                tag="Profiles",
-                summary="Soft-delete a profile",
-                description=(
-                    "Marks the profile deleted (`deleted_at`); it and its history stay. "
-                    "Its email becomes free for other profiles."
-                ),
-                permission=permissions.PROFILES_WRITE,
-                parameters=[if_match],
-                request_body=reason_body,
-                success={
-                    "204": {"description": "Deleted.", "headers": _headers()},
-                },
-                errors=(*body_errors, 404, 409, 412),
-                error_notes={
-                    409: (
-                        "The profile is already deleted, or another write won a race "
-                        "(without `If-Match`). Nothing was changed."
-                    )
-                },
-            ),
-        },
-        "/users/{user_id}/restore": {
-            "parameters": [user_id],
-            "post": operation(
-                operation_id="restoreUser",
-                tag="Profiles",
-                summary="Restore a deleted profile",
-                description="Undoes a soft delete.",
-                permission=permissions.PROFILES_WRITE,
-                parameters=[if_match],
-                request_body=reason_body,
-                success={"200": json_response("The restored profile.", ref("User"), ETag="ETag")},
-                errors=(*body_errors, 404, 409, 412),
-                error_notes={
-                    409: (
-                        "The profile is not deleted, or another active profile has taken "
-                        "its email meanwhile. Nothing was changed."
-                    )
-                },
-            ),
-        },
-        "/users/{user_id}/history": {
-            "parameters": [user_id],
-            "get": operation(
-                operation_id="getUserHistory",
-                tag="Audit",
-                summary="A profile's audit entries",
-                description="That profile's audit entries, newest first.",
-                permission=permissions.HISTORY_READ,
-                parameters=paging,
-                success={"200": json_response("One page of audit entries.", ref("AuditPage"))},
-                errors=(400, 404),
-            ),
-        },
-        "/audit": {
-            "get": operation(
-                operation_id="listAuditEntries",
-                tag="Audit",
-                summary="The audit timeline",
-                description=(
-                    "Audit entries across all profiles, newest first, filtered. Filters "
-                    "combine with AND; the values of a repeated filter with OR."
-                ),
-                permission=permissions.AUDIT_READ,
-                parameters=[
-                    {
-                        "name": "user_id",
-                        "in": "query",
-                        "description": "Only this profile's entries.",
-                        "schema": {
-                            "type": "integer",
-                            "format": "int64",
-                            "minimum": 1,
-                            "maximum": MAX_BIGINT,
-                        },
-                    },
-                    {
-                        "name": "operation",
-                        "in": "query",
-                        "description": (
-                            "Only these operations. Repeat the parameter or separate values "
-                            "with commas (`operation=update,restore`)."
-                        ),
-                        "style": "form",
-                        "explode": True,
-                        "schema": {"type": "array", "items": {"enum": list(OPERATIONS)}},
-                    },
-                    {
-                        "name": "since",
-                        "in": "query",
-                        "description": (
-                            "Entries at or after this ISO 8601 date (start of that UTC day) "
-                            "or datetime (UTC unless it has an offset)."
-                        ),
-                        "schema": ref("TimeBound"),
-                    },
-                    {
-                        "name": "until",
-                        "in": "query",
-                        "description": (
-                            "Entries at or before this ISO 8601 date (the whole UTC day "
-                            "included) or datetime. Must be later than `since`."
-                        ),
-                        "schema": ref("TimeBound"),
-                    },
-                    {
-                        "name": "field",
-                        "in": "query",
-                        "description": "Only entries that changed one of these fields. Repeatable.",
-                        "style": "form",
-                        "explode": True,
-                        "schema": {"type": "array", "items": {"enum": list(SNAPSHOT_FIELDS)}},
-                    },
-                    {
-                        "name": "actor",
-                        "in": "query",
-                        "description": (
-                            "Only entries made by this staff id, username or actor label "
-                            "(such as `cli:root`), case-insensitive."
-                        ),
-                        "schema": {"type": "string", "maxLength": ACTOR_MAX},
-                    },
-                    {
-                        "name": "unattributed",
-                        "in": "query",
-                        "description": (
-                            "`true`: only the changes that bypassed the application, "
-                            "recorded by the database's safety net."
-                        ),
-                        "schema": {"type": "boolean", "default": False},
-                    },
-                    *paging,
-                ],
-                success={"200": json_response("One page of audit entries.", ref("AuditPage"))},
-                errors=(400,),
-            ),
-        },
-        "/audit/verify": {
-            "get": operation(
-                operation_id="getAuditVerification",
-                tag="Audit",
-                summary="The audit chain's state and last verification",
-                description=(
-                    "The hash chain's head now, the entries waiting for their link, "
-                    "and the result of the last `flask audit verify` run (`null` if there "
-                    "has been none). Verification itself runs on a schedule, not per request."
-                ),
-                permission=permissions.AUDIT_READ,
-                success={
-                    "200": json_response("The chain's state.", ref("AuditVerificationStatus"))
-                },
-                errors=(400,),
-                error_notes={400: "A query parameter was given: this endpoint takes none."},
-            ),
-        },
-        "/security-events": {
-            "get": operation(
-                operation_id="listSecurityEvents",
-                tag="Security events",
-                summary="Security events",
-                description=(
-                    "Sign-ins, account and token changes, refusals and exports, newest "
-                    "first, filtered. They never hold a password or a token. Events anyone "
-                    f"can repeat at will ({', '.join(f'`{e}`' for e in sorted(REPEATED_EVENTS))}) "
-                    "are listed once per kind, address, account and reason in each "
-                    f"{int(REPEAT_WINDOW.total_seconds() // 60)}-minute window, with `count` "
-                    "and `last_seen`."
-                ),
-                permission=permissions.SECURITY_EVENTS_READ,
-                parameters=[
-                    {
-                        "name": "event",
-                        "in": "query",
-                        "description": (
-                            "Only these kinds. Repeat the parameter or separate values with commas."
-                        ),
-                        "style": "form",
-                        "explode": True,
-                        "schema": {"type": "array", "items": {"enum": list(EVENTS)}},
-                    },
-                    {
-                        "name": "account",
-                        "in": "query",
-                        "description": "Only events about this username, case-insensitive.",
-                        "schema": {"type": "string", "maxLength": ACCOUNT_MAX},
-                    },
-                    {
-                        "name": "address",
-                        "in": "query",
-                        "description": "Only events from this IP address.",
-                        "schema": {
-                            "anyOf": [
-                                {"type": "string", "format": "ipv4"},
-                                {"type": "string", "format": "ipv6"},
-                            ]
-                        },
-                    },
-                    {
-                        "name": "since",
-                        "in": "query",
-                        "description": "Events at or after this ISO 8601 date or datetime.",
-                        "schema": ref("TimeBound"),
-                    },
-                    {
-                        "name": "until",
-                        "in": "query",
-                        "description": (
-                            "Events at or before this ISO 8601 date (the whole UTC day "
-                            "included) or datetime. Must be later than `since`."
-                        ),
-                        "schema": ref("TimeBound"),
-                    },
-                    *paging,
-                ],
-                success={
-                    "200": json_response("One page of security events.", ref("SecurityEventPage"))
-                },
-                errors=(400,),
-            ),
-        },
-        "/openapi.json": {
-            "get": operation(
-                operation_id="getOpenApiDocument",
-                tag="API description",
-                summary="This OpenAPI document",
-                description=(
-                    "The OpenAPI 3.1 description of this API. Public: no token needed. "
-                    "A readable rendering is at `/api/docs`."
-                ),
-                permission=None,
-                success={
-                    "200": json_response(
-                        "The OpenAPI document.", {"type": "object", "required": ["openapi"]}
-                    )
-                },
-                errors=(400,),
-                error_notes={400: "A query parameter was given: this endpoint takes none."},
-            ),
-        },
-    }
-
-    return {
-        "openapi": OPENAPI_VERSION,
-        "jsonSchemaDialect": JSON_SCHEMA_DIALECT,
-        "info": {
-            "title": "Profile Audit API",
-            "version": _version(),
-            "summary": "User profiles and the audit log of every change to them.",
-            "description": _INFO_DESCRIPTION,
-        },
-        "servers": [{"url": "/api/v1", "description": "This server."}],
-        "security": [{"bearerAuth": []}],
-        "tags": [
-            {"name": "Profiles", "description": "Read and change user profiles."},
-            {"name": "Audit", "description": "Who changed what, when and why."},
-            {
-                "name": "Security events",
-                "description": "Sign-ins, account and token changes, refusals, exports.",
-            },
-            {"name": "API description", "description": "This document."},
-        ],
-        "paths": paths,
-        "components": _components(),
-    }
-
-
-_WRITE_CONFLICT = (
-    "Another active profile has this email, the profile is deleted (restore it first), "
-    "or another write won a race (without `If-Match`; `current` shows the profile now). "
-    "Nothing was changed."
-)
+BEARER = "An API token (`pa_...`) from `flask token create` or the dashboard's API tokens page."
 
 _INFO_DESCRIPTION = """\
 Every request needs `Authorization: Bearer <token>`; an administrator creates
@@ -750,437 +65,81 @@ until it is `null`. Query parameters a list does not know are refused (400).
 """
 
 
-def _components() -> dict[str, Any]:
-    timestamp = {"type": "string", "format": "date-time"}
-    big_id = {"type": "integer", "format": "int64", "minimum": 1}
-    text_or_null = {"type": ["string", "null"]}
-    name = {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": NAME_MAX,
-        "pattern": NAME_PATTERN,
-        "description": (
-            f"1 to {NAME_MAX} characters once surrounding whitespace is trimmed, not all "
-            "of them invisible (zero-width or format characters, fillers); no control "
-            "characters, line separators or bidirectional controls."
-        ),
-    }
-    email = {
-        "type": "string",
-        "format": "email",
-        "maxLength": EMAIL_MAX,
-        "description": (
-            f"A syntactically valid address (no DNS check), at most {EMAIL_MAX} characters; "
-            "the domain is stored lowercased. Unique among active profiles, "
-            "case-insensitively."
-        ),
-    }
-    reason = {
-        "type": ["string", "null"],
-        "maxLength": REASON_MAX,
-        "pattern": REASON_PATTERN,
-        "description": (
-            f"Why the change is made, stored on its audit entry. At most {REASON_MAX} "
-            "characters once trimmed; newlines and tabs allowed, other control "
-            "characters not. Blank means none."
-        ),
-    }
+def document(app: Flask | None = None) -> dict[str, Any]:
+    """The OpenAPI document of ``app`` (the current one by default), built once."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    cached = app.extensions.get(_EXTENSION_KEY)
+    if cached is None:
+        built = build_document(app)
+        cached = (built, stdlib_json.dumps(built, indent=2, ensure_ascii=False))
+        app.extensions[_EXTENSION_KEY] = cached
+    return cached[0]  # type: ignore[no-any-return]
 
-    def page_of(item: str, description: str) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "description": description,
-            "required": ["items", "next_cursor"],
-            "additionalProperties": False,
-            "properties": {
-                "items": {"type": "array", "items": ref(item)},
-                "next_cursor": {
-                    **nullable({"type": "string"}),
-                    "description": "Pass back as `cursor` for the next page; `null` at the end.",
-                },
-            },
-        }
 
-    def strict(properties: dict[str, Any], description: str = "") -> dict[str, Any]:
-        schema: dict[str, Any] = {
-            "type": "object",
-            "required": list(properties),
-            "additionalProperties": False,
-            "properties": properties,
-        }
-        if description:
-            schema = {"description": description, **schema}
-        return schema
+@bp.get("/openapi.json")
+@documented(
+    "getOpenApiDocument",
+    tag="API description",
+    summary="This OpenAPI document",
+    permission=None,
+    responses={
+        200: Reply("The OpenAPI document.", {"type": "object", "required": ["openapi"]}),
+        400: NO_QUERY,
+    },
+)
+def openapi_document() -> Response:
+    """The OpenAPI 3.1 description of this API. Public: no token needed. A readable
+    rendering is at `/api/docs`."""
+    declared_query()
+    document()
+    text = current_app.extensions[_EXTENSION_KEY][1]
+    return current_app.response_class(text, mimetype="application/json")
 
-    chain_head = strict(
+
+def build_document(app: Flask, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document of ``app`` (with ``config``, by default its own)."""
+    config = app.config if config is None else config
+    paths: dict[str, Any] = {}
+    operations = []
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith(bp.name + "."):
+            continue
+        operation = operation_of(app.view_functions[rule.endpoint])
+        if operation is None:  # rather no document than one silently missing a route
+            raise LookupError(f"{rule.endpoint} has no @documented declaration")
+        operations.append(operation)
+        path = _ARGUMENT.sub(r"{\1}", rule.rule.removeprefix(bp.url_prefix or ""))
+        item = paths.setdefault(path, {})
+        if rule.arguments:
+            item["parameters"] = [
+                {"$ref": "#/components/parameters/" + name} for name in sorted(rule.arguments)
+            ]
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            item[method.lower()] = describe(operation, config)
+    return copy.deepcopy(  # nothing in it is shared with the declarations
         {
-            "seq": {"type": "integer", "minimum": 0, "description": "Number of the newest link."},
-            "hash": {
-                "type": "string",
-                "pattern": "^[0-9a-f]{64}$",
-                "description": "Its HMAC-SHA-256, hex.",
+            "openapi": "3.1.0",
+            "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+            "info": {
+                "title": "Profile Audit API",
+                "version": _version(),
+                "summary": "User profiles and the audit log of every change to them.",
+                "description": _INFO_DESCRIPTION,
             },
-        },
-        "A link of the audit hash chain.",
+            "servers": [{"url": bp.url_prefix, "description": "This server."}],
+            "security": [{"bearerAuth": []}],
+            "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
+            "paths": paths,
+            "components": {
+                "schemas": component_schemas(),
+                "parameters": shared_parameters(operations, config),
+                "headers": HEADERS,
+                "securitySchemes": {
+                    "bearerAuth": {"type": "http", "scheme": "bearer", "description": BEARER}
+                },
+            },
+        }
     )
-
-    schemas: dict[str, Any] = {
-        "User": strict(
-            {
-                "id": big_id,
-                "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX},
-                "email": {"type": "string", "maxLength": EMAIL_MAX},
-                "created_at": timestamp,
-                "updated_at": timestamp,
-                "deleted_at": {
-                    **nullable(timestamp),
-                    "description": "When it was soft-deleted; `null` while active.",
-                },
-                "version": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "description": "Bumped by every change; the `ETag`.",
-                },
-            },
-            "A user profile.",
-        ),
-        "ProfileInput": {
-            "type": "object",
-            "description": "A whole profile (create, replace). Unknown fields are refused.",
-            "required": ["name", "email"],
-            "additionalProperties": False,
-            "properties": {"name": name, "email": email, "reason": reason},
-        },
-        "ProfilePatch": {
-            "type": "object",
-            "description": "Some of a profile's fields. Unknown fields are refused.",
-            "additionalProperties": False,
-            "properties": {"name": name, "email": email, "reason": reason},
-        },
-        "ReasonOnly": {
-            "type": "object",
-            "description": "Just the reason for a delete or restore.",
-            "additionalProperties": False,
-            "properties": {"reason": reason},
-        },
-        "UserPage": page_of("User", "One page of profiles, in id order."),
-        "Snapshot": strict(
-            {
-                "name": {"type": "string"},
-                "email": {"type": "string"},
-                "deleted_at": nullable(timestamp),
-            },
-            "A profile's audited fields at one moment.",
-        ),
-        "Actor": strict(
-            {
-                "id": {**nullable(big_id), "description": "The staff account's id."},
-                "label": {
-                    **text_or_null,
-                    "description": "A readable name: the username, or `cli:<os user>`.",
-                },
-                "channel": {
-                    "enum": [*CHANNELS, None],
-                    "description": (
-                        "How the change came in; `database` is a write that bypassed the "
-                        "app, recorded by the database's safety net."
-                    ),
-                },
-                "channel_detail": {
-                    **text_or_null,
-                    "description": (
-                        "The API token's name, the operating-system user of a command, or "
-                        "the program named by a database client."
-                    ),
-                },
-                "token": {
-                    **nullable(ref("ActingToken")),
-                    "description": (
-                        "The API token the change came through (`null` for other "
-                        "channels): it acts as the account above, and was created by "
-                        "`created_by`, possibly someone else."
-                    ),
-                },
-            },
-            "Who made a change.",
-        ),
-        "ActingToken": strict(
-            {
-                "id": big_id,
-                "name": {
-                    "type": "string",
-                    "description": "Unique among its owner's tokens, whatever the case.",
-                },
-                "created_by": {
-                    **nullable(ref("TokenCreator")),
-                    "description": "Who created the token; `null` when it was not recorded.",
-                },
-            },
-            "An API token, as named on audit entries.",
-        ),
-        "TokenCreator": strict(
-            {
-                "id": {
-                    **nullable(big_id),
-                    "description": "The staff account's id; `null` for a command.",
-                },
-                "label": {
-                    "type": "string",
-                    "description": "The username, or `cli:<os user>`.",
-                },
-            },
-            "Who created an API token.",
-        ),
-        "AuditEntry": strict(
-            {
-                "id": big_id,
-                "user_id": big_id,
-                "operation": {"enum": list(OPERATIONS)},
-                "timestamp": timestamp,
-                "version": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "description": "The profile's version after the change.",
-                },
-                "changed_fields": {"type": "array", "items": {"enum": list(SNAPSHOT_FIELDS)}},
-                "previous_data": {
-                    **nullable(ref("Snapshot")),
-                    "description": "`null` for a create.",
-                },
-                "new_data": ref("Snapshot"),
-                "reason": text_or_null,
-                "actor": ref("Actor"),
-                "remote_addr": text_or_null,
-                "request_id": {
-                    **text_or_null,
-                    "description": "The server's id of the request that made the change.",
-                },
-                "client_request_id": {
-                    **text_or_null,
-                    "description": "The `X-Request-ID` the client sent with it, if well-formed.",
-                },
-                "unattributed": {
-                    "type": "boolean",
-                    "description": "Written by the database's safety net, not the app.",
-                },
-            },
-            "One change of one profile.",
-        ),
-        "AuditPage": page_of("AuditEntry", "One page of audit entries, newest first."),
-        "SecurityEvent": strict(
-            {
-                "id": big_id,
-                "timestamp": timestamp,
-                "event": {"enum": list(EVENTS)},
-                "count": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "description": (
-                        "How many times it happened: more than 1 for a kind anyone can "
-                        "repeat, counted in its window instead of listed again."
-                    ),
-                },
-                "last_seen": {
-                    **timestamp,
-                    "description": "When it last happened (`timestamp` is the first time).",
-                },
-                "staff_id": {
-                    **nullable(big_id),
-                    "description": "The account the event is about.",
-                },
-                "username": {
-                    **text_or_null,
-                    "description": "The username given or affected (failed sign-ins too).",
-                },
-                "actor": {**text_or_null, "description": "Who did it."},
-                "remote_addr": text_or_null,
-                "request_id": {
-                    **text_or_null,
-                    "description": "The server's id of the request (of the first occurrence).",
-                },
-                "client_request_id": {
-                    **text_or_null,
-                    "description": "The `X-Request-ID` the client sent, if well-formed.",
-                },
-                "details": {"type": "object", "description": "Event-specific details."},
-            },
-            "A sign-in, an account or token change, or a refusal.",
-        ),
-        "SecurityEventPage": page_of("SecurityEvent", "One page of security events, newest first."),
-        "ChainHead": chain_head,
-        "AuditVerification": strict(
-            {
-                "ok": {"type": "boolean"},
-                "started_at": timestamp,
-                "finished_at": timestamp,
-                "entries_checked": {"type": "integer", "minimum": 0},
-                "head": ref("ChainHead"),
-                "pending_entries": {"type": "integer", "minimum": 0},
-                "drifted_profiles": {"type": "integer", "minimum": 0},
-                "checkpoint_seq": {"type": ["integer", "null"]},
-                "first_bad_entry_id": {"type": ["integer", "null"]},
-                "problem": text_or_null,
-                "verified_by": {"type": "string"},
-            },
-            "One `flask audit verify` run.",
-        ),
-        "AuditVerificationStatus": strict(
-            {
-                "last_verification": {
-                    **nullable(ref("AuditVerification")),
-                    "description": "The last verification run, `null` if none yet.",
-                },
-                "head": ref("ChainHead"),
-                "pending_entries": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "Entries committed but not linked into the chain yet.",
-                },
-                "oldest_unlinked_entry_seconds": {
-                    "type": ["number", "null"],
-                    "minimum": 0,
-                    "description": "How long the oldest entry not linked yet has waited; "
-                    "`null` when none waits.",
-                },
-                "unsealed_results_ignored": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "Verification results newer than `last_verification` that "
-                    "the application did not seal: written by hand, ignored, and a sign of "
-                    "tampering.",
-                },
-            },
-            "The audit chain now.",
-        ),
-        "TimeBound": {
-            "description": "An ISO 8601 date or datetime.",
-            "anyOf": [
-                {"type": "string", "format": "date"},
-                {"type": "string", "format": "date-time"},
-            ],
-            "examples": ["2026-01-31", "2026-01-31T12:00:00Z"],
-        },
-        "Problem": {
-            "type": "object",
-            "description": "An RFC 9457 problem detail: every error of this API.",
-            "required": ["type", "title", "status", "detail", "request_id"],
-            "additionalProperties": False,
-            "properties": {
-                "type": {
-                    "type": "string",
-                    "format": "uri",
-                    "description": (
-                        "`about:blank` for plain HTTP errors, or "
-                        f"`{TYPE_PREFIX}<code>` for this API's own."
-                    ),
-                },
-                "title": {"type": "string"},
-                "status": {"type": "integer", "minimum": 400, "maximum": 599},
-                "detail": {"type": "string"},
-                "request_id": {
-                    "type": "string",
-                    "pattern": REQUEST_ID_PATTERN,
-                    "description": "The request's id, as in `X-Request-ID`: quote it in reports.",
-                },
-                "errors": {
-                    "type": "object",
-                    "description": "Each bad field or query parameter and its messages.",
-                    "additionalProperties": {
-                        "type": "array",
-                        "items": {"type": "string"},
-                        "minItems": 1,
-                    },
-                },
-                "current": {
-                    **ref("User"),
-                    "description": "On a refused write (409, 412): the profile as it is now.",
-                },
-            },
-        },
-    }
-
-    return {
-        "schemas": schemas,
-        "parameters": {
-            "user_id": {
-                "name": "user_id",
-                "in": "path",
-                "required": True,
-                "description": "The profile's id.",
-                "schema": big_id,
-            },
-            "cursor": {
-                "name": "cursor",
-                "in": "query",
-                "description": "The previous page's `next_cursor`, unchanged.",
-                "schema": {"type": "string", "maxLength": CURSOR_MAX},
-            },
-            "If-Match": {
-                "name": "If-Match",
-                "in": "header",
-                "description": (
-                    'The version the change is based on, as an entity tag: `"3"` (with '
-                    "the quotes), from the `ETag` of an earlier response. `*` or no header: "
-                    "no check."
-                ),
-                "schema": {
-                    "type": "string",
-                    "pattern": '^(\\*|"[1-9][0-9]{0,17}")$',
-                    "examples": ['"3"'],
-                },
-            },
-            "X-Request-ID": {
-                "name": "X-Request-ID",
-                "in": "header",
-                "description": (
-                    "Your own id for this request, kept beside the server's id in the logs, "
-                    "audit entries and security events (`client_request_id`). It never "
-                    "replaces the server's id; one not matching the pattern is dropped."
-                ),
-                "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
-            },
-        },
-        "headers": {
-            "X-Request-ID": {
-                "description": (
-                    "The server's id of this request (never the client's), as in the logs "
-                    "and on audit entries."
-                ),
-                "required": True,
-                "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
-            },
-            "ETag": {
-                "description": 'The profile\'s version as a strong entity tag: `"3"`.',
-                "required": True,
-                "schema": {"type": "string", "pattern": '^"[0-9]+"$'},
-            },
-            "Location": {
-                "description": "The new profile's URL.",
-                "required": True,
-                "schema": {"type": "string", "format": "uri-reference"},
-            },
-            "WWW-Authenticate": {
-                "description": "The challenge: `Bearer realm=...`.",
-                "required": True,
-                "schema": {"type": "string", "pattern": "^Bearer "},
-            },
-            "Retry-After": {
-                "description": "Seconds to wait before retrying.",
-                "required": True,
-                "schema": {"type": "string", "pattern": "^[0-9]+$"},
-            },
-        },
-        "securitySchemes": {
-            "bearerAuth": {
-                "type": "http",
-                "scheme": "bearer",
-                "description": (
-                    "An API token (`pa_...`) from `flask token create` or the dashboard's "
-                    "API tokens page."
-                ),
-            }
-        },
-    }
 
 
 def _version() -> str:

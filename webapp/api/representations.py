@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from webapp.api import schemas
 from webapp.models import AuditVerification, User
 from webapp.services.audit_records import audit_entry_json
 from webapp.timestamps import iso_utc
@@ -23,7 +24,7 @@ __all__ = [
 ]
 
 
-def user_json(user: User) -> dict[str, Any]:
+def user_json(user: User) -> schemas.User:
     return {
         "id": user.id,
         "name": user.name,
@@ -35,7 +36,7 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
-def security_event_json(event: Row[Any]) -> dict[str, Any]:
+def security_event_json(event: Row[Any]) -> schemas.SecurityEvent:
     """An event (a row of its columns with ``count`` and ``last_seen``) in the API's shape."""
     return {
         "id": event.id,
@@ -58,7 +59,7 @@ def etag(user: User) -> str:
     return f'"{user.version}"'
 
 
-def verification_json(row: AuditVerification | None) -> dict[str, Any] | None:
+def verification_json(row: AuditVerification | None) -> schemas.AuditVerification | None:
     """The last ``flask audit verify`` run, or None if there has been none."""
     if row is None:
         return None

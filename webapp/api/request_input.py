@@ -17,6 +17,8 @@ from webapp.services.pagination import parse_limit
 from webapp.typed_text import parse_flag, parse_whole_number
 
 _ETAG = re.compile(r'^\s*(W/)?"([^"]*)"\s*$')
+#: the most digits a version in ``If-Match`` may have (a larger one is no version of ours)
+VERSION_DIGITS_MAX = 18
 
 
 class InputRejected(HTTPException):
@@ -106,7 +108,7 @@ def if_match_version() -> int | None:
                 "(RFC 9110 strong comparison); send the ETag as given.",
             )
         )
-    version = parse_whole_number(tag, minimum=0)
+    version = parse_whole_number(tag, minimum=0, maximum=10**VERSION_DIGITS_MAX - 1)
     if version is None:
         raise InputRejected(
             problem(412, detail=f"If-Match {header.strip()} does not match the profile's ETag.")

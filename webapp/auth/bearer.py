@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response, current_app, g, request
 
 from webapp.audit.context import Actor, bind_actor
-from webapp.http.api_paths import is_api_request
+from webapp.http.api_paths import is_api_request, is_public
 from webapp.http.problems import problem
 from webapp.models import ApiToken
 from webapp.services.api_tokens import resolve_bearer
@@ -20,7 +20,7 @@ def unauthorized(detail: str) -> Response:
 def is_public_view() -> bool:
     """A view marked public (the API's own description: it grants nothing)."""
     view = current_app.view_functions.get(request.endpoint or "")
-    return bool(getattr(view, "public_api", False))
+    return is_public(view)
 
 
 def bearer_secret() -> str | None:

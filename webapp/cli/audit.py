@@ -26,8 +26,9 @@ from webapp.audit.context import current_actor
 from webapp.cli.operator_commands import operator_command
 from webapp.extensions import db
 from webapp.services import audit_export, audit_integrity
+from webapp.services.audit_filter import FILTER_PARAMETERS, AuditFilter, Kind, parse_audit_filter
 from webapp.services.audit_integrity import Checkpoint
-from webapp.services.audit_log import AuditFilter, filtered_statement, parse_audit_filter
+from webapp.services.audit_log import filtered_statement
 from webapp.services.errors import ValidationFailed
 
 audit_group = AppGroup(
@@ -159,25 +160,30 @@ class BadFilter(click.ClickException):
     exit_code = 2
 
 
-def _export_filter(
-    user_id: str | None,
-    operations: tuple[str, ...],
-    since: str | None,
-    until: str | None,
-    fields: tuple[str, ...],
-    actor: str | None,
-    unattributed: bool,
-) -> AuditFilter:
+def _filter_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The timeline's filter parameters as options, ``--user-id`` for ``user_id``."""
+    for parameter in reversed(FILTER_PARAMETERS):
+        flag = "--" + parameter.name.replace("_", "-")
+        if parameter.kind is Kind.FLAG:
+            option = click.option(flag, parameter.name, is_flag=True, help=parameter.help)
+        else:
+            option = click.option(
+                flag, parameter.name, multiple=parameter.repeatable, help=parameter.help
+            )
+        command = option(command)
+    return command
+
+
+def _export_filter(options: dict[str, str | tuple[str, ...] | bool | None]) -> AuditFilter:
     """The filter of the options, read by the same parser as the timeline's query string."""
-    args = {
-        "user_id": [user_id] if user_id is not None else [],
-        "operation": list(operations),
-        "since": [since] if since is not None else [],
-        "until": [until] if until is not None else [],
-        "field": list(fields),
-        "actor": [actor] if actor is not None else [],
-        "unattributed": ["true"] if unattributed else [],
-    }
+    args: dict[str, list[str]] = {}
+    for name, value in options.items():
+        if isinstance(value, tuple):
+            args[name] = list(value)
+        elif isinstance(value, bool):
+            args[name] = ["true"] if value else []
+        else:
+            args[name] = [value] if value is not None else []
     try:
         return parse_audit_filter(args)
     except ValidationFailed as error:
@@ -224,35 +230,11 @@ def _write_lines(
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write to this file instead of standard output; it appears only when complete.",
 )
-@click.option("--user-id", help="Only this profile's entries.")
-@click.option(
-    "--operation",
-    "operations",
-    multiple=True,
-    help="create, update, delete or restore; repeatable or comma-separated.",
-)
-@click.option("--since", help="From this date or UTC time on (ISO 8601).")
-@click.option("--until", help="Up to this time; a date covers that whole day.")
-@click.option(
-    "--field",
-    "fields",
-    multiple=True,
-    help="Entries that changed name, email or deleted_at; repeatable.",
-)
-@click.option("--actor", help="A staff id, a username or an actor label such as cli:root.")
-@click.option("--unattributed", is_flag=True, help="Only changes that bypassed the application.")
+@_filter_options
 @with_appcontext
 @operator_command
 def export_command(
-    export_format: str,
-    output: Path | None,
-    user_id: str | None,
-    operations: tuple[str, ...],
-    since: str | None,
-    until: str | None,
-    fields: tuple[str, ...],
-    actor: str | None,
-    unattributed: bool,
+    export_format: str, output: Path | None, **filter_options: str | tuple[str, ...] | bool | None
 ) -> None:
     """Write the audit entries matching the filters, newest first, as the timeline exports them.
 
@@ -260,7 +242,7 @@ def export_command(
     read in batches, so any number of them takes little memory. A bad filter
     is refused (status 2) before anything is written.
     """
-    audit_filter = _export_filter(user_id, operations, since, until, fields, actor, unattributed)
+    audit_filter = _export_filter(filter_options)
     kind = export_format.lower()
     lines = _FORMATS[kind](audit_filter)
     header_lines = 1 if kind == "csv" else 0

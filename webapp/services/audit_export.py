@@ -12,7 +12,8 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from webapp.services.audit_log import AuditFilter, list_entry_rows, resolve_actor
+from webapp.services.audit_filter import AuditFilter
+from webapp.services.audit_log import list_entry_rows, resolve_actor
 from webapp.services.audit_records import audit_entry_json
 from webapp.services.spreadsheet_cells import csv_stream, json_cell, neutralise
 from webapp.timestamps import iso_utc

@@ -1,105 +1,29 @@
-"""Reading the audit log: filters, keyset pages, a profile's history."""
+"""Reading the audit log: filtered keyset pages, a profile's history.
+
+The filter itself (``AuditFilter``, ``parse_audit_filter``) is declared in
+``webapp.services.audit_filter``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from sqlalchemy import Row, Select, func, select, tuple_
 from sqlalchemy.orm import joinedload, lazyload
 
-from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.extensions import db
-from webapp.models import OPERATIONS, ApiToken, Staff, UserAudit
-from webapp.services.errors import ValidationFailed
+from webapp.models import ApiToken, Staff, UserAudit
+from webapp.services.audit_filter import AuditFilter
 from webapp.services.pagination import (
     Page,
     decode_time_id_cursor,
     encode_time_id_cursor,
 )
 from webapp.services.users import get_user
-from webapp.timestamps import parse_time_bound
-from webapp.typed_text import parse_flag, parse_whole_number
 
 # An entry as an ORM object or as a row of its columns: both have .timestamp and .id.
 _Entry = TypeVar("_Entry", UserAudit, Row[Any])
-
-
-@dataclass(frozen=True)
-class AuditFilter:
-    """Which entries to show. ``until`` is exclusive (already moved past the bound)."""
-
-    user_id: int | None = None
-    operations: tuple[str, ...] = ()
-    since: datetime | None = None
-    until: datetime | None = None
-    fields: tuple[str, ...] = ()
-    #: a staff id, or a label (a username, or e.g. ``cli:root``)
-    actor_id: int | None = None
-    actor_label: str | None = None
-    #: only the changes that bypassed the application (True), or no such filter
-    unattributed: bool | None = None
-
-
-def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
-    """Build a filter from query-string values (each name maps to all its values).
-
-    Accepts ``user_id``, ``operation`` (repeatable or comma-separated),
-    ``since``/``until`` (ISO 8601 dates or datetimes; a date ``until`` covers
-    that whole day), ``field`` (repeatable: entries that changed any of them)
-    and ``actor`` (a staff id or a username / actor label).
-    """
-    errors: dict[str, list[str]] = {}
-
-    user_id = None
-    raw_user = _single(args, "user_id", errors)
-    if raw_user:
-        user_id = parse_whole_number(raw_user)
-        if user_id is None:
-            errors.setdefault("user_id", []).append("must be a positive integer")
-
-    operations = _choices(args.get("operation", []), OPERATIONS, "operation", errors)
-    fields = _choices(args.get("field", []), SNAPSHOT_FIELDS, "field", errors)
-
-    actor_id, actor_label = None, None
-    raw_actor = _single(args, "actor", errors)
-    if raw_actor:
-        if raw_actor.isascii() and raw_actor.isdigit():
-            actor_id = parse_whole_number(raw_actor)
-            if actor_id is None:
-                errors.setdefault("actor", []).append("is not a valid staff id")
-        elif len(raw_actor) <= 100 and raw_actor.isprintable():
-            actor_label = raw_actor
-        else:
-            errors.setdefault("actor", []).append(
-                "must be a staff id or a username of at most 100 characters"
-            )
-
-    flag = parse_flag(_single(args, "unattributed", errors), default=False)
-    if flag is None:
-        errors.setdefault("unattributed", []).append("must be true or false")
-    # Only true filters; false (or nothing) asks for every entry.
-    unattributed = True if flag else None
-
-    since = _bound(args, "since", end_of_day=False, errors=errors)
-    until = _bound(args, "until", end_of_day=True, errors=errors)
-    if since and until and since >= until:
-        errors.setdefault("until", []).append("must be later than since")
-
-    if errors:
-        raise ValidationFailed.of_fields(errors)
-    return AuditFilter(
-        user_id=user_id,
-        operations=operations,
-        since=since,
-        until=until,
-        fields=fields,
-        actor_id=actor_id,
-        actor_label=actor_label,
-        unattributed=unattributed,
-    )
 
 
 def list_entries(
@@ -212,38 +136,3 @@ def resolve_actor(audit_filter: AuditFilter) -> AuditFilter:
     if staff_id is None:
         return audit_filter
     return replace(audit_filter, actor_id=staff_id, actor_label=None)
-
-
-def _single(args: Mapping[str, list[str]], name: str, errors: dict[str, list[str]]) -> str | None:
-    values = args.get(name, [])
-    if len(values) > 1:
-        errors.setdefault(name, []).append("may be given only once")
-        return None
-    return values[0].strip() if values else None
-
-
-def _choices(
-    raw_values: Iterable[str], allowed: tuple[str, ...], name: str, errors: dict[str, list[str]]
-) -> tuple[str, ...]:
-    chosen: list[str] = []
-    for raw in raw_values:
-        for value in (part.strip() for part in raw.split(",")):
-            if value not in allowed:
-                errors.setdefault(name, []).append(f"must be one of {', '.join(allowed)}")
-            elif value not in chosen:
-                chosen.append(value)
-    return tuple(chosen)
-
-
-def _bound(
-    args: Mapping[str, list[str]], name: str, *, end_of_day: bool, errors: dict[str, list[str]]
-) -> datetime | None:
-    raw = _single(args, name, errors)
-    if not raw:
-        return None
-    try:
-        bound = parse_time_bound(raw, end_of_day=end_of_day)
-    except ValueError as error:
-        errors.setdefault(name, []).append(str(error))
-        return None
-    return bound

@@ -19,14 +19,14 @@ from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.extensions import db
 from webapp.models import OPERATIONS, User, UserAudit
 from webapp.services import audit_log
-from webapp.services.audit_log import AuditFilter
+from webapp.services.audit_filter import FILTER_PARAMETERS, AuditFilter, parse_audit_filter
 from webapp.services.errors import ValidationFailed
 from webapp.services.users import get_user, list_users
 from webapp.timestamps import UTC, parse_time_bound, utcnow
 from webapp.typed_text import parse_whole_number
 
 #: query-string names the timeline form uses, in the order links repeat them
-FORM_FIELDS: tuple[str, ...] = ("user", "operation", "since", "until", "actor", "field")
+FORM_FIELDS: tuple[str, ...] = tuple(p.form_name for p in FILTER_PARAMETERS if p.form_name)
 #: more profiles than this matching a search are not all listed
 USER_CHOICES_MAX = 20
 #: the activity chart covers at most this many days (the latest of the filter)
@@ -60,7 +60,7 @@ def read_timeline_query(args: Mapping[str, list[str]]) -> TimelineQuery:
 
     The user may be given as ``user_id`` (links) or ``user`` (the form): an id,
     or text searched for in names and emails, which must match one profile.
-    Everything else is checked by ``audit_log.parse_audit_filter``, whose
+    Everything else is checked by ``parse_audit_filter``, whose
     messages are kept per field for the form.
     """
     values: dict[str, list[str]] = {
@@ -98,14 +98,10 @@ def read_timeline_query(args: Mapping[str, list[str]]) -> TimelineQuery:
 
     audit_filter: AuditFilter | None = None
     try:
-        audit_filter = audit_log.parse_audit_filter(
+        audit_filter = parse_audit_filter(
             {
-                "user_id": user_id_values,
-                "operation": values["operation"],
-                "since": values["since"],
-                "until": values["until"],
-                "field": values["field"],
-                "actor": values["actor"],
+                **{p.name: values[p.form_name] for p in FILTER_PARAMETERS if p.form_name},
+                "user_id": user_id_values,  # the form's text, resolved to one profile
             }
         )
     except ValidationFailed as error:

@@ -16,7 +16,8 @@ from webapp.typed_text import parse_whole_number
 
 T = TypeVar("T")
 
-_CURSOR_MAX_LENGTH = 200
+#: the longest cursor accepted (a page's own cursors are far shorter)
+CURSOR_MAX_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def _encode(values: list[object]) -> str:
 
 
 def _decode(token: str) -> list[object]:
-    if not token or len(token) > _CURSOR_MAX_LENGTH:
+    if not token or len(token) > CURSOR_MAX_LENGTH:
         raise _bad_cursor()
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))

@@ -18,6 +18,7 @@ from flask import render_template, request
 from markupsafe import Markup, escape
 
 from webapp.api import openapi
+from webapp.http.api_paths import public
 from webapp.web import bp
 
 _CODE = re.compile(r"`([^`]+)`")
@@ -33,7 +34,7 @@ _METHOD_CLASS = {
 
 
 @bp.get("/api/docs")
-@openapi.public
+@public
 def api_docs() -> str:
     document = openapi.document()
     base_url = request.url_root.rstrip("/") + document["servers"][0]["url"]

@@ -12,7 +12,8 @@ from webapp.auth.permissions import AUDIT_READ
 from webapp.errors import error_page
 from webapp.models import OPERATIONS
 from webapp.services import audit_export, audit_integrity, audit_views
-from webapp.services.audit_log import AuditFilter, list_entries
+from webapp.services.audit_filter import AuditFilter
+from webapp.services.audit_log import list_entries
 from webapp.services.errors import ValidationFailed
 from webapp.services.pagination import parse_limit
 from webapp.services.security_events import record_event
