@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event
 
 from webapp.extensions import db
-from webapp.services import audit_export
+from webapp.services import audit_export, spreadsheet_cells
 from webapp.services.audit_log import AuditFilter
 
 CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
@@ -104,12 +104,12 @@ def test_csv_cells_cannot_run_as_formulas(auditor, entries):
     "value", ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx", '=HYPERLINK("http://x","y")']
 )
 def test_neutralise(value):
-    assert audit_export.neutralise(value) == "'" + value
+    assert spreadsheet_cells.neutralise(value) == "'" + value
 
 
 @pytest.mark.parametrize("value", ["Ada", "", "1-2", "a=b", '{"name": "=x"}', "a; b", "x\ty"])
 def test_neutralise_leaves_other_text_alone(value):
-    assert audit_export.neutralise(value) == value
+    assert spreadsheet_cells.neutralise(value) == value
 
 
 @pytest.mark.parametrize(
@@ -125,7 +125,7 @@ def test_neutralise_leaves_other_text_alone(value):
 )
 def test_neutralise_formulas_after_a_separator(value, safe):
     """A spreadsheet splitting on ";" or tabs starts a new cell there."""
-    assert audit_export.neutralise(value) == safe
+    assert spreadsheet_cells.neutralise(value) == safe
 
 
 def test_no_cell_part_can_run_as_a_formula_whatever_the_separator(client, auditor):
@@ -193,8 +193,29 @@ def test_export_of_ambiguous_user_is_400(auditor, entries):
 def test_export_reads_in_batches(app_context, client, entries, database):
     seen = list(audit_export.iter_entries(AuditFilter(), batch_size=2))
     assert [entry.id for entry in seen] == expected_ids(database)
-    lines = list(audit_export.csv_lines(AuditFilter(operations=("update",)), batch_size=1))
-    assert len(lines) == 1 + len(expected_ids(database, "operation = 'update'"))
+
+
+@pytest.mark.parametrize("kind", ["csv", "ndjson"])
+def test_export_comes_in_chunks_of_whole_entries(app_context, client, entries, database, kind):
+    """Large chunks for speed, each ending with an entry, and the count of each told."""
+    counts = []
+    lines = audit_export.csv_lines if kind == "csv" else audit_export.ndjson_lines
+    chunks = list(
+        lines(AuditFilter(operations=("update",)), batch_size=2, on_entries=counts.append)
+    )
+    updates = len(expected_ids(database, "operation = 'update'"))
+    header = 1 if kind == "csv" else 0
+    assert len(chunks) == header + -(-updates // 2)
+    assert counts == [2] * (updates // 2) + ([updates % 2] if updates % 2 else [])
+    ending = b"\r\n" if kind == "csv" else b"\n"
+    assert all(chunk.endswith(ending) for chunk in chunks)
+
+
+def test_export_by_username_reads_entries_of_that_account(app_context, entries, database):
+    text = b"".join(audit_export.ndjson_lines(AuditFilter(actor_label="TEST-ADMIN")))
+    ids = [json.loads(line)["id"] for line in text.splitlines()]
+    assert ids == expected_ids(database, "actor_label = 'test-admin'")
+    assert ids
 
 
 def test_export_by_username_looks_the_account_up_once(app_context, entries, database):

@@ -319,9 +319,9 @@ def test_a_bad_filter_is_one_line_and_writes_nothing(runner, history, tmp_path, 
 
 
 def test_a_failure_halfway_leaves_no_file_behind(runner, history, tmp_path, monkeypatch):
-    def failing_lines(audit_filter):
-        lines = audit_export.csv_lines(audit_filter, batch_size=10)
-        yield from itertools.islice(lines, 30)
+    def failing_lines(audit_filter, **options):
+        chunks = audit_export.csv_lines(audit_filter, batch_size=2, **options)
+        yield from itertools.islice(chunks, 3)
         raise OperationalError("SELECT ...", {}, Exception("server closed the connection"))
 
     monkeypatch.setitem(audit_commands._FORMATS, "csv", failing_lines)

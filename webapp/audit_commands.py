@@ -147,7 +147,7 @@ def _read_checkpoint(path: Path) -> Checkpoint:
 
 # --- flask audit export -------------------------------------------------------
 
-_FORMATS: dict[str, Callable[[AuditFilter], Iterator[str]]] = {
+_FORMATS: dict[str, Callable[..., Iterator[bytes]]] = {
     "csv": audit_export.csv_lines,
     "ndjson": audit_export.ndjson_lines,
 }
@@ -188,25 +188,23 @@ def _export_filter(
         raise BadFilter(problems or error.detail) from None
 
 
-def _write_lines(
-    lines: Iterator[str],
-    stream: BinaryIO,
-    progress: Callable[[int], None] | None,
-    *,
-    header_lines: int,
-) -> int:
-    """Write ``lines`` as UTF-8, as the web export sends them; return how many entries."""
-    written = -header_lines
-    step = audit_export.BATCH_SIZE
-    for line in lines:
-        stream.write(line.encode("utf-8"))
-        written += 1
-        # Once per batch: redrawing the bar per row would cost more than the row.
-        if progress is not None and written > 0 and written % step == 0:
-            progress(step)
-    if progress is not None and written > 0:
-        progress(written % step)
-    return max(written, 0)
+class _ExportCount:
+    """Entries written so far, told chunk by chunk; moves the progress bar if there is one."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self.entries = 0
+        self._progress = progress
+
+    def __call__(self, entries: int) -> None:
+        self.entries += entries
+        if self._progress is not None:
+            self._progress(entries)
+
+
+def _write_chunks(chunks: Iterator[bytes], stream: BinaryIO) -> None:
+    """Write the export's UTF-8 chunks as they come, as the web export sends them."""
+    for chunk in chunks:
+        stream.write(chunk)
 
 
 @audit_group.command("export")
@@ -262,30 +260,28 @@ def export_command(
     """
     audit_filter = _export_filter(user_id, operations, since, until, fields, actor, unattributed)
     kind = export_format.lower()
-    lines = _FORMATS[kind](audit_filter)
-    header_lines = 1 if kind == "csv" else 0
     # One snapshot for the count and every batch: the progress bar's total and
     # the rows agree, and entries saved meanwhile do not turn up halfway through.
     db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     try:
         with _export_progress(audit_filter) as progress:
+            count = _ExportCount(progress)
+            chunks = _FORMATS[kind](audit_filter, on_entries=count)
             if output is None:
-                _write_stdout(lines, progress, header_lines=header_lines)
+                _write_stdout(chunks)
                 return
-            count = _write_file(output, lines, progress, header_lines=header_lines)
+            _write_file(output, chunks)
     finally:
         db.session.rollback()
-    click.echo(f"{count} entries written to {output}.", err=True)
+    click.echo(f"{count.entries} entries written to {output}.", err=True)
 
 
-def _write_stdout(
-    lines: Iterator[str], progress: Callable[[int], None] | None, *, header_lines: int
-) -> None:
+def _write_stdout(chunks: Iterator[bytes]) -> None:
     # Bytes, not text: the export is UTF-8 whatever the locale, as over HTTP.
     sys.stdout.flush()
     stream = sys.stdout.buffer
     try:
-        _write_lines(lines, stream, progress, header_lines=header_lines)
+        _write_chunks(chunks, stream)
         stream.flush()
     except BrokenPipeError:
         # The reader stopped early (`| head`): stop quietly, as other tools do.
@@ -306,13 +302,7 @@ def _export_progress(audit_filter: AuditFilter) -> Iterator[Callable[[int], None
         yield bar.update
 
 
-def _write_file(
-    output: Path,
-    lines: Iterator[str],
-    progress: Callable[[int], None] | None,
-    *,
-    header_lines: int,
-) -> int:
+def _write_file(output: Path, chunks: Iterator[bytes]) -> None:
     """Write to a temporary file beside ``output`` and rename it when complete, so a
     failure halfway (database gone, disk full) never leaves a truncated export."""
     directory = output.parent
@@ -325,7 +315,7 @@ def _write_file(
     temporary = Path(handle.name)
     try:
         with handle:
-            count = _write_lines(lines, handle, progress, header_lines=header_lines)
+            _write_chunks(chunks, handle)
         os.replace(temporary, output)
     except OSError as error:
         temporary.unlink(missing_ok=True)
@@ -333,7 +323,6 @@ def _write_file(
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    return count
 
 
 def _silence_stdout() -> None:

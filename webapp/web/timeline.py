@@ -104,7 +104,7 @@ def audit_activity() -> Response:
     )
 
 
-def _export(kind: str, mimetype: str, lines: Callable[[AuditFilter], Iterator[str]]) -> Response:
+def _export(kind: str, mimetype: str, lines: Callable[[AuditFilter], Iterator[bytes]]) -> Response:
     """Stream the filter's entries as a download; a bad filter is a 400 page."""
     query = _query()
     if query.errors or query.audit_filter is None:
