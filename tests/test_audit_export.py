@@ -235,3 +235,60 @@ def test_export_by_username_looks_the_account_up_once(app_context, entries, data
     pages = [s for s in statements if "FROM user_audit" in s]
     assert len(pages) >= 3
     assert len([s for s in statements if "FROM staff" in s]) == 1
+
+
+def test_export_file_names_carry_the_filter(auditor, entries):
+    query = f"user_id={entries['ada']}&operation=update&since=2026-11-01&until=2026-11-30"
+    named = auditor.get("/audit/export.csv?" + query).headers["Content-Disposition"]
+    assert (
+        named
+        == f'attachment; filename="audit_user-{entries["ada"]}_update_2026-11-01_2026-11-30.csv"'
+    )
+    everything = auditor.get("/audit/export.ndjson").headers["Content-Disposition"]
+    assert everything == 'attachment; filename="audit_all.ndjson"'
+    by_actor = auditor.get("/audit/export.csv?actor=cli:ops&field=email&operation=create,delete")
+    assert by_actor.headers["Content-Disposition"] == (
+        'attachment; filename="audit_create_delete_field-email_actor-cli-ops.csv"'
+    )
+
+
+def test_csv_for_excel_starts_with_a_byte_order_mark(auditor, entries):
+    plain = auditor.get("/audit/export.csv").get_data()
+    excel = auditor.get("/audit/export.csv?excel=1")
+    assert excel.headers["Content-Disposition"] == 'attachment; filename="audit_all_excel.csv"'
+    assert excel.get_data() == audit_export.EXCEL_BOM + plain
+    assert not plain.startswith(audit_export.EXCEL_BOM)
+
+
+def test_long_csv_has_one_row_per_changed_field(auditor, entries, database):
+    response = auditor.get(f"/audit/export.csv?form=long&user_id={entries['ada']}")
+    assert response.status_code == 200
+    assert response.headers["Content-Disposition"].endswith(f'_user-{entries["ada"]}_long.csv"')
+    rows = csv_rows(response)
+    assert list(rows[0]) == list(audit_export.LONG_CSV_COLUMNS)
+    stored = database.rows(
+        "SELECT id, changed_fields FROM user_audit WHERE user_id = :ada "
+        "ORDER BY timestamp DESC, id DESC",
+        ada=entries["ada"],
+    )
+    assert [(int(row["entry"]), row["field"]) for row in rows] == [
+        (entry["id"], field) for entry in stored for field in entry["changed_fields"]
+    ]
+    renamed = next(row for row in rows if row["field"] == "name" and row["operation"] == "update")
+    # Values are text, neutralised as in the wide form.
+    assert (renamed["before"], renamed["after"]) == ("Ada Lovelace", '\'=HYPERLINK("http://evil")')
+    created = next(row for row in rows if row["operation"] == "create" and row["field"] == "email")
+    assert (created["before"], created["after"]) == ("", "ada@example.com")
+    assert created["reason"] == '\'=HYPERLINK("http://x")'
+
+
+def test_an_unknown_export_form_is_400(auditor, entries):
+    response = auditor.get("/audit/export.csv?form=tall")
+    assert response.status_code == 400
+    assert "form: must be wide or long" in response.get_data(as_text=True)
+
+
+def test_page_links_to_excel_and_long_exports(auditor, entries):
+    page = auditor.get("/audit?operation=update").get_data(as_text=True)
+    assert 'href="/audit/export.csv?operation=update&amp;excel=1"' in page
+    assert 'href="/audit/export.csv?operation=update&amp;form=long&amp;excel=1"' in page

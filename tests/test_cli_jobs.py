@@ -402,3 +402,44 @@ def test_export_shows_progress_on_a_terminal_and_stays_quiet_in_pipes(
     assert status == 0, stderr
     assert stderr == ""
     assert stdout == expected
+
+
+def test_export_into_a_directory_is_named_after_the_filter(
+    app, signed_in, runner, history, tmp_path
+):
+    result = invoke(
+        runner,
+        "audit",
+        "export",
+        "--long",
+        "--excel",
+        "--operation",
+        "update",
+        "--since",
+        "2026-01-01",
+        "--until",
+        "2999-12-31",
+        "-o",
+        str(tmp_path),
+    )
+
+    assert result.exit_code == 0, result.output
+    target = tmp_path / "audit_update_2026-01-01_2999-12-31_long-excel.csv"
+    assert [path.name for path in tmp_path.iterdir()] == [target.name]
+    web = web_export(
+        app,
+        signed_in,
+        "csv",
+        "operation=update&since=2026-01-01&until=2999-12-31&form=long&excel=1",
+    )
+    assert target.read_bytes() == web
+    assert target.read_bytes().startswith(b"\xef\xbb\xbfentry,timestamp,")
+    assert result.stderr.endswith(f"rows written to {target}.\n")
+
+
+def test_long_and_excel_are_forms_of_csv_only(runner, history):
+    result = invoke(runner, "audit", "export", "--format", "ndjson", "--long")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: --long and --excel are forms of CSV")
+    assert result.stdout == ""

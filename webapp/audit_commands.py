@@ -219,9 +219,18 @@ def _write_chunks(chunks: Iterator[bytes], stream: BinaryIO) -> None:
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="Write to this file instead of standard output; it appears only when complete.",
+    type=click.Path(writable=True, path_type=Path),
+    help="Write to this file instead of standard output; it appears only when complete. "
+    "A directory: into a file there named after the filter "
+    "(audit_user-42_update_2026-11-01_2026-11-30.csv).",
 )
+@click.option(
+    "--long",
+    "long_form",
+    is_flag=True,
+    help="CSV with one row per changed field (entry, field, before, after).",
+)
+@click.option("--excel", is_flag=True, help="CSV with a byte order mark, so Excel reads UTF-8.")
 @click.option("--user-id", help="Only this profile's entries.")
 @click.option(
     "--operation",
@@ -244,6 +253,8 @@ def _write_chunks(chunks: Iterator[bytes], stream: BinaryIO) -> None:
 def export_command(
     export_format: str,
     output: Path | None,
+    long_form: bool,
+    excel: bool,
     user_id: str | None,
     operations: tuple[str, ...],
     since: str | None,
@@ -260,20 +271,29 @@ def export_command(
     """
     audit_filter = _export_filter(user_id, operations, since, until, fields, actor, unattributed)
     kind = export_format.lower()
+    if kind != "csv" and (long_form or excel):
+        raise BadFilter("--long and --excel are forms of CSV: leave out --format ndjson")
+    if output is not None and output.is_dir():
+        form = "-".join(part for part, wanted in (("long", long_form), ("excel", excel)) if wanted)
+        output = output / audit_export.export_filename(audit_filter, kind, form=form)
     # One snapshot for the count and every batch: the progress bar's total and
     # the rows agree, and entries saved meanwhile do not turn up halfway through.
     db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     try:
         with _export_progress(audit_filter) as progress:
             count = _ExportCount(progress)
-            chunks = _FORMATS[kind](audit_filter, on_entries=count)
+            lines = audit_export.long_csv_lines if long_form else _FORMATS[kind]
+            chunks = lines(audit_filter, on_entries=count)
+            if excel:
+                chunks = audit_export.for_excel(chunks)
             if output is None:
                 _write_stdout(chunks)
                 return
             _write_file(output, chunks)
     finally:
         db.session.rollback()
-    click.echo(f"{count.entries} entries written to {output}.", err=True)
+    what = "rows" if long_form else "entries"
+    click.echo(f"{count.entries} {what} written to {output}.", err=True)
 
 
 def _write_stdout(chunks: Iterator[bytes]) -> None:

@@ -104,20 +104,43 @@ def audit_activity() -> Response:
     )
 
 
+_EXPORT_FORMS = {"": "wide", "wide": "wide", "long": "long"}
+_YES = {"1", "true", "yes", "on"}
+
+
 def _export(kind: str, mimetype: str, lines: Callable[[AuditFilter], Iterator[bytes]]) -> Response:
-    """Stream the filter's entries as a download; a bad filter is a 400 page."""
+    """Stream the filter's entries as a download named after the filter; a bad
+    filter is a 400 page. A CSV may be ``form=long`` (one row per changed
+    field) and ``excel=1`` (a byte order mark first, so Excel reads UTF-8)."""
     query = _query()
-    if query.errors or query.audit_filter is None:
+    form = _EXPORT_FORMS.get(request.args.get("form", "")) if kind == "csv" else "wide"
+    if query.errors or query.audit_filter is None or form is None:
         problems = [f"{name}: {m}" for name, messages in query.errors.items() for m in messages]
+        if form is None:
+            problems.append("form: must be wide or long")
         if not problems:
             problems = [f"The user “{query.user_search}” does not name exactly one profile."]
         return error_page(400, "The export was not made. " + " ".join(problems))
+    excel = kind == "csv" and request.args.get("excel", "").lower() in _YES
     if request.method == "GET":  # a HEAD request exports nothing
         # Personal data leaving the application: who took which part is a security event.
-        record_event("audit_exported", details={"format": kind, "filter": query.query_string})
-    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
-    response = Response(stream_with_context(lines(query.audit_filter)), mimetype=mimetype)
-    response.headers["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{kind}"'
+        details = {"format": kind, "filter": query.query_string}
+        if form == "long" or excel:
+            details.update(form=form, excel=excel)
+        record_event("audit_exported", details=details)
+    chunks = (
+        lines(query.audit_filter)
+        if form == "wide"
+        else audit_export.long_csv_lines(query.audit_filter)
+    )
+    if excel:
+        chunks = audit_export.for_excel(chunks)
+    name_form = "-".join(
+        part for part in ("long" if form == "long" else "", "excel" if excel else "") if part
+    )
+    filename = audit_export.export_filename(query.audit_filter, kind, form=name_form)
+    response = Response(stream_with_context(chunks), mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
 
