@@ -106,7 +106,7 @@ PASSWORD = "http load bench password, long enough"  # noqa: S105
 SUPPORT, AUDITOR = "bench-support", "bench-auditor"
 #: profiles the update runs write (split between wrk's threads)
 PATCH_PROFILES = 1_000
-APP, FLOOR = "app", "floor"
+APP, FLOOR, WORK = "app", "floor", "same-work floor"
 
 CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
 LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
@@ -470,12 +470,24 @@ class Target:
     ids: list[int] = field(default_factory=list)
     #: a yardstick for the other rows, not one of the requests the target is for
     reference: bool = False
-    runs: dict[str, list[WrkRun]] = field(default_factory=lambda: {APP: [], FLOOR: []})
+    #: the same-work floor's path (same authentication, same query) and its headers
+    work_path: str | None = None
+    work_headers: list[str] = field(default_factory=list)
+    runs: dict[str, list[WrkRun]] = field(default_factory=lambda: {APP: [], FLOOR: [], WORK: []})
+
+    @property
+    def stacks(self) -> tuple[str, ...]:
+        return (APP, FLOOR, WORK) if self.work_path else (APP, FLOOR)
 
     def path(self, stack: str) -> str:
+        if stack == WORK:
+            assert self.work_path is not None
+            return self.work_path
         return self.app_path if stack == APP else self.floor_path
 
     def headers(self, stack: str) -> list[str]:
+        if stack == WORK:
+            return self.work_headers
         return self.app_headers if stack == APP else []
 
 
@@ -509,7 +521,7 @@ def build_targets(
     auditor = f"Authorization: Bearer {credentials.auditor_token}"
 
     def get_profile(stack: str) -> dict[str, Any]:
-        prefix = "/api/v1/users/" if stack == APP else "/users/"
+        prefix = {APP: "/api/v1/users/", FLOOR: "/users/", WORK: "/work/users/"}[stack]
         return {"prefix": prefix, "max_id": users, "seed": seed}
 
     def patch_profile(stack: str) -> dict[str, Any]:
@@ -529,8 +541,19 @@ def build_targets(
             "/users/1",
             [support],
             get_profile,
+            work_path="/work/users/1",
+            work_headers=[support],
         ),
-        Target("list", "list profiles", "get.lua", "/api/v1/users", "/users", [support]),
+        Target(
+            "list",
+            "list profiles",
+            "get.lua",
+            "/api/v1/users",
+            "/users",
+            [support],
+            work_path="/work/users",
+            work_headers=[support],
+        ),
         Target(
             "patch",
             "PATCH profile",
@@ -548,6 +571,8 @@ def build_targets(
             "/audit",
             "/audit",
             [f"Cookie: {credentials.cookie}"],
+            work_path="/work/audit",
+            work_headers=[auditor],
         ),
         Target(
             "timeline_json",
@@ -556,6 +581,8 @@ def build_targets(
             "/api/v1/audit",
             "/audit.json",
             [auditor],
+            work_path="/work/audit.json",
+            work_headers=[auditor],
         ),
         # What the application costs before any of its own work: the liveness
         # probe touches no database, writes no log line and checks no token.
@@ -647,14 +674,22 @@ class Row:
     bad: str
     round_ratios: list[float]
     reference: bool = False
+    #: the same-work floor's median req/s, p50 and p99 (None: no such endpoint)
+    work_rps: float | None = None
+    work_p50: float | None = None
+    work_p99: float | None = None
 
     @property
     def ratio(self) -> float:
         return self.app_rps / self.floor_rps if self.floor_rps else 0.0
 
+    @property
+    def work_ratio(self) -> float | None:
+        return self.app_rps / self.work_rps if self.work_rps else None
+
 
 def summarize(target: Target) -> Row:
-    app, floor = target.runs[APP], target.runs[FLOOR]
+    app, floor, work = target.runs[APP], target.runs[FLOOR], target.runs[WORK]
 
     def per_response(runs: list[WrkRun]) -> float:
         return sum(r.bytes for r in runs) / max(1, sum(r.requests for r in runs))
@@ -685,7 +720,42 @@ def summarize(target: Target) -> Row:
         bad=f"{bad(app)} / {bad(floor)}",
         round_ratios=[a.per_second / f.per_second for a, f in zip(app, floor, strict=True)],
         reference=target.reference,
+        work_rps=statistics.median(r.per_second for r in work) if work else None,
+        work_p50=statistics.median(r.p50_ms for r in work) if work else None,
+        work_p99=statistics.median(r.p99_ms for r in work) if work else None,
     )
+
+
+#: the goals against the same-work floor: the HTML page's, the other requests'
+WORK_TARGET_PAGE, WORK_TARGET = 0.5, 0.6
+#: no request's p99 above this many times its p50
+TAIL_TARGET = 5.0
+
+
+def work_table_lines(rows: list[Row]) -> list[str]:
+    """App against the same-work floor (same authentication, same query), with the goals."""
+    lines = [
+        "| Request | App req/s | Same-work floor req/s | App/same-work | Goal "
+        "| App p50 ms | App p99 ms | p99/p50 | Same-work p50 ms | Same-work p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        tail = row.app_p99 / row.app_p50 if row.app_p50 else 0.0
+        tail_mark = "" if tail <= TAIL_TARGET else " ✗"
+        if row.work_rps is None or row.work_ratio is None:
+            lines.append(
+                f"| {row.name} | {row.app_rps:,.0f} | - | - | - | {row.app_p50:.1f} "
+                f"| {row.app_p99:.1f} | {tail:.1f}{tail_mark} | - | - |"
+            )
+            continue
+        goal = WORK_TARGET_PAGE if "HTML" in row.name else WORK_TARGET
+        mark = "" if row.work_ratio >= goal else " ✗"
+        lines.append(
+            f"| {row.name} | {row.app_rps:,.0f} | {row.work_rps:,.0f} "
+            f"| {row.work_ratio:.2f}{mark} | ≥ {goal} | {row.app_p50:.1f} | {row.app_p99:.1f} "
+            f"| {tail:.1f}{tail_mark} | {row.work_p50:.1f} | {row.work_p99:.1f} |"
+        )
+    return lines
 
 
 def table_lines(rows: list[Row]) -> list[str]:
@@ -1044,7 +1114,7 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
     try:
         servers.append(start_app(url, args.workers, workdir))
         servers.append(start_floor(url, args.workers, workdir))
-        by_stack = {APP: servers[0], FLOOR: servers[1]}
+        by_stack = {APP: servers[0], FLOOR: servers[1], WORK: servers[1]}
         print(
             f"app gunicorn (gunicorn.conf.py, APP_ENV=production) pid {servers[0].process.pid} "
             f"on {servers[0].base}; floor gunicorn pid {servers[1].process.pid} on "
@@ -1063,22 +1133,31 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
         audit = AuditCheck()
         if args.warmup:
             for target in targets:
-                for stack in (APP, FLOOR):
+                for stack in target.stacks:
                     measure(
                         target, stack, by_stack[stack], url, settings, workdir, audit, args.warmup
                     )
         for round_number in range(args.rounds):
-            order = (APP, FLOOR) if round_number % 2 == 0 else (FLOOR, APP)
             for target in targets:
-                for stack in order:
+                # The order of the variants rotates from round to round.
+                stacks = target.stacks
+                shift = round_number % len(stacks)
+                for stack in stacks[shift:] + stacks[:shift]:
                     result = measure(target, stack, by_stack[stack], url, settings, workdir, audit)
                     target.runs[stack].append(result)
                 app_run, floor_run = target.runs[APP][-1], target.runs[FLOOR][-1]
+                same_work = ""
+                if target.runs[WORK]:
+                    work_run = target.runs[WORK][-1]
+                    same_work = (
+                        f", same-work floor {work_run.per_second:,.0f}/s (p50 "
+                        f"{work_run.p50_ms:.1f} ms, non-200 {work_run.bad})"
+                    )
                 print(
                     f"  round {round_number + 1}, {target.name}: app {app_run.per_second:,.0f}/s "
                     f"(p50 {app_run.p50_ms:.1f} ms, non-200 {app_run.bad}), floor "
                     f"{floor_run.per_second:,.0f}/s (p50 {floor_run.p50_ms:.1f} ms, non-200 "
-                    f"{floor_run.bad}); load average {os.getloadavg()[0]:.2f}",
+                    f"{floor_run.bad}){same_work}; load average {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
     finally:
@@ -1099,6 +1178,10 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
     table = table_lines(rows)
     for line in table:
         print(line)
+    print("\nAgainst the same-work floor (same token check in one SELECT, same query):\n")
+    work_table = work_table_lines(rows)
+    for line in work_table:
+        print(line)
     print()
     for row in rows:
         ratios = ", ".join(f"{ratio:.2f}" for ratio in row.round_ratios)
@@ -1107,7 +1190,7 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
     bad = [
         target.name
         for target in targets
-        for stack in (APP, FLOOR)
+        for stack in target.stacks
         if any(run.bad for run in target.runs[stack])
     ]
     if bad:
@@ -1119,6 +1202,8 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
             summary.write("### HTTP throughput\n\n")
             summary.write(settings_line(args.workers, settings, args.rounds) + "\n\n")
             summary.write("\n".join(table) + "\n\n")
+            summary.write("Against the same-work floor (same token check, same query):\n\n")
+            summary.write("\n".join(work_table) + "\n\n")
         print(f"\nSummary appended to {args.summary}")
     if failures or args.profile:
         names = {row.name for row in (rows if args.profile else failures)}
