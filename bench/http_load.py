@@ -876,6 +876,35 @@ class InProcess:
     floor_ms: float
     areas: dict[str, float]
     functions: dict[str, float]
+    #: milliseconds per request in each request hook and view (the profiled run)
+    hooks: dict[str, float] = field(default_factory=dict)
+
+
+def hook_names(app: Any) -> dict[str, str]:
+    """The app's request hooks and views by function name, each with what it is."""
+    names: dict[str, str] = {}
+    for kind, registry in (
+        ("before", app.before_request_funcs),
+        ("after", app.after_request_funcs),
+        ("teardown", app.teardown_request_funcs),
+    ):
+        for blueprint, functions in registry.items():
+            for function in functions:
+                where = f"{blueprint}." if blueprint else ""
+                names[function.__name__] = f"{kind}_request {where}{function.__name__}"
+    for endpoint, function in app.view_functions.items():
+        names.setdefault(function.__name__, f"view {endpoint}")
+    return names
+
+
+def _hook_times(frame: Any, names: dict[str, str], out: dict[str, float]) -> None:
+    """Total time under each hook or view frame (outermost occurrence only)."""
+    label = names.get(frame.function or "")
+    if label is not None and "/webapp/" in (frame.file_path or "").replace(os.sep, "/"):
+        out[label] = out.get(label, 0.0) + frame.time
+        return
+    for child in frame.children:
+        _hook_times(child, names, out)
 
 
 def timed_loop(call: Callable[[int], None], requests: int, budget: float) -> float:
@@ -1004,15 +1033,24 @@ def profile_in_process(
             profiler = Profiler(interval=0.0002)
             with contextlib.redirect_stderr(log):
                 profiler.start()
-                timed_loop(calls[APP], requests, budget)
+                started = time.perf_counter()
+                profiled_ms = timed_loop(calls[APP], requests, budget)
+                profiled_calls = (time.perf_counter() - started) * 1000 / profiled_ms
                 profiler.stop()
             areas: dict[str, float] = {}
             functions: dict[str, float] = {}
+            hooks: dict[str, float] = {}
             root = profiler.last_session.root_frame() if profiler.last_session else None
             if root is not None:
                 _self_times(root, areas, functions)
+                _hook_times(root, hook_names(app), hooks)
+            per_request = {
+                label: seconds * 1000 / profiled_calls for label, seconds in hooks.items()
+            }
             results.append(
-                InProcess(name, statements, timings[APP], timings[FLOOR], areas, functions)
+                InProcess(
+                    name, statements, timings[APP], timings[FLOOR], areas, functions, per_request
+                )
             )
     finally:
         log.close()
@@ -1051,6 +1089,9 @@ def print_profile(results: list[InProcess]) -> None:
         for area, seconds in sorted(result.areas.items(), key=lambda item: -item[1]):
             if seconds / total >= 0.01:
                 print(f"  {seconds / total:6.1%}  {area}")
+        print("Per hook and view, ms per request (under the profiler, so inflated alike):")
+        for label, ms in sorted(result.hooks.items(), key=lambda item: -item[1]):
+            print(f"  {ms:7.3f}  {label}")
         print("Top functions by self time:")
         for name, seconds in sorted(result.functions.items(), key=lambda item: -item[1])[:12]:
             print(f"  {seconds / total:6.1%}  {name}")
