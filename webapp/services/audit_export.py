@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Row, func, literal_column, true
 from sqlalchemy.dialects import postgresql
 
+from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.extensions import db
 from webapp.models import ApiToken, UserAudit
 from webapp.services.audit_log import (
@@ -88,13 +89,37 @@ def json_cell_sql(expression: str) -> str:
         f' ORDER BY member.key COLLATE "C") FROM jsonb_each({expression}) AS member)'
     )
     as_text = (
-        f"CASE jsonb_typeof({expression}) WHEN 'object' THEN '{{' || coalesce({members}, '') "
+        f"CASE WHEN {_is_snapshot(expression)} "
+        f"THEN {_snapshot_members(expression, sorted(SNAPSHOT_FIELDS), ', ', ': ')}"
+        f" WHEN jsonb_typeof({expression}) = 'object' THEN '{{' || coalesce({members}, '') "
         f"|| '}}' ELSE {expression}::text END"
     )
     return f"replace({as_text}, ';', '\\u003b')"
 
 
-def _compact_json_sql(expression: str) -> str:
+def _is_snapshot(expression: str) -> str:
+    """SQL: the value is an object of exactly the snapshot's fields (nearly every entry)."""
+    fields = ", ".join(f"'{name}'" for name in SNAPSHOT_FIELDS)
+    return (
+        f"jsonb_typeof({expression}) = 'object' AND {expression} ?& ARRAY[{fields}]"
+        f" AND {expression} - ARRAY[{fields}] = '{{}}'::jsonb"
+    )
+
+
+def _snapshot_members(expression: str, order: list[str], comma: str, colon: str) -> str:
+    """SQL: a snapshot object's text with its members in ``order``, without a subquery."""
+    parts = " || ".join(
+        f"'{comma if index else ''}\"{name}\"{colon}' || ({expression} -> '{name}')::text"
+        for index, name in enumerate(order)
+    )
+    return f"('{{' || {parts} || '}}')"
+
+
+#: jsonb's own order of keys (shorter first, then bytewise), which json.loads keeps.
+_JSONB_ORDER = sorted(SNAPSHOT_FIELDS, key=lambda name: (len(name.encode()), name.encode()))
+
+
+def compact_json_sql(expression: str) -> str:
     """A ``jsonb`` object as ``json.dumps(separators=(",", ":"))`` writes it after
     loading it: members in ``jsonb``'s own order, no spaces; ``null`` for NULL."""
     # Fixed SQL around a column expression of this module; no input reaches it.
@@ -104,9 +129,15 @@ def _compact_json_sql(expression: str) -> str:
         f" AS member(key, value, position))"
     )
     return (
-        f"CASE jsonb_typeof({expression}) WHEN 'object' THEN '{{' || coalesce({members}, '') "
+        f"CASE WHEN {_is_snapshot(expression)} "
+        f"THEN {_snapshot_members(expression, _JSONB_ORDER, ',', ':')}"
+        f" WHEN jsonb_typeof({expression}) = 'object' THEN '{{' || coalesce({members}, '') "
         f"|| '}}' ELSE coalesce({expression}::text, 'null') END"
     )
+
+
+def _number(expression: str) -> str:
+    return f"coalesce(({expression})::text, 'null')"
 
 
 def _json(expression: str) -> str:
@@ -151,7 +182,7 @@ _TOKEN_JSON = (
     "'{\"id\":' || user_audit.token_id || ',\"name\":' || " + _json("api_tokens.name") + " || "
     "',\"created_by\":' || CASE WHEN api_tokens.created_by_label IS NULL THEN 'null' ELSE "
     "'{\"id\":' || "
-    + _json("api_tokens.created_by_id")
+    + _number("api_tokens.created_by_id")
     + " || ',\"label\":' || "
     + _json("api_tokens.created_by_label")
     + " || '}' END || '}' END"
@@ -159,15 +190,15 @@ _TOKEN_JSON = (
 _NDJSON_LINE = " || ".join(
     [
         "'{\"id\":' || user_audit.id",
-        "',\"user_id\":' || " + _json("user_audit.user_id"),
+        "',\"user_id\":' || " + _number("user_audit.user_id"),
         "',\"operation\":' || " + _json("user_audit.operation"),
         "',\"timestamp\":' || " + _json(_TIMESTAMP),
-        "',\"version\":' || " + _json("user_audit.version"),
+        "',\"version\":' || " + _number("user_audit.version"),
         "',\"changed_fields\":' || " + _json("user_audit.changed_fields"),
-        "',\"previous_data\":' || " + _compact_json_sql("user_audit.previous_data"),
-        "',\"new_data\":' || " + _compact_json_sql("user_audit.new_data"),
+        "',\"previous_data\":' || " + compact_json_sql("user_audit.previous_data"),
+        "',\"new_data\":' || " + compact_json_sql("user_audit.new_data"),
         "',\"reason\":' || " + _json("user_audit.reason"),
-        '\',"actor":{"id":\' || ' + _json("user_audit.actor_id"),
+        '\',"actor":{"id":\' || ' + _number("user_audit.actor_id"),
         "',\"label\":' || " + _json("user_audit.actor_label"),
         "',\"channel\":' || " + _json("user_audit.channel"),
         "',\"channel_detail\":' || " + _json("user_audit.channel_detail"),
@@ -175,7 +206,7 @@ _NDJSON_LINE = " || ".join(
         "'},\"remote_addr\":' || " + _json("user_audit.remote_addr"),
         "',\"request_id\":' || " + _json("user_audit.request_id"),
         "',\"client_request_id\":' || " + _json("user_audit.client_request_id"),
-        "',\"unattributed\":' || " + _json("user_audit.unattributed"),
+        "',\"unattributed\":' || CASE WHEN user_audit.unattributed THEN 'true' ELSE 'false' END",
         "'}'",
     ]
 )
