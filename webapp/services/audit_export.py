@@ -255,8 +255,9 @@ def _copy_statement(
 
 def _copy_rows(
     audit_filter: AuditFilter, cells: Sequence[str], options: str, *, per_field: bool = False
-) -> Iterator[bytes]:
-    """The COPY's rows, one at a time (libpq hands COPY data over row by row)."""
+) -> Iterator[memoryview]:
+    """The COPY's rows, one at a time (libpq hands COPY data over row by row);
+    each is valid until the next is read."""
     sql, params = _copy_statement(audit_filter, cells, options, per_field=per_field)
     # The session's own connection and transaction: the command line's export
     # reads one REPEATABLE READ snapshot, as its count does.
@@ -267,8 +268,41 @@ def _copy_rows(
         # transaction only (SET LOCAL), as the batches of 1,000 it replaces were each short.
         cursor.execute("SET LOCAL statement_timeout = 0")
         with cursor.copy(sql, params) as copy:
-            for row in copy:
-                yield bytes(row)
+            yield from copy
+
+
+def _chunks(
+    rows: Iterator[memoryview],
+    *,
+    batch_size: int,
+    on_entries: EntriesWritten | None,
+    csv_records: bool,
+) -> Iterator[bytes]:
+    """The rows gathered ``batch_size`` at a time into one ``bytes`` each.
+
+    CSV: COPY ends each record with "\n" (a "\n" inside a quoted cell stays
+    as it is), RFC 4180 wants "\r\n". Text (NDJSON): COPY doubles each
+    backslash, the only character of a JSON text it escapes.
+    """
+    chunk = bytearray()
+    count = 0
+    for row in rows:
+        if csv_records:
+            chunk += row[:-1]
+            chunk += b"\r\n"
+        else:
+            chunk += row
+        count += 1
+        if count == batch_size:
+            yield bytes(chunk) if csv_records else bytes(chunk.replace(b"\\\\", b"\\"))
+            if on_entries is not None:
+                on_entries(count)
+            chunk.clear()
+            count = 0
+    if count:
+        yield bytes(chunk) if csv_records else bytes(chunk.replace(b"\\\\", b"\\"))
+        if on_entries is not None:
+            on_entries(count)
 
 
 def csv_lines(
@@ -280,23 +314,8 @@ def csv_lines(
     """The header, then every entry as a CSV record (RFC 4180 line ends), in
     UTF-8 chunks of ``batch_size`` entries; ``on_entries`` hears each chunk's count."""
     yield (",".join(CSV_COLUMNS) + "\r\n").encode()
-    chunk = bytearray()
-    count = 0
-    for row in _copy_rows(audit_filter, _CSV_CELLS, "(FORMAT csv)"):
-        # COPY ends each record with "\n"; a "\n" inside a quoted cell stays as it is.
-        chunk += row[:-1]
-        chunk += b"\r\n"
-        count += 1
-        if count == batch_size:
-            yield bytes(chunk)
-            if on_entries is not None:
-                on_entries(count)
-            chunk.clear()
-            count = 0
-    if chunk:
-        yield bytes(chunk)
-        if on_entries is not None:
-            on_entries(count)
+    rows = _copy_rows(audit_filter, _CSV_CELLS, "(FORMAT csv)")
+    yield from _chunks(rows, batch_size=batch_size, on_entries=on_entries, csv_records=True)
 
 
 def ndjson_lines(
@@ -307,18 +326,8 @@ def ndjson_lines(
 ) -> Iterator[bytes]:
     """One JSON object per line in the API's shape of an entry, in UTF-8 chunks of
     ``batch_size`` entries; ``on_entries`` hears each chunk's count."""
-    rows: list[bytes] = []
-    for row in _copy_rows(audit_filter, (_NDJSON_LINE,), ""):
-        rows.append(row)
-        if len(rows) == batch_size:
-            yield b"".join(rows).replace(b"\\\\", b"\\")
-            if on_entries is not None:
-                on_entries(len(rows))
-            rows.clear()
-    if rows:
-        yield b"".join(rows).replace(b"\\\\", b"\\")
-        if on_entries is not None:
-            on_entries(len(rows))
+    rows = _copy_rows(audit_filter, (_NDJSON_LINE,), "")
+    yield from _chunks(rows, batch_size=batch_size, on_entries=on_entries, csv_records=False)
 
 
 # --- what auditors open ----------------------------------------------------------
@@ -367,22 +376,8 @@ def long_csv_lines(
     (``entry, …, field, before, after``), fields in the entry's order; ``on_entries``
     hears how many records each chunk holds."""
     yield (",".join(LONG_CSV_COLUMNS) + "\r\n").encode()
-    chunk = bytearray()
-    count = 0
-    for row in _copy_rows(audit_filter, _LONG_CSV_CELLS, "(FORMAT csv)", per_field=True):
-        chunk += row[:-1]
-        chunk += b"\r\n"
-        count += 1
-        if count == batch_size:
-            yield bytes(chunk)
-            if on_entries is not None:
-                on_entries(count)
-            chunk.clear()
-            count = 0
-    if chunk:
-        yield bytes(chunk)
-        if on_entries is not None:
-            on_entries(count)
+    rows = _copy_rows(audit_filter, _LONG_CSV_CELLS, "(FORMAT csv)", per_field=True)
+    yield from _chunks(rows, batch_size=batch_size, on_entries=on_entries, csv_records=True)
 
 
 def for_excel(chunks: Iterator[bytes]) -> Iterator[bytes]:
