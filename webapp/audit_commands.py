@@ -279,6 +279,7 @@ def export_command(
     # One snapshot for the count and every batch: the progress bar's total and
     # the rows agree, and entries saved meanwhile do not turn up halfway through.
     db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    chunks: Iterator[bytes] = iter(())
     try:
         with _export_progress(audit_filter) as progress:
             count = _ExportCount(progress)
@@ -291,6 +292,11 @@ def export_command(
                 return
             _write_file(output, chunks)
     finally:
+        # A write that failed (disk full, a closed pipe) leaves the export's COPY
+        # open on the connection, which the rollback would wait for forever.
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
         db.session.rollback()
     what = "rows" if long_form else "entries"
     click.echo(f"{count.entries} {what} written to {output}.", err=True)

@@ -10,7 +10,8 @@ a time and costs little more than the server's scan.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -255,7 +256,7 @@ def _copy_statement(
 
 def _copy_rows(
     audit_filter: AuditFilter, cells: Sequence[str], options: str, *, per_field: bool = False
-) -> Iterator[memoryview]:
+) -> Generator[memoryview, None, None]:
     """The COPY's rows, one at a time (libpq hands COPY data over row by row);
     each is valid until the next is read."""
     sql, params = _copy_statement(audit_filter, cells, options, per_field=per_field)
@@ -272,7 +273,7 @@ def _copy_rows(
 
 
 def _chunks(
-    rows: Iterator[memoryview],
+    rows: Generator[memoryview, None, None],
     *,
     batch_size: int,
     on_entries: EntriesWritten | None,
@@ -284,6 +285,19 @@ def _chunks(
     as it is), RFC 4180 wants "\r\n". Text (NDJSON): COPY doubles each
     backslash, the only character of a JSON text it escapes.
     """
+    with closing(rows):  # ends the COPY when the reader stops early
+        yield from _gathered(
+            rows, batch_size=batch_size, on_entries=on_entries, csv_records=csv_records
+        )
+
+
+def _gathered(
+    rows: Iterator[memoryview],
+    *,
+    batch_size: int,
+    on_entries: EntriesWritten | None,
+    csv_records: bool,
+) -> Iterator[bytes]:
     chunk = bytearray()
     count = 0
     for row in rows:
