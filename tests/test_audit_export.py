@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from webapp.extensions import db
 from webapp.services import audit_export, spreadsheet_cells
@@ -292,3 +292,15 @@ def test_page_links_to_excel_and_long_exports(auditor, entries):
     page = auditor.get("/audit?operation=update").get_data(as_text=True)
     assert 'href="/audit/export.csv?operation=update&amp;excel=1"' in page
     assert 'href="/audit/export.csv?operation=update&amp;form=long&amp;excel=1"' in page
+
+
+@pytest.mark.parametrize("kind", ["csv", "ndjson"])
+def test_an_export_closed_early_leaves_the_connection_usable(app_context, client, entries, kind):
+    """A download cancelled halfway closes the export: its COPY ends and the same
+    transaction goes on (the connection is not left waiting for the COPY)."""
+    lines = audit_export.csv_lines if kind == "csv" else audit_export.ndjson_lines
+    chunks = lines(AuditFilter(), batch_size=1)
+    next(chunks)
+    next(chunks)
+    chunks.close()
+    assert db.session.execute(text("SELECT count(*) FROM user_audit")).scalar_one() >= 5
