@@ -337,6 +337,8 @@ def run_export(url: str, export_format: str, directory: Path) -> Export:
     """Export every entry to a file; count the entries it holds."""
     target = directory / f"audit.{export_format}"
     run = run_flask(url, "audit", "export", "--format", export_format, "--output", str(target))
+    if not target.exists():
+        return Export(export_format, run, 0, 0)
     lines = 0
     with target.open("rb") as written:
         for _ in written:
@@ -404,6 +406,26 @@ def print_profile(profiler: cProfile.Profile, limit: int = 25) -> None:
 # --------------------------------------------------------------------------- main
 
 
+def run_exports(url: str, entries: int, formats: tuple[str, ...]) -> list[Export]:
+    """Run ``flask audit export`` of every entry once per format; print each one's figures."""
+    exports: list[Export] = []
+    with tempfile.TemporaryDirectory(prefix="profile-audit-export-") as directory:
+        for export_format in formats:
+            export = run_export(url, export_format, Path(directory))
+            exports.append(export)
+            print(
+                f"flask audit export --format {export_format}: exit status "
+                f"{export.run.returncode}, {export.entries:,} entries in "
+                f"{export.run.seconds:.1f} s = {export.entries / export.run.seconds:,.0f} "
+                f"entries/s, {export.size_bytes / 2**20:,.0f} MiB written, "
+                f"peak RSS {export.run.max_rss_kib / 1024:.0f} MiB",
+                flush=True,
+            )
+            if export.run.returncode or export.entries != entries:
+                print(export.run.output)
+    return exports
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -415,6 +437,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--verify-only",
         action="store_true",
         help="one in-process verify (one worker) and the command; no exports",
+    )
+    parser.add_argument(
+        "--exports-only",
+        action="store_true",
+        help="the two export commands only; no chain built, no verify",
     )
     add_summary_option(parser)
     args = parser.parse_args(argv)
@@ -430,6 +457,12 @@ def main(argv: list[str] | None = None) -> int:
         key = app.config["AUDIT_CHAIN_KEY"].encode()
 
         seconds = generate_history(url, args)
+        if args.exports_only:
+            for line in machine_report(url):
+                print(line)
+            run_exports(url, args.entries, ("csv", "ndjson"))
+            print(f"\nWhole run: {time.perf_counter() - started:.0f} s")
+            return 0
         build = build_chain(app, url, key)
         print(
             f"Entries sealed and chain built: {build.head.seq:,} links in {build.seconds:.1f} s "
@@ -487,21 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  > {line}")
         print(flush=True)
 
-        exports: list[Export] = []
-        with tempfile.TemporaryDirectory(prefix="profile-audit-export-") as directory:
-            for export_format in () if args.verify_only else ("csv", "ndjson"):
-                export = run_export(url, export_format, Path(directory))
-                exports.append(export)
-                print(
-                    f"flask audit export --format {export_format}: exit status "
-                    f"{export.run.returncode}, {export.entries:,} entries in "
-                    f"{export.run.seconds:.1f} s = {export.entries / export.run.seconds:,.0f} "
-                    f"entries/s, {export.size_bytes / 2**20:,.0f} MiB written, "
-                    f"peak RSS {export.run.max_rss_kib / 1024:.0f} MiB",
-                    flush=True,
-                )
-                if export.run.returncode or export.entries != build.head.seq:
-                    print(export.run.output)
+        exports = run_exports(url, build.head.seq, () if args.verify_only else ("csv", "ndjson"))
         print()
         if args.summary:
             write_summary(

@@ -14,6 +14,19 @@ difference between the two is the application's own cost:
   (each entry with the diff of its snapshots), like the timeline page;
 - ``GET /audit.json``: the newest 50 audit entries as JSON, like ``/api/v1/audit``.
 
+The same-work floor, under ``/work/``: each of the GETs above after the same
+authentication as the application's API (the bearer token's SHA-256 looked up
+in one SELECT joined to its account, refusing revoked and expired tokens and
+deactivated accounts; 401 otherwise) and with the application's query of that
+request (the timeline's entries joined to the API token they came through):
+
+- ``GET /work/users/<id>``, ``GET /work/users``, ``GET /work/audit.json``;
+- ``GET /work/audit``: the timeline page of the application's query, rendered
+  by the floor's template above (the application's template needs its whole
+  request context: CSRF, session, URL building).
+
+The bare endpoints stay as the reference of Flask + psycopg alone.
+
 One psycopg connection per worker process, opened on the worker's first
 request, in autocommit mode (a read is one round trip). Served by gunicorn,
 started by ``bench/http_load.py``::
@@ -23,6 +36,7 @@ started by ``bench/http_load.py``::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from datetime import UTC, datetime
@@ -50,6 +64,21 @@ UPDATE_USER = (
     f"version = version + 1 WHERE id = %s AND version = %s RETURNING {USER_COLUMNS}"
 )
 LIST_ENTRIES = f'SELECT {AUDIT_COLUMNS} FROM user_audit ORDER BY "timestamp" DESC, id DESC LIMIT %s'
+# The application's own statements for the same requests.
+AUTHENTICATE = (
+    "SELECT api_tokens.id, api_tokens.staff_id, staff.username, staff.role "
+    "FROM api_tokens JOIN staff ON staff.id = api_tokens.staff_id "
+    "WHERE api_tokens.token_hash = %s AND api_tokens.revoked_at IS NULL "
+    "AND (api_tokens.expires_at IS NULL OR api_tokens.expires_at > now()) AND staff.active"
+)
+LIST_ENTRIES_WITH_TOKENS = (
+    f"SELECT {', '.join('user_audit.' + column for column in AUDIT_COLUMNS.split(', '))}, "
+    "user_audit.client_request_id, user_audit.token_id, api_tokens.name AS token_name, "
+    "api_tokens.created_by_id AS token_created_by_id, "
+    "api_tokens.created_by_label AS token_created_by "
+    "FROM user_audit LEFT OUTER JOIN api_tokens ON api_tokens.id = user_audit.token_id "
+    'ORDER BY user_audit."timestamp" DESC, user_audit.id DESC LIMIT %s'
+)
 
 app = Flask(__name__)
 app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -255,3 +284,70 @@ def timeline_json() -> Response:
     rows = connection().execute(LIST_ENTRIES, (API_PAGE + 1,)).fetchall()
     next_cursor = time_id_cursor(rows[API_PAGE - 1]) if len(rows) > API_PAGE else None
     return jsonify(items=[entry_json(row) for row in rows[:API_PAGE]], next_cursor=next_cursor)
+
+
+# --------------------------------------------------------------------------- same work
+
+
+def authenticated() -> dict[str, Any] | None:
+    """The bearer token's account, by the application's rule, in one SELECT; None if refused."""
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    digest = hashlib.sha256(secret.strip().encode()).hexdigest()
+    return connection().execute(AUTHENTICATE, (digest,)).fetchone()
+
+
+def refused() -> Response:
+    return problem(401, "A valid API token is required.")
+
+
+def entry_with_token_json(row: dict[str, Any]) -> dict[str, Any]:
+    entry = entry_json(row)
+    entry["client_request_id"] = row["client_request_id"]
+    token = None
+    if row["token_id"] is not None:
+        created_by = None
+        if row["token_created_by"] is not None:
+            created_by = {"id": row["token_created_by_id"], "label": row["token_created_by"]}
+        token = {"id": row["token_id"], "name": row["token_name"], "created_by": created_by}
+    entry["actor"]["token"] = token
+    return entry
+
+
+@app.get("/work/users/<int:user_id>")
+def work_get_user(user_id: int) -> Response:
+    if authenticated() is None:
+        return refused()
+    return get_user(user_id)
+
+
+@app.get("/work/users")
+def work_list_users() -> Response:
+    if authenticated() is None:
+        return refused()
+    return list_users()
+
+
+@app.get("/work/audit")
+def work_timeline_page() -> Response | str:
+    if authenticated() is None:
+        return refused()
+    rows = connection().execute(LIST_ENTRIES_WITH_TOKENS, (TIMELINE_PAGE + 1,)).fetchall()
+    entries = [
+        {**row, "timestamp": iso(row["timestamp"]), "lines": diff_lines(row)}
+        for row in rows[:TIMELINE_PAGE]
+    ]
+    next_cursor = time_id_cursor(rows[TIMELINE_PAGE - 1]) if len(rows) > TIMELINE_PAGE else None
+    return TIMELINE.render(entries=entries, next_cursor=next_cursor)
+
+
+@app.get("/work/audit.json")
+def work_timeline_json() -> Response:
+    if authenticated() is None:
+        return refused()
+    rows = connection().execute(LIST_ENTRIES_WITH_TOKENS, (API_PAGE + 1,)).fetchall()
+    next_cursor = time_id_cursor(rows[API_PAGE - 1]) if len(rows) > API_PAGE else None
+    return jsonify(
+        items=[entry_with_token_json(row) for row in rows[:API_PAGE]], next_cursor=next_cursor
+    )

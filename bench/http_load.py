@@ -101,7 +101,7 @@ PASSWORD = "http load bench password, long enough"  # noqa: S105
 SUPPORT, AUDITOR = "bench-support", "bench-auditor"
 #: profiles the update runs write (split between wrk's threads)
 PATCH_PROFILES = 1_000
-APP, FLOOR = "app", "floor"
+APP, FLOOR, WORK = "app", "floor", "same-work floor"
 
 CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
 LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
@@ -465,12 +465,24 @@ class Target:
     ids: list[int] = field(default_factory=list)
     #: a yardstick for the other rows, not one of the requests the target is for
     reference: bool = False
-    runs: dict[str, list[WrkRun]] = field(default_factory=lambda: {APP: [], FLOOR: []})
+    #: the same-work floor's path (same authentication, same query) and its headers
+    work_path: str | None = None
+    work_headers: list[str] = field(default_factory=list)
+    runs: dict[str, list[WrkRun]] = field(default_factory=lambda: {APP: [], FLOOR: [], WORK: []})
+
+    @property
+    def stacks(self) -> tuple[str, ...]:
+        return (APP, FLOOR, WORK) if self.work_path else (APP, FLOOR)
 
     def path(self, stack: str) -> str:
+        if stack == WORK:
+            assert self.work_path is not None
+            return self.work_path
         return self.app_path if stack == APP else self.floor_path
 
     def headers(self, stack: str) -> list[str]:
+        if stack == WORK:
+            return self.work_headers
         return self.app_headers if stack == APP else []
 
 
@@ -504,7 +516,7 @@ def build_targets(
     auditor = f"Authorization: Bearer {credentials.auditor_token}"
 
     def get_profile(stack: str) -> dict[str, Any]:
-        prefix = "/api/v1/users/" if stack == APP else "/users/"
+        prefix = {APP: "/api/v1/users/", FLOOR: "/users/", WORK: "/work/users/"}[stack]
         return {"prefix": prefix, "max_id": users, "seed": seed}
 
     def patch_profile(stack: str) -> dict[str, Any]:
@@ -524,8 +536,19 @@ def build_targets(
             "/users/1",
             [support],
             get_profile,
+            work_path="/work/users/1",
+            work_headers=[support],
         ),
-        Target("list", "list profiles", "get.lua", "/api/v1/users", "/users", [support]),
+        Target(
+            "list",
+            "list profiles",
+            "get.lua",
+            "/api/v1/users",
+            "/users",
+            [support],
+            work_path="/work/users",
+            work_headers=[support],
+        ),
         Target(
             "patch",
             "PATCH profile",
@@ -543,6 +566,8 @@ def build_targets(
             "/audit",
             "/audit",
             [f"Cookie: {credentials.cookie}"],
+            work_path="/work/audit",
+            work_headers=[auditor],
         ),
         Target(
             "timeline_json",
@@ -551,6 +576,8 @@ def build_targets(
             "/api/v1/audit",
             "/audit.json",
             [auditor],
+            work_path="/work/audit.json",
+            work_headers=[auditor],
         ),
         # What the application costs before any of its own work: the liveness
         # probe touches no database, writes no log line and checks no token.
@@ -642,14 +669,22 @@ class Row:
     bad: str
     round_ratios: list[float]
     reference: bool = False
+    #: the same-work floor's median req/s, p50 and p99 (None: no such endpoint)
+    work_rps: float | None = None
+    work_p50: float | None = None
+    work_p99: float | None = None
 
     @property
     def ratio(self) -> float:
         return self.app_rps / self.floor_rps if self.floor_rps else 0.0
 
+    @property
+    def work_ratio(self) -> float | None:
+        return self.app_rps / self.work_rps if self.work_rps else None
+
 
 def summarize(target: Target) -> Row:
-    app, floor = target.runs[APP], target.runs[FLOOR]
+    app, floor, work = target.runs[APP], target.runs[FLOOR], target.runs[WORK]
 
     def per_response(runs: list[WrkRun]) -> float:
         return sum(r.bytes for r in runs) / max(1, sum(r.requests for r in runs))
@@ -680,7 +715,42 @@ def summarize(target: Target) -> Row:
         bad=f"{bad(app)} / {bad(floor)}",
         round_ratios=[a.per_second / f.per_second for a, f in zip(app, floor, strict=True)],
         reference=target.reference,
+        work_rps=statistics.median(r.per_second for r in work) if work else None,
+        work_p50=statistics.median(r.p50_ms for r in work) if work else None,
+        work_p99=statistics.median(r.p99_ms for r in work) if work else None,
     )
+
+
+#: the goals against the same-work floor: the HTML page's, the other requests'
+WORK_TARGET_PAGE, WORK_TARGET = 0.5, 0.6
+#: no request's p99 above this many times its p50
+TAIL_TARGET = 5.0
+
+
+def work_table_lines(rows: list[Row]) -> list[str]:
+    """App against the same-work floor (same authentication, same query), with the goals."""
+    lines = [
+        "| Request | App req/s | Same-work floor req/s | App/same-work | Goal "
+        "| App p50 ms | App p99 ms | p99/p50 | Same-work p50 ms | Same-work p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        tail = row.app_p99 / row.app_p50 if row.app_p50 else 0.0
+        tail_mark = "" if tail <= TAIL_TARGET else " ✗"
+        if row.work_rps is None or row.work_ratio is None:
+            lines.append(
+                f"| {row.name} | {row.app_rps:,.0f} | - | - | - | {row.app_p50:.1f} "
+                f"| {row.app_p99:.1f} | {tail:.1f}{tail_mark} | - | - |"
+            )
+            continue
+        goal = WORK_TARGET_PAGE if "HTML" in row.name else WORK_TARGET
+        mark = "" if row.work_ratio >= goal else " ✗"
+        lines.append(
+            f"| {row.name} | {row.app_rps:,.0f} | {row.work_rps:,.0f} "
+            f"| {row.work_ratio:.2f}{mark} | ≥ {goal} | {row.app_p50:.1f} | {row.app_p99:.1f} "
+            f"| {tail:.1f}{tail_mark} | {row.work_p50:.1f} | {row.work_p99:.1f} |"
+        )
+    return lines
 
 
 def table_lines(rows: list[Row]) -> list[str]:
@@ -801,6 +871,35 @@ class InProcess:
     floor_ms: float
     areas: dict[str, float]
     functions: dict[str, float]
+    #: milliseconds per request in each request hook and view (the profiled run)
+    hooks: dict[str, float] = field(default_factory=dict)
+
+
+def hook_names(app: Any) -> dict[str, str]:
+    """The app's request hooks and views by function name, each with what it is."""
+    names: dict[str, str] = {}
+    for kind, registry in (
+        ("before", app.before_request_funcs),
+        ("after", app.after_request_funcs),
+        ("teardown", app.teardown_request_funcs),
+    ):
+        for blueprint, functions in registry.items():
+            for function in functions:
+                where = f"{blueprint}." if blueprint else ""
+                names[function.__name__] = f"{kind}_request {where}{function.__name__}"
+    for endpoint, function in app.view_functions.items():
+        names.setdefault(function.__name__, f"view {endpoint}")
+    return names
+
+
+def _hook_times(frame: Any, names: dict[str, str], out: dict[str, float]) -> None:
+    """Total time under each hook or view frame (outermost occurrence only)."""
+    label = names.get(frame.function or "")
+    if label is not None and "/webapp/" in (frame.file_path or "").replace(os.sep, "/"):
+        out[label] = out.get(label, 0.0) + frame.time
+        return
+    for child in frame.children:
+        _hook_times(child, names, out)
 
 
 def timed_loop(call: Callable[[int], None], requests: int, budget: float) -> float:
@@ -929,15 +1028,24 @@ def profile_in_process(
             profiler = Profiler(interval=0.0002)
             with contextlib.redirect_stderr(log):
                 profiler.start()
-                timed_loop(calls[APP], requests, budget)
+                started = time.perf_counter()
+                profiled_ms = timed_loop(calls[APP], requests, budget)
+                profiled_calls = (time.perf_counter() - started) * 1000 / profiled_ms
                 profiler.stop()
             areas: dict[str, float] = {}
             functions: dict[str, float] = {}
+            hooks: dict[str, float] = {}
             root = profiler.last_session.root_frame() if profiler.last_session else None
             if root is not None:
                 _self_times(root, areas, functions)
+                _hook_times(root, hook_names(app), hooks)
+            per_request = {
+                label: seconds * 1000 / profiled_calls for label, seconds in hooks.items()
+            }
             results.append(
-                InProcess(name, statements, timings[APP], timings[FLOOR], areas, functions)
+                InProcess(
+                    name, statements, timings[APP], timings[FLOOR], areas, functions, per_request
+                )
             )
     finally:
         log.close()
@@ -976,6 +1084,9 @@ def print_profile(results: list[InProcess]) -> None:
         for area, seconds in sorted(result.areas.items(), key=lambda item: -item[1]):
             if seconds / total >= 0.01:
                 print(f"  {seconds / total:6.1%}  {area}")
+        print("Per hook and view, ms per request (under the profiler, so inflated alike):")
+        for label, ms in sorted(result.hooks.items(), key=lambda item: -item[1]):
+            print(f"  {ms:7.3f}  {label}")
         print("Top functions by self time:")
         for name, seconds in sorted(result.functions.items(), key=lambda item: -item[1])[:12]:
             print(f"  {seconds / total:6.1%}  {name}")
@@ -1036,7 +1147,7 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
     try:
         servers.append(start_app(url, args.workers, workdir))
         servers.append(start_floor(url, args.workers, workdir))
-        by_stack = {APP: servers[0], FLOOR: servers[1]}
+        by_stack = {APP: servers[0], FLOOR: servers[1], WORK: servers[1]}
         print(
             f"app gunicorn (gunicorn.conf.py, APP_ENV=production) pid {servers[0].process.pid} "
             f"on {servers[0].base}; floor gunicorn pid {servers[1].process.pid} on "
@@ -1055,22 +1166,31 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
         audit = AuditCheck()
         if args.warmup:
             for target in targets:
-                for stack in (APP, FLOOR):
+                for stack in target.stacks:
                     measure(
                         target, stack, by_stack[stack], url, settings, workdir, audit, args.warmup
                     )
         for round_number in range(args.rounds):
-            order = (APP, FLOOR) if round_number % 2 == 0 else (FLOOR, APP)
             for target in targets:
-                for stack in order:
+                # The order of the variants rotates from round to round.
+                stacks = target.stacks
+                shift = round_number % len(stacks)
+                for stack in stacks[shift:] + stacks[:shift]:
                     result = measure(target, stack, by_stack[stack], url, settings, workdir, audit)
                     target.runs[stack].append(result)
                 app_run, floor_run = target.runs[APP][-1], target.runs[FLOOR][-1]
+                same_work = ""
+                if target.runs[WORK]:
+                    work_run = target.runs[WORK][-1]
+                    same_work = (
+                        f", same-work floor {work_run.per_second:,.0f}/s (p50 "
+                        f"{work_run.p50_ms:.1f} ms, non-200 {work_run.bad})"
+                    )
                 print(
                     f"  round {round_number + 1}, {target.name}: app {app_run.per_second:,.0f}/s "
                     f"(p50 {app_run.p50_ms:.1f} ms, non-200 {app_run.bad}), floor "
                     f"{floor_run.per_second:,.0f}/s (p50 {floor_run.p50_ms:.1f} ms, non-200 "
-                    f"{floor_run.bad}); load average {os.getloadavg()[0]:.2f}",
+                    f"{floor_run.bad}){same_work}; load average {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
     finally:
@@ -1090,6 +1210,10 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
     table = table_lines(rows)
     for line in table:
         print(line)
+    print("\nAgainst the same-work floor (same token check in one SELECT, same query):\n")
+    work_table = work_table_lines(rows)
+    for line in work_table:
+        print(line)
     print()
     for row in rows:
         ratios = ", ".join(f"{ratio:.2f}" for ratio in row.round_ratios)
@@ -1098,7 +1222,7 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
     bad = [
         target.name
         for target in targets
-        for stack in (APP, FLOOR)
+        for stack in target.stacks
         if any(run.bad for run in target.runs[stack])
     ]
     if bad:
@@ -1107,7 +1231,8 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
         print(f"\nBelow {TARGET_RATIO} of the floor: " + ", ".join(row.name for row in failures))
     if args.summary:
         heading = ["### HTTP throughput", "", settings_line(args.workers, settings, args.rounds)]
-        append_summary(args.summary, [*heading, "", *table, ""])
+        same_work = ["Against the same-work floor (same token check, same query):", ""]
+        append_summary(args.summary, [*heading, "", *table, "", *same_work, *work_table, ""])
         print(f"\nSummary appended to {args.summary}")
     if failures or args.profile:
         names = {row.name for row in (rows if args.profile else failures)}

@@ -7,11 +7,11 @@ import io
 import json
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from tests.support.profiles import create_profile
 from webapp.extensions import db
-from webapp.services import audit_export
+from webapp.services import audit_export, spreadsheet_cells
 from webapp.services.audit_filter import AuditFilter
 
 
@@ -72,12 +72,12 @@ def test_csv_cells_cannot_run_as_formulas(auditor, entries):
     "value", ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx", '=HYPERLINK("http://x","y")']
 )
 def test_neutralise(value):
-    assert audit_export.neutralise(value) == "'" + value
+    assert spreadsheet_cells.neutralise(value) == "'" + value
 
 
 @pytest.mark.parametrize("value", ["Ada", "", "1-2", "a=b", '{"name": "=x"}', "a; b", "x\ty"])
 def test_neutralise_leaves_other_text_alone(value):
-    assert audit_export.neutralise(value) == value
+    assert spreadsheet_cells.neutralise(value) == value
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_neutralise_leaves_other_text_alone(value):
 )
 def test_neutralise_formulas_after_a_separator(value, safe):
     """A spreadsheet splitting on ";" or tabs starts a new cell there."""
-    assert audit_export.neutralise(value) == safe
+    assert spreadsheet_cells.neutralise(value) == safe
 
 
 def test_no_cell_part_can_run_as_a_formula_whatever_the_separator(client, auditor):
@@ -161,8 +161,29 @@ def test_export_of_ambiguous_user_is_400(auditor, entries):
 def test_export_reads_in_batches(app_context, client, entries, database):
     seen = list(audit_export.iter_entries(AuditFilter(), batch_size=2))
     assert [entry.id for entry in seen] == database.audit_ids_newest_first()
-    lines = list(audit_export.csv_lines(AuditFilter(operations=("update",)), batch_size=1))
-    assert len(lines) == 1 + len(database.audit_ids_newest_first("operation = 'update'"))
+
+
+@pytest.mark.parametrize("kind", ["csv", "ndjson"])
+def test_export_comes_in_chunks_of_whole_entries(app_context, client, entries, database, kind):
+    """Large chunks for speed, each ending with an entry, and the count of each told."""
+    counts = []
+    lines = audit_export.csv_lines if kind == "csv" else audit_export.ndjson_lines
+    chunks = list(
+        lines(AuditFilter(operations=("update",)), batch_size=2, on_entries=counts.append)
+    )
+    updates = len(database.audit_ids_newest_first("operation = 'update'"))
+    header = 1 if kind == "csv" else 0
+    assert len(chunks) == header + -(-updates // 2)
+    assert counts == [2] * (updates // 2) + ([updates % 2] if updates % 2 else [])
+    ending = b"\r\n" if kind == "csv" else b"\n"
+    assert all(chunk.endswith(ending) for chunk in chunks)
+
+
+def test_export_by_username_reads_entries_of_that_account(app_context, entries, database):
+    text = b"".join(audit_export.ndjson_lines(AuditFilter(actor_label="TEST-ADMIN")))
+    ids = [json.loads(line)["id"] for line in text.splitlines()]
+    assert ids == database.audit_ids_newest_first("actor_label = 'test-admin'")
+    assert ids
 
 
 def test_export_by_username_looks_the_account_up_once(app_context, entries, database):
@@ -184,3 +205,72 @@ def test_export_by_username_looks_the_account_up_once(app_context, entries, data
     pages = [s for s in statements if "FROM user_audit" in s]
     assert len(pages) >= 3
     assert len([s for s in statements if "FROM staff" in s]) == 1
+
+
+def test_export_file_names_carry_the_filter(auditor, entries):
+    query = f"user_id={entries['ada']}&operation=update&since=2026-11-01&until=2026-11-30"
+    named = auditor.get("/audit/export.csv?" + query).headers["Content-Disposition"]
+    assert (
+        named
+        == f'attachment; filename="audit_user-{entries["ada"]}_update_2026-11-01_2026-11-30.csv"'
+    )
+    everything = auditor.get("/audit/export.ndjson").headers["Content-Disposition"]
+    assert everything == 'attachment; filename="audit_all.ndjson"'
+    by_actor = auditor.get("/audit/export.csv?actor=cli:ops&field=email&operation=create,delete")
+    assert by_actor.headers["Content-Disposition"] == (
+        'attachment; filename="audit_create_delete_field-email_actor-cli-ops.csv"'
+    )
+
+
+def test_csv_for_excel_starts_with_a_byte_order_mark(auditor, entries):
+    plain = auditor.get("/audit/export.csv").get_data()
+    excel = auditor.get("/audit/export.csv?excel=1")
+    assert excel.headers["Content-Disposition"] == 'attachment; filename="audit_all_excel.csv"'
+    assert excel.get_data() == audit_export.EXCEL_BOM + plain
+    assert not plain.startswith(audit_export.EXCEL_BOM)
+
+
+def test_long_csv_has_one_row_per_changed_field(auditor, entries, database):
+    response = auditor.get(f"/audit/export.csv?form=long&user_id={entries['ada']}")
+    assert response.status_code == 200
+    assert response.headers["Content-Disposition"].endswith(f'_user-{entries["ada"]}_long.csv"')
+    rows = csv_rows(response)
+    assert list(rows[0]) == list(audit_export.LONG_CSV_COLUMNS)
+    stored = database.rows(
+        "SELECT id, changed_fields FROM user_audit WHERE user_id = :ada "
+        "ORDER BY timestamp DESC, id DESC",
+        ada=entries["ada"],
+    )
+    assert [(int(row["entry"]), row["field"]) for row in rows] == [
+        (entry["id"], field) for entry in stored for field in entry["changed_fields"]
+    ]
+    renamed = next(row for row in rows if row["field"] == "name" and row["operation"] == "update")
+    # Values are text, neutralised as in the wide form.
+    assert (renamed["before"], renamed["after"]) == ("Ada Lovelace", '\'=HYPERLINK("http://evil")')
+    created = next(row for row in rows if row["operation"] == "create" and row["field"] == "email")
+    assert (created["before"], created["after"]) == ("", "ada@example.com")
+    assert created["reason"] == '\'=HYPERLINK("http://x")'
+
+
+def test_an_unknown_export_form_is_400(auditor, entries):
+    response = auditor.get("/audit/export.csv?form=tall")
+    assert response.status_code == 400
+    assert "form: must be wide or long" in response.get_data(as_text=True)
+
+
+def test_page_links_to_excel_and_long_exports(auditor, entries):
+    page = auditor.get("/audit?operation=update").get_data(as_text=True)
+    assert 'href="/audit/export.csv?operation=update&amp;excel=1"' in page
+    assert 'href="/audit/export.csv?operation=update&amp;form=long&amp;excel=1"' in page
+
+
+@pytest.mark.parametrize("kind", ["csv", "ndjson"])
+def test_an_export_closed_early_leaves_the_connection_usable(app_context, client, entries, kind):
+    """A download cancelled halfway closes the export: its COPY ends and the same
+    transaction goes on (the connection is not left waiting for the COPY)."""
+    lines = audit_export.csv_lines if kind == "csv" else audit_export.ndjson_lines
+    chunks = lines(AuditFilter(), batch_size=1)
+    next(chunks)
+    next(chunks)
+    chunks.close()
+    assert db.session.execute(text("SELECT count(*) FROM user_audit")).scalar_one() >= 5

@@ -8,6 +8,7 @@ byte, for the same filter.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 
@@ -294,9 +295,11 @@ def test_a_bad_filter_is_one_line_and_writes_nothing(runner, history, tmp_path, 
 
 
 def test_a_failure_halfway_leaves_no_file_behind(runner, history, tmp_path, monkeypatch):
-    def failing_lines(audit_filter):
-        lines = audit_export.csv_lines(audit_filter, batch_size=10)
-        yield from itertools.islice(lines, 30)
+    def failing_lines(audit_filter, **options):
+        chunks = audit_export.csv_lines(audit_filter, batch_size=2, **options)
+        yield from itertools.islice(chunks, 3)
+        # A lost connection ends the export's statement where it fails.
+        chunks.close()
         raise OperationalError("SELECT ...", {}, Exception("server closed the connection"))
 
     monkeypatch.setitem(audit_commands._FORMATS, "csv", failing_lines)
@@ -377,3 +380,68 @@ def test_export_shows_progress_on_a_terminal_and_stays_quiet_in_pipes(
     assert status == 0, stderr
     assert stderr == ""
     assert stdout == expected
+
+
+def test_export_into_a_directory_is_named_after_the_filter(
+    app, signed_in, runner, history, tmp_path
+):
+    result = invoke(
+        runner,
+        "audit",
+        "export",
+        "--long",
+        "--excel",
+        "--operation",
+        "update",
+        "--since",
+        "2026-01-01",
+        "--until",
+        "2999-12-31",
+        "-o",
+        str(tmp_path),
+    )
+
+    assert result.exit_code == 0, result.output
+    target = tmp_path / "audit_update_2026-01-01_2999-12-31_long-excel.csv"
+    assert [path.name for path in tmp_path.iterdir()] == [target.name]
+    web = web_export(
+        app,
+        signed_in,
+        "csv",
+        "operation=update&since=2026-01-01&until=2999-12-31&form=long&excel=1",
+    )
+    assert target.read_bytes() == web
+    assert target.read_bytes().startswith(b"\xef\xbb\xbfentry,timestamp,")
+    assert result.stderr.endswith(f"rows written to {target}.\n")
+
+
+def test_long_and_excel_are_forms_of_csv_only(runner, history):
+    result = invoke(runner, "audit", "export", "--format", "ndjson", "--long")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: --long and --excel are forms of CSV")
+    assert result.stdout == ""
+
+
+def test_a_write_failure_halfway_ends_the_export_and_leaves_no_file(
+    runner, history, tmp_path, monkeypatch
+):
+    """The export's COPY is still open when the disk fills: it is ended, so the
+    transaction can be rolled back (it used to wait for the COPY forever)."""
+
+    def write_then_fail(chunks, stream):
+        stream.write(next(chunks))  # the header
+        stream.write(next(chunks))  # the first 2 entries: the COPY goes on
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(audit_commands, "_write_chunks", write_then_fail)
+    monkeypatch.setitem(
+        audit_commands._FORMATS, "csv", functools.partial(audit_export.csv_lines, batch_size=2)
+    )
+    target = tmp_path / "audit.csv"
+
+    result = invoke(runner, "audit", "export", "--output", str(target))
+
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: Cannot write {target}: No space left on device\n"
+    assert list(tmp_path.iterdir()) == []

@@ -43,12 +43,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     # Importing the listeners registers them on the session class.
     import webapp.audit.capture  # noqa: F401
-    from webapp import errors, observability, request_id, security_headers
+    from webapp import errors, observability, pool_checks, request_id, security_headers
     from webapp.extensions import csrf, db, migrate
 
     # First: its hooks time the whole request and see the final response.
     observability.init_app(app)
     db.init_app(app)
+    with app.app_context():
+        for engine in db.engines.values():
+            pool_checks.install(engine)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
 
     request_id.init_app(app)

@@ -138,9 +138,10 @@ def settings_from_environment() -> dict[str, Any]:
         "AUDIT_MAX_LINK_DELAY_SECONDS": _int("AUDIT_MAX_LINK_DELAY_SECONDS", 300),
         "SQLALCHEMY_DATABASE_URI": database_url(os.environ.get("DATABASE_URL")),
         "SQLALCHEMY_ENGINE_OPTIONS": {
-            # Without pre-ping, a restarted database turns the first request on
-            # every pooled connection into an error.
-            "pool_pre_ping": _bool("DB_POOL_PRE_PING", True),
+            # A round trip on every checkout. Off: webapp.pool_checks looks at the
+            # idle connection's socket instead and pings only one the server
+            # wrote to (terminated, restarted), which a restart makes readable.
+            "pool_pre_ping": _bool("DB_POOL_PRE_PING", False),
             "pool_size": _int("DB_POOL_SIZE", 5),
             "max_overflow": _int("DB_MAX_OVERFLOW", 10),
             "pool_recycle": _int("DB_POOL_RECYCLE", 1800),

@@ -148,7 +148,7 @@ def _read_checkpoint(path: Path) -> Checkpoint:
 
 # --- flask audit export -------------------------------------------------------
 
-_FORMATS: dict[str, Callable[[AuditFilter], Iterator[str]]] = {
+_FORMATS: dict[str, Callable[..., Iterator[bytes]]] = {
     "csv": audit_export.csv_lines,
     "ndjson": audit_export.ndjson_lines,
 }
@@ -194,25 +194,23 @@ def _export_filter(options: dict[str, str | tuple[str, ...] | bool | None]) -> A
         raise BadFilter(problems or error.detail) from None
 
 
-def _write_lines(
-    lines: Iterator[str],
-    stream: BinaryIO,
-    progress: Callable[[int], None] | None,
-    *,
-    header_lines: int,
-) -> int:
-    """Write ``lines`` as UTF-8, as the web export sends them; return how many entries."""
-    written = -header_lines
-    step = audit_export.BATCH_SIZE
-    for line in lines:
-        stream.write(line.encode("utf-8"))
-        written += 1
-        # Once per batch: redrawing the bar per row would cost more than the row.
-        if progress is not None and written > 0 and written % step == 0:
-            progress(step)
-    if progress is not None and written > 0:
-        progress(written % step)
-    return max(written, 0)
+class _ExportCount:
+    """Entries written so far, told chunk by chunk; moves the progress bar if there is one."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self.entries = 0
+        self._progress = progress
+
+    def __call__(self, entries: int) -> None:
+        self.entries += entries
+        if self._progress is not None:
+            self._progress(entries)
+
+
+def _write_chunks(chunks: Iterator[bytes], stream: BinaryIO) -> None:
+    """Write the export's UTF-8 chunks as they come, as the web export sends them."""
+    for chunk in chunks:
+        stream.write(chunk)
 
 
 @audit_group.command("export")
@@ -227,14 +225,27 @@ def _write_lines(
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="Write to this file instead of standard output; it appears only when complete.",
+    type=click.Path(writable=True, path_type=Path),
+    help="Write to this file instead of standard output; it appears only when complete. "
+    "A directory: into a file there named after the filter "
+    "(audit_user-42_update_2026-11-01_2026-11-30.csv).",
 )
+@click.option(
+    "--long",
+    "long_form",
+    is_flag=True,
+    help="CSV with one row per changed field (entry, field, before, after).",
+)
+@click.option("--excel", is_flag=True, help="CSV with a byte order mark, so Excel reads UTF-8.")
 @_filter_options
 @with_appcontext
 @operator_command
 def export_command(
-    export_format: str, output: Path | None, **filter_options: str | tuple[str, ...] | bool | None
+    export_format: str,
+    output: Path | None,
+    long_form: bool,
+    excel: bool,
+    **filter_options: str | tuple[str, ...] | bool | None,
 ) -> None:
     """Write the audit entries matching the filters, newest first, as the timeline exports them.
 
@@ -244,30 +255,43 @@ def export_command(
     """
     audit_filter = _export_filter(filter_options)
     kind = export_format.lower()
-    lines = _FORMATS[kind](audit_filter)
-    header_lines = 1 if kind == "csv" else 0
+    if kind != "csv" and (long_form or excel):
+        raise BadFilter("--long and --excel are forms of CSV: leave out --format ndjson")
+    if output is not None and output.is_dir():
+        form = "-".join(part for part, wanted in (("long", long_form), ("excel", excel)) if wanted)
+        output = output / audit_export.export_filename(audit_filter, kind, form=form)
     # One snapshot for the count and every batch: the progress bar's total and
     # the rows agree, and entries saved meanwhile do not turn up halfway through.
     db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    chunks: Iterator[bytes] = iter(())
     try:
         with _export_progress(audit_filter) as progress:
+            count = _ExportCount(progress)
+            lines = audit_export.long_csv_lines if long_form else _FORMATS[kind]
+            chunks = lines(audit_filter, on_entries=count)
+            if excel:
+                chunks = audit_export.for_excel(chunks)
             if output is None:
-                _write_stdout(lines, progress, header_lines=header_lines)
+                _write_stdout(chunks)
                 return
-            count = _write_file(output, lines, progress, header_lines=header_lines)
+            _write_file(output, chunks)
     finally:
+        # A write that failed (disk full, a closed pipe) leaves the export's COPY
+        # open on the connection, which the rollback would wait for forever.
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
         db.session.rollback()
-    click.echo(f"{count} entries written to {output}.", err=True)
+    what = "rows" if long_form else "entries"
+    click.echo(f"{count.entries} {what} written to {output}.", err=True)
 
 
-def _write_stdout(
-    lines: Iterator[str], progress: Callable[[int], None] | None, *, header_lines: int
-) -> None:
+def _write_stdout(chunks: Iterator[bytes]) -> None:
     # Bytes, not text: the export is UTF-8 whatever the locale, as over HTTP.
     sys.stdout.flush()
     stream = sys.stdout.buffer
     try:
-        _write_lines(lines, stream, progress, header_lines=header_lines)
+        _write_chunks(chunks, stream)
         stream.flush()
     except BrokenPipeError:
         # The reader stopped early (`| head`): stop quietly, as other tools do.
@@ -288,13 +312,7 @@ def _export_progress(audit_filter: AuditFilter) -> Iterator[Callable[[int], None
         yield bar.update
 
 
-def _write_file(
-    output: Path,
-    lines: Iterator[str],
-    progress: Callable[[int], None] | None,
-    *,
-    header_lines: int,
-) -> int:
+def _write_file(output: Path, chunks: Iterator[bytes]) -> None:
     """Write to a temporary file beside ``output`` and rename it when complete, so a
     failure halfway (database gone, disk full) never leaves a truncated export."""
     directory = output.parent
@@ -307,7 +325,7 @@ def _write_file(
     temporary = Path(handle.name)
     try:
         with handle:
-            count = _write_lines(lines, handle, progress, header_lines=header_lines)
+            _write_chunks(chunks, handle)
         os.replace(temporary, output)
     except OSError as error:
         temporary.unlink(missing_ok=True)
@@ -315,7 +333,6 @@ def _write_file(
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    return count
 
 
 def _silence_stdout() -> None:

@@ -18,6 +18,7 @@ from webapp.services.errors import ValidationFailed
 from webapp.services.pagination import parse_limit
 from webapp.services.security_events import record_event
 from webapp.timestamps import utcnow
+from webapp.typed_text import parse_flag
 from webapp.web import bp
 from webapp.web.filter_chips import filter_chips
 from webapp.web.profile_lookup import ProfileLookup, look_up_profile
@@ -124,22 +125,42 @@ def audit_activity() -> Response:
     )
 
 
-def _export(kind: str, mimetype: str, lines: Callable[[AuditFilter], Iterator[str]]) -> Response:
-    """Stream the filter's entries as a download; a bad filter is a 400 page."""
+_EXPORT_FORMS = {"": "wide", "wide": "wide", "long": "long"}
+
+
+def _export(kind: str, mimetype: str, lines: Callable[[AuditFilter], Iterator[bytes]]) -> Response:
+    """Stream the filter's entries as a download named after the filter; a bad
+    filter is a 400 page. A CSV may be ``form=long`` (one row per changed
+    field) and ``excel=1`` (a byte order mark first, so Excel reads UTF-8)."""
     query = _query()
-    if query.errors or query.audit_filter is None:
+    form = _EXPORT_FORMS.get(request.args.get("form", "")) if kind == "csv" else "wide"
+    if query.errors or query.audit_filter is None or form is None:
         problems = [f"{name}: {m}" for name, messages in query.errors.items() for m in messages]
+        if form is None:
+            problems.append("form: must be wide or long")
         if not problems:
             problems = [f"The user “{query.user_search}” does not name exactly one profile."]
         return error_page(400, "The export was not made. " + " ".join(problems))
+    excel = kind == "csv" and bool(parse_flag(request.args.get("excel"), default=False))
     if request.method == "GET":  # a HEAD request exports nothing
         # Personal data leaving the application: who took which part is a security event.
-        record_event(
-            "audit_exported", details={"format": kind, "filter": TimelineLinks(query).query_string}
-        )
-    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
-    response = Response(stream_with_context(lines(query.audit_filter)), mimetype=mimetype)
-    response.headers["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{kind}"'
+        details = {"format": kind, "filter": TimelineLinks(query).query_string}
+        if form == "long" or excel:
+            details.update(form=form, excel=excel)
+        record_event("audit_exported", details=details)
+    chunks = (
+        lines(query.audit_filter)
+        if form == "wide"
+        else audit_export.long_csv_lines(query.audit_filter)
+    )
+    if excel:
+        chunks = audit_export.for_excel(chunks)
+    name_form = "-".join(
+        part for part in ("long" if form == "long" else "", "excel" if excel else "") if part
+    )
+    filename = audit_export.export_filename(query.audit_filter, kind, form=name_form)
+    response = Response(stream_with_context(chunks), mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
 
