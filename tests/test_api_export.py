@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import post_profile
+from tests.support.profiles import post_profile
 from webapp.api import audit as audit_api
 
 PROBLEM = "application/problem+json"
