@@ -162,3 +162,28 @@ def test_pages_with_an_until_bound_match_the_unpaged_result(client, history):
     top = client.get("/api/v1/audit?limit=1").get_json()["next_cursor"]
     after_top = entries(client, f"?until={every[3]['timestamp']}&cursor={top}")
     assert [e["id"] for e in after_top] == [e["id"] for e in every[3:]]
+
+
+def test_filter_by_request_id(client, history):
+    ada_id, _ = history
+    sent = client.patch(
+        f"/api/v1/users/{ada_id}",
+        json={"email": "lovelace@example.com"},
+        headers={"X-Request-ID": "import-2026-12-02-ada"},
+    )
+    server_id = sent.headers["X-Request-ID"]
+    items = entries(client, f"?request_id={server_id}")
+    assert [(e["user_id"], e["operation"], e["request_id"]) for e in items] == [
+        (ada_id, "update", server_id)
+    ]
+    # The id the client sent is kept beside the server's, not filtered on.
+    assert items[0]["client_request_id"] == "import-2026-12-02-ada"
+    assert entries(client, "?request_id=import-2026-12-02-ada") == []
+
+
+@pytest.mark.parametrize("value", ["short", "has space here", "<script>alert(1)</script>"])
+def test_a_malformed_request_id_is_refused(client, history, value):
+    response = client.get("/api/v1/audit", query_string={"request_id": value})
+    assert response.status_code == 400
+    assert response.mimetype == PROBLEM
+    assert "request_id" in response.get_json()["errors"]

@@ -445,3 +445,14 @@ def test_a_write_failure_halfway_ends_the_export_and_leaves_no_file(
     assert result.exit_code == 1
     assert result.stderr == f"Error: Cannot write {target}: No space left on device\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_of_one_request(runner, history, database):
+    [newest] = database.rows(
+        "SELECT request_id FROM user_audit WHERE request_id IS NOT NULL ORDER BY id DESC LIMIT 1"
+    )
+    result = invoke(
+        runner, "audit", "export", "--format", "ndjson", "--request-id", newest["request_id"]
+    )
+    rows = [json.loads(line) for line in result.stdout_bytes.splitlines()]
+    assert [row["request_id"] for row in rows] == [newest["request_id"]]

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 
+from tests.support.profiles import numbered_profiles
 from webapp.extensions import db
 from webapp.services.audit_filter import parse_audit_filter
 from webapp.services.audit_log import list_entries
@@ -65,3 +66,17 @@ def test_the_unattributed_filter_uses_its_partial_index(app_context, engine):
     assert len(page.items) == 10
     assert all(entry.unattributed for entry in page.items)
     assert "ix_user_audit_unattributed_timestamp_id" in plan
+
+
+def test_the_request_id_filter_uses_its_partial_index(app_context, client):
+    ids = numbered_profiles(client, 3)
+    wanted = client.patch(f"/api/v1/users/{ids[1]}", json={"name": "Renamed"})
+    request_id = wanted.headers["X-Request-ID"]
+    audit_filter = parse_audit_filter({"request_id": [request_id]})
+
+    with last_timeline_statement() as sent:
+        page = list_entries(audit_filter, limit=10)
+    plan = plan_of(sent["statement"], sent["parameters"])
+
+    assert [(entry.user_id, entry.operation) for entry in page.items] == [(ids[1], "update")]
+    assert "ix_user_audit_request_id_timestamp_id" in plan

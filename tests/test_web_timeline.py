@@ -654,3 +654,32 @@ def test_profile_history_links_to_compare_as_of_and_the_timeline(auditor, signed
     # Support staff read the history but not the audit pages: no links there.
     support_page = body(signed_in("support").get(f"/users/{user['id']}"))
     assert "/audit/compare" not in support_page
+
+
+def test_a_history_entry_leads_to_everything_its_request_changed(auditor, client, database):
+    ada = create_profile(client, "Ada", "ada@example.com")
+    create_profile(client, "Grace", "grace@example.com")
+    update_profile(client, ada["id"], name="Ada Lovelace")
+    [update] = database.rows(
+        "SELECT request_id FROM user_audit WHERE user_id = :id AND operation = 'update'",
+        id=ada["id"],
+    )
+    request_id = update["request_id"]
+    history = body(auditor.get(f"/users/{ada['id']}"))
+    link = f'href="/audit?request_id={request_id}"'
+    assert link in history
+
+    page = auditor.get(f"/audit?request_id={request_id}")
+    assert entry_ids(page) == database.audit_ids_newest_first(f"request_id = '{request_id}'")
+    assert len(entry_ids(page)) == 1
+    text = body(page)
+    # Shown as a removable chip, and kept when the form changes other filters.
+    assert f'<span class="chip-label">Request:</span> <bdi>{request_id}</bdi>' in text
+    assert f'<input type="hidden" name="request_id" value="{request_id}">' in text
+
+
+def test_a_malformed_request_id_filter_is_a_400_page(auditor, client):
+    create_profile(client, "Ada", "ada@example.com")
+    response = auditor.get("/audit?request_id=no")
+    assert response.status_code == 400
+    assert "request id" in text_of(response)

@@ -166,6 +166,14 @@ class UserAudit(db.Model):
             postgresql_where=text("actor_label IS NOT NULL"),
         ),
         Index("ix_user_audit_changed_fields", "changed_fields", postgresql_using="gin"),
+        # "What else did that request change?": a profile's history links here.
+        Index(
+            "ix_user_audit_request_id_timestamp_id",
+            "request_id",
+            "timestamp",
+            "id",
+            postgresql_where=text("request_id IS NOT NULL"),
+        ),
     )
 
     # The token's name and creator read as they do on a row of the entries'

@@ -26,6 +26,7 @@ from webapp.api.representations import (
 from webapp.api.request_input import page_limit, single
 from webapp.api.schemas import respond
 from webapp.auth.permissions import AUDIT_READ, SECURITY_EVENTS_READ
+from webapp.request_id import CLIENT_ID_PATTERN
 from webapp.services import audit_export, audit_integrity, audit_log, security_events
 from webapp.services.audit_filter import (
     ACTOR_MAX,
@@ -52,6 +53,7 @@ _FILTER_SCHEMAS = {
     Kind.TIME: ref("TimeBound"),
     Kind.ACTOR: {"type": "string", "maxLength": ACTOR_MAX},
     Kind.FLAG: {"type": "boolean", "default": False},
+    Kind.REQUEST_ID: {"type": "string", "pattern": CLIENT_ID_PATTERN},
 }
 #: the timeline filter's query parameters, from its one declaration
 FILTER = tuple(

@@ -16,6 +16,7 @@ from enum import Enum
 
 from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.models import OPERATIONS
+from webapp.request_id import client_request_id
 from webapp.services.errors import ValidationFailed
 from webapp.timestamps import parse_time_bound
 from webapp.typed_text import parse_flag, parse_whole_number
@@ -32,6 +33,7 @@ class Kind(Enum):
     TIME = "time"  # an ISO 8601 date or datetime
     ACTOR = "actor"  # a staff id, or a username / actor label
     FLAG = "flag"  # true or false, false when absent
+    REQUEST_ID = "request_id"  # a request id as the server or a client gave it
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,13 @@ FILTER_PARAMETERS: tuple[FilterParameter, ...] = (
         form_name="field",
     ),
     FilterParameter(
+        "request_id",
+        Kind.REQUEST_ID,
+        "Only the entries one request wrote: its `X-Request-ID` (the server's, as every "
+        "entry and response carries it).",
+        form_name="request_id",
+    ),
+    FilterParameter(
         "unattributed",
         Kind.FLAG,
         "`true`: only the changes that bypassed the application, recorded by the "
@@ -126,6 +135,8 @@ class AuditFilter:
     actor_label: str | None = None
     #: only the changes that bypassed the application (True), or no such filter
     unattributed: bool | None = None
+    #: only the entries written by this request
+    request_id: str | None = None
 
 
 def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
@@ -161,6 +172,7 @@ def parse_audit_filter(args: Mapping[str, list[str]]) -> AuditFilter:
         actor_id=actor if isinstance(actor, int) else None,
         actor_label=actor if isinstance(actor, str) else None,
         unattributed=values.get("unattributed") or None,  # type: ignore[arg-type]
+        request_id=values.get("request_id"),  # type: ignore[arg-type]
     )
 
 
@@ -219,9 +231,21 @@ def _read_flag(raw: str, parameter: FilterParameter, errors: dict[str, list[str]
     return bool(flag)
 
 
+def _read_request_id(
+    raw: str, parameter: FilterParameter, errors: dict[str, list[str]]
+) -> str | None:
+    request_id = client_request_id(raw)
+    if request_id is None:
+        errors.setdefault(parameter.name, []).append(
+            "must be 8 to 128 letters, digits or . _ : - (a request id)"
+        )
+    return request_id
+
+
 _READERS = {
     Kind.ID: _read_id,
     Kind.ACTOR: _read_actor,
     Kind.TIME: _read_time,
     Kind.FLAG: _read_flag,
+    Kind.REQUEST_ID: _read_request_id,
 }

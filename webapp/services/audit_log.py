@@ -119,6 +119,8 @@ def _filtered(audit_filter: AuditFilter) -> Select[tuple[UserAudit]]:
         )
     if audit_filter.fields:
         statement = statement.where(UserAudit.changed_fields.overlap(list(audit_filter.fields)))
+    if audit_filter.request_id is not None:
+        statement = statement.where(UserAudit.request_id == audit_filter.request_id)
     return statement
 
 

@@ -21,6 +21,7 @@ CHIP_LABELS = {
     "until": "To",
     "operation": "Operation",
     "field": "Changed field",
+    "request_id": "Request",
 }
 
 

@@ -42,6 +42,8 @@ class TimelineLinks:
         params += [(name, values[name][0]) for name in ("since", "until") if values[name]]
         params += [("actor", value) for value in values["actor"]]
         params += [("field", name) for name in audit_filter.fields]
+        if audit_filter.request_id is not None:
+            params.append(("request_id", audit_filter.request_id))
         return params
 
     @property
