@@ -24,7 +24,7 @@ from webapp.api.representations import (
     verification_json,
 )
 from webapp.api.request_input import page_limit, single
-from webapp.api.schemas import respond
+from webapp.api.schemas import respond, respond_page
 from webapp.auth.permissions import AUDIT_READ, SECURITY_EVENTS_READ
 from webapp.request_id import CLIENT_ID_PATTERN
 from webapp.services import audit_export, audit_integrity, audit_log, security_events
@@ -119,8 +119,7 @@ def list_audit_entries() -> Response:
     page = audit_log.list_entry_rows(
         audit_filter, limit=page_limit(args), cursor=single(args, "cursor")
     )
-    items = [audit_entry_json(e) for e in page.items]
-    return respond(schemas.AuditPage, {"items": items, "next_cursor": page.next_cursor})
+    return respond_page(schemas.AuditPage, page, audit_entry_json)
 
 
 @bp.get("/audit/export")
@@ -220,5 +219,4 @@ def list_security_events() -> Response:
     page = security_events.list_events(
         event_filter, limit=page_limit(args), cursor=single(args, "cursor")
     )
-    items = [security_event_json(e) for e in page.items]
-    return respond(schemas.SecurityEventPage, {"items": items, "next_cursor": page.next_cursor})
+    return respond_page(schemas.SecurityEventPage, page, security_event_json)

@@ -11,7 +11,8 @@ nested, which no declaration spares.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, NotRequired
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, NotRequired, TypeVar
 
 from flask import Response, current_app
 from pydantic import ConfigDict, Field, TypeAdapter, WithJsonSchema
@@ -22,8 +23,11 @@ from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.http.problems import TYPE_PREFIX
 from webapp.models import CHANNELS, OPERATIONS
 from webapp.request_id import CLIENT_ID_PATTERN
+from webapp.services.pagination import Page
 from webapp.services.profile_rules import EMAIL_MAX, NAME_MAX, REASON_MAX
 from webapp.services.security_events import EVENTS
+
+T = TypeVar("T")
 
 # Characters profile_rules never stores: control characters, line and
 # paragraph separators, bidirectional controls (stricter than the server only
@@ -398,3 +402,9 @@ def respond(shape: type, value: Any, status: int = 200) -> Response:
     """``value`` written as JSON by the shape's serialiser."""
     body = _ADAPTERS[shape].dump_json(value)
     return current_app.response_class(body, status=status, mimetype="application/json")
+
+
+def respond_page(shape: type, page: Page[T], item_json: Callable[[T], Any]) -> Response:
+    """One page of a list: its items in their JSON shape and the next page's cursor."""
+    items = [item_json(item) for item in page.items]
+    return respond(shape, {"items": items, "next_cursor": page.next_cursor})

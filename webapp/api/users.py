@@ -23,7 +23,7 @@ from webapp.api.request_input import (
     read_json_object,
     single,
 )
-from webapp.api.schemas import SEARCH_PATTERN, respond
+from webapp.api.schemas import SEARCH_PATTERN, respond, respond_page
 from webapp.auth.permissions import HISTORY_READ, PROFILES_READ, PROFILES_WRITE
 from webapp.models import User
 from webapp.services import audit_log, users
@@ -90,8 +90,7 @@ def list_users() -> Response:
         limit=page_limit(args),
         cursor=single(args, "cursor"),
     )
-    items = [user_json(u) for u in page.items]
-    return respond(schemas.UserPage, {"items": items, "next_cursor": page.next_cursor})
+    return respond_page(schemas.UserPage, page, user_json)
 
 
 @bp.post("/users")
@@ -265,8 +264,7 @@ def user_history(user_id: int) -> Response:
     """That profile's audit entries, newest first."""
     args = declared_query()
     page = audit_log.user_history(user_id, limit=page_limit(args), cursor=single(args, "cursor"))
-    items = [audit_entry_json(e) for e in page.items]
-    return respond(schemas.AuditPage, {"items": items, "next_cursor": page.next_cursor})
+    return respond_page(schemas.AuditPage, page, audit_entry_json)
 
 
 def _optional_reason() -> object:

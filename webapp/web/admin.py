@@ -18,7 +18,7 @@ from webapp.services import staff as staff_service
 from webapp.services.errors import Conflict, ServiceError
 from webapp.web import bp
 from webapp.web.forms import CreateStaffForm, CreateTokenForm, PasswordForm, RoleForm
-from webapp.web.refusals import check_fields, show_in_form
+from webapp.web.refusals import form_passes, show_in_form
 from webapp.web.shown_once import keep_for_next_page, take
 
 Page = tuple[str, int]
@@ -74,11 +74,9 @@ def staff_list() -> Page:
 def staff_create() -> Page | Response:
     """Create an account; every problem with the form is shown next to its field."""
     form = CreateStaffForm()
-    form_ok = form.validate()
-    rules_ok = check_fields(
+    if not form_passes(
         form, username=staff_service.clean_username, password=staff_service.clean_password
-    )
-    if not (form_ok and rules_ok):
+    ):
         return _staff_page(400, create_form=form)
     try:
         account = staff_service.create_staff(form.username.data, form.password.data, form.role.data)
@@ -240,11 +238,9 @@ def token_list() -> Page:
 def token_create() -> Page | Response:
     """Create a token and show it this once; it is stored only as a hash."""
     form = _token_form()
-    form_ok = form.validate()
-    rules_ok = check_fields(
+    if not form_passes(
         form, name=api_tokens.clean_token_name, expires_in_days=api_tokens.clean_expiry_days
-    )
-    if not (form_ok and rules_ok):
+    ):
         return _tokens_page(400, form=form)
     try:
         owner = staff_service.get_staff(form.owner.data)

@@ -28,14 +28,15 @@ def show_in_form(form: FlaskForm, error: ServiceError) -> str | None:
     return None if placed else error.detail
 
 
-def check_fields(form: FlaskForm, **rules: Callable[[object], object]) -> bool:
-    """Run each field through the service's own rule, so every problem shows at once.
+def form_passes(form: FlaskForm, **rules: Callable[[object], object]) -> bool:
+    """The form's own checks, then each field through the service's own rule,
+    so every problem shows at once.
 
     A service stops at the first bad field; a person filling in a form wants
     to hear about all of them. Fields that already failed the form's own
-    checks are left alone. Returns whether every rule passed.
+    checks are left alone. Returns whether everything passed.
     """
-    passed = True
+    passed = form.validate()
     for name, rule in rules.items():
         field = getattr(form, name)
         if field.errors:

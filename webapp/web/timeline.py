@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from flask import Response, current_app, request, stream_with_context, url_for
 
@@ -21,7 +22,7 @@ from webapp.timestamps import utcnow
 from webapp.typed_text import parse_flag
 from webapp.web import bp
 from webapp.web.filter_chips import filter_chips
-from webapp.web.profile_lookup import ProfileLookup, look_up_profile
+from webapp.web.profile_lookup import look_up_profile
 from webapp.web.rendering import render_page, wants_fragment, without_empty_parameters
 from webapp.web.timeline_presenters import TimelineLinks, activity_chart, quick_ranges
 
@@ -182,50 +183,56 @@ def audit_export_ndjson() -> Response:
 @requires(AUDIT_READ)
 def audit_compare() -> Response:
     """Two versions of one profile side by side; 400 for bad input, 404 for no profile."""
-    cleaned = without_empty_parameters()
-    if cleaned is not None:
-        return cleaned
-    raw_user = request.args.get("user_id")
-    lookup = look_up_profile(raw_user)
-    comparison = audit_views.compare_versions(
-        lookup.user_id,
-        request.args.get("from") if lookup.search is None else None,
-        request.args.get("to") if lookup.search is None else None,
+    return _profile_versions_page(
+        "audit/compare.html",
+        "comparison",
+        lambda user_id, typed: audit_views.compare_versions(user_id, typed("from"), typed("to")),
+        ("from", "to"),
     )
-    _keep_typed_profile(comparison.values, comparison.errors, lookup, raw_user, "from", "to")
-    status = 400 if comparison.errors else 200
-    return render_page("audit/compare.html", status=status, comparison=comparison, lookup=lookup)
-
-
-def _keep_typed_profile(
-    values: dict[str, str],
-    errors: dict[str, list[str]],
-    lookup: ProfileLookup,
-    raw_user: str | None,
-    *names: str,
-) -> None:
-    """Show the profile field (and the others) as typed, with the lookup's complaints."""
-    if lookup.search is None:
-        return
-    values["user_id"] = raw_user or ""
-    for name in names:
-        values[name] = request.args.get(name, "")
-    if lookup.errors:
-        errors["user_id"] = lookup.errors
 
 
 @bp.get("/audit/as-of")
 @requires(AUDIT_READ)
 def audit_as_of() -> Response:
     """A profile as it was at a moment; 400 for bad input, 404 for no profile."""
+    return _profile_versions_page(
+        "audit/as_of.html",
+        "as_of",
+        lambda user_id, typed: audit_views.profile_as_of(user_id, typed("at")),
+        ("at",),
+        now=utcnow(),
+    )
+
+
+class _ShownVersions(Protocol):
+    values: dict[str, str]
+    errors: dict[str, list[str]]
+
+
+def _profile_versions_page(
+    template: str,
+    name: str,
+    read: Callable[[str | None, Callable[[str], str | None]], _ShownVersions],
+    typed_names: tuple[str, ...],
+    **context: object,
+) -> Response:
+    """A page about one profile's versions, the profile given by id or by name or email.
+
+    While the profile is being looked up (several or no matches), the other
+    fields are not read yet but shown back as typed, with the lookup's complaints.
+    """
     cleaned = without_empty_parameters()
     if cleaned is not None:
         return cleaned
     raw_user = request.args.get("user_id")
     lookup = look_up_profile(raw_user)
-    as_of = audit_views.profile_as_of(
-        lookup.user_id, request.args.get("at") if lookup.search is None else None
-    )
-    _keep_typed_profile(as_of.values, as_of.errors, lookup, raw_user, "at")
-    status = 400 if as_of.errors else 200
-    return render_page("audit/as_of.html", status=status, as_of=as_of, now=utcnow(), lookup=lookup)
+    looking_up = lookup.search is not None
+    shown = read(lookup.user_id, lambda field: None if looking_up else request.args.get(field))
+    if looking_up:
+        shown.values["user_id"] = raw_user or ""
+        for field in typed_names:
+            shown.values[field] = request.args.get(field, "")
+        if lookup.errors:
+            shown.errors["user_id"] = lookup.errors
+    status = 400 if shown.errors else 200
+    return render_page(template, status=status, lookup=lookup, **{name: shown}, **context)
