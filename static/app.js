@@ -108,7 +108,12 @@
     const lists = document.querySelectorAll("[data-restore][id]");
     if (!lists.length) return;
     const saved = { y: window.scrollY, lists: {} };
-    lists.forEach(function (list) { saved.lists[list.id] = list.innerHTML; });
+    lists.forEach(function (list) {
+      // A later page's first entry asked for focus when it arrived; put back,
+      // it would take the focus again and scroll the reader away from the place.
+      list.querySelectorAll("[autofocus]").forEach(function (entry) { entry.removeAttribute("autofocus"); });
+      saved.lists[list.id] = list.innerHTML;
+    });
     try { window.sessionStorage.setItem(restoreKey(), JSON.stringify(saved)); } catch (e) { /* storage off or full */ }
   });
   function restoreLists() {

@@ -56,7 +56,7 @@ def test_back_button_restores_the_search(page: Page, sign_in, make_user):
     expect(rows(page).first).to_contain_text("Grace Hopper")
     expect(page.get_by_label("Search names and emails")).to_have_value("grace")
     page.go_back()
-    expect(page).to_have_url(re.compile(r"/$"))
+    expect(page).to_have_url(re.compile(r"/users$"))
 
 
 def test_slash_focuses_the_search(page: Page, sign_in):
