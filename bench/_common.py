@@ -1,6 +1,7 @@
 """What the benchmarks share: the database they run on (an embedded PostgreSQL,
 or ``BENCH_DATABASE_URL``), the app on it, the generated history, reading
-plans, percentiles, the machine report and the Markdown summary.
+plans, percentiles, the machine report, the app under gunicorn and an auditor
+signed in to it, and the Markdown summary.
 
 Every benchmark is a module of the ``bench`` package, run from the project
 root as ``python -m bench.<name>``.
@@ -16,8 +17,12 @@ import platform
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -489,6 +494,212 @@ def use_run_keys() -> None:
     for name in KEY_SETTINGS:
         if not os.environ.get(name):
             os.environ[name] = random_key()
+
+
+# --------------------------------------------------------------------------- servers
+
+BOOT_TIMEOUT = 60.0
+
+
+STOP_TIMEOUT = 20.0
+
+
+APP = "app"
+
+
+CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*?value="([^"]+)"')
+
+
+LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
+
+
+WORKER_PID = re.compile(r"Booting worker with pid: (\d+)")
+
+
+@dataclass
+class Server:
+    """A gunicorn master started by this script, with its log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    port: int = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def worker_pids(self) -> set[int]:
+        return {int(pid) for pid in WORKER_PID.findall(self.log_text())}
+
+    def stop(self) -> None:
+        """SIGTERM to the master (graceful); SIGKILL to it and its workers only if it hangs."""
+        if self.process.poll() is not None:
+            return
+        print(f"Stopping {self.name} gunicorn (pid {self.process.pid})", flush=True)
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        workers = self.worker_pids()
+        self.process.kill()
+        self.process.wait(timeout=5)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """Status and body of a GET (status 0 when nothing answered)."""
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - loopback only
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+    except OSError:
+        return 0, b""
+
+
+def start_server(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    workdir: Path,
+    ready_path: str,
+    workers: int,
+) -> Server:
+    """Start gunicorn on 127.0.0.1:<free port>, wait for its workers and ``ready_path``."""
+    log = workdir / f"{name}-gunicorn.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(name, process, log)
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                tail = server.log_text()[-3000:]
+                raise RuntimeError(f"{name} gunicorn exited with {process.returncode}:\n{tail}")
+            found = LISTENING.search(server.log_text())
+            if found and len(server.worker_pids()) >= workers:
+                server.port = int(found.group(1))
+                if http_get(server.base + ready_path)[0] == 200:
+                    return server
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"{name} gunicorn was not ready within {BOOT_TIMEOUT:.0f} s:\n"
+            f"{server.log_text()[-3000:]}"
+        )
+    except BaseException:
+        server.stop()
+        raise
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without settings that would change either server."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("FLASK_", "GUNICORN_", "PROMETHEUS_", "DB_", "SENTRY_"))
+        and key
+        not in {
+            "DATABASE_URL",
+            "WEB_CONCURRENCY",
+            "PORT",
+            "LOG_FORMAT",
+            "APP_ENV",
+            "SECRET_KEY",
+            "AUDIT_CHAIN_KEY",
+        }
+    }
+
+
+def production_environment(url: str, workers: int) -> dict[str, str]:
+    """The app's settings as a deployment has them, with this run's keys (``use_run_keys``)."""
+    return {
+        "APP_ENV": "production",
+        **{name: os.environ[name] for name in KEY_SETTINGS},
+        "DATABASE_URL": url,
+        "WEB_CONCURRENCY": str(workers),
+    }
+
+
+def start_app(url: str, workers: int, workdir: Path) -> Server:
+    """The application under gunicorn with the real ``gunicorn.conf.py`` (production
+    settings, this run's keys, ``WEB_CONCURRENCY=workers``) on 127.0.0.1."""
+    env = {**clean_environment(), **production_environment(url, workers)}
+    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
+    command += ["--bind", "127.0.0.1:0", "wsgi:app"]
+    return start_server(APP, command, env, workdir, "/readyz", workers)
+
+
+# --------------------------------------------------------------------------- sign-in
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Hand every redirect back to the caller (the sign-in's 302 carries the cookie)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _cookies(headers: Any) -> dict[str, str]:
+    """The cookies a response sets, by name (values only)."""
+    found = {}
+    for header in headers.get_all("Set-Cookie") or []:
+        name, _, rest = header.partition("=")
+        found[name.strip()] = rest.split(";", 1)[0]
+    return found
+
+
+def sign_in(base: str, username: str, password: str) -> str:
+    """The ``Cookie`` header of an auditor signed in through the real form (CSRF included).
+
+    Cookies are handled by hand: the session cookie may be marked Secure, which
+    a cookie jar would then never send over plain HTTP on 127.0.0.1.
+    """
+    opener = urllib.request.build_opener(_NoRedirect)
+    with opener.open(base + "/login", timeout=10) as page:
+        cookies = _cookies(page.headers)
+        found = CSRF_FIELD.search(page.read().decode())
+    if found is None:
+        raise RuntimeError("no CSRF token on /login")
+    form = urllib.parse.urlencode(
+        {"csrf_token": found.group(1), "username": username, "password": password}
+    ).encode()
+    request = urllib.request.Request(  # noqa: S310 - loopback only
+        base + "/login",
+        data=form,
+        headers={
+            "Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items()),
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    try:
+        with opener.open(request, timeout=10) as response:
+            status, headers = response.status, response.headers
+    except urllib.error.HTTPError as error:
+        status, headers = error.code, error.headers
+    if status != 302:
+        raise RuntimeError(f"sign-in answered {status}, not 302")
+    cookies.update(_cookies(headers))
+    cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    status, body = http_get(base + "/audit", {"Cookie": cookie})
+    if status != 200 or b'id="entry-' not in body:
+        raise RuntimeError(f"the timeline answered {status} to the signed-in auditor")
+    return cookie
 
 
 # --------------------------------------------------------------------------- runs
