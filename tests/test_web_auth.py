@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import text
 
+from tests.support.database import end_every_session
 from tests.support.pages import form_token, page_token, post_sign_in
 from tests.support.staff import PASSWORD
 from webapp.audit.context import Actor, Origin, acting_as
@@ -669,21 +670,21 @@ def _next_of(location):
     return parse_qs(parts.query).get("next", [None])[0]
 
 
-def _end_sessions_on_the_server(database):
-    with database.engine.begin() as connection:
-        connection.execute(text("DELETE FROM staff_sessions"))
+@pytest.fixture
+def ended_session(staff_factory, browser, database) -> str:
+    """Ada signed in and her page's form token kept, then her session ended on the server."""
+    staff_factory.account("support", "ada")
+    post_sign_in(browser, "ada")
+    token = page_token(browser)
+    end_every_session(database.engine)
+    return token
 
 
 def _htmx(page_url):
     return {"HX-Request": "true", "HX-Current-URL": f"http://localhost{page_url}"}
 
 
-def test_a_live_search_after_the_session_ended_sends_htmx_to_sign_in(
-    staff_factory, browser, database
-):
-    staff_factory.account("support", "ada")
-    post_sign_in(browser, "ada")
-    _end_sessions_on_the_server(database)
+def test_a_live_search_after_the_session_ended_sends_htmx_to_sign_in(browser, ended_session):
 
     response = browser.get("/users?q=ada", headers=_htmx("/users?q=ad"))
     # Not a redirect htmx would follow and paste into the results: a whole
@@ -698,18 +699,11 @@ def test_a_live_search_after_the_session_ended_sends_htmx_to_sign_in(
     assert back.headers["Location"] == "/users?q=ad"
 
 
-def test_an_inline_save_after_the_session_ended_sends_htmx_to_sign_in(
-    staff_factory, browser, database
-):
-    staff_factory.account("support", "ada")
-    post_sign_in(browser, "ada")
-    token = page_token(browser)
-    _end_sessions_on_the_server(database)
-
+def test_an_inline_save_after_the_session_ended_sends_htmx_to_sign_in(browser, ended_session):
     response = browser.post(
         "/users/1/edit",
         data={"name": "Ada", "email": "ada@example.com", "expected_version": "1"},
-        headers={**_htmx("/users?deleted=1"), "X-CSRFToken": token},
+        headers={**_htmx("/users?deleted=1"), "X-CSRFToken": ended_session},
     )
     assert response.status_code == 401
     assert _next_of(response.headers["HX-Redirect"]) == "/users?deleted=1"
@@ -756,12 +750,7 @@ def test_a_save_after_signing_out_in_another_tab_sends_htmx_to_sign_in(
         "",
     ],
 )
-def test_the_page_to_return_to_must_be_a_page_of_this_site(
-    staff_factory, browser, database, current_url
-):
-    staff_factory.account("support", "ada")
-    post_sign_in(browser, "ada")
-    _end_sessions_on_the_server(database)
+def test_the_page_to_return_to_must_be_a_page_of_this_site(browser, ended_session, current_url):
     response = browser.get(
         "/users?q=a", headers={"HX-Request": "true", "HX-Current-URL": current_url}
     )
@@ -774,15 +763,11 @@ def test_the_page_to_return_to_must_be_a_page_of_this_site(
     [("http://localhost/users/1/edit", "/users/1/edit"), ("https://evil.example/x", None)],
 )
 def test_a_plain_save_after_the_session_ended_returns_to_its_page(
-    staff_factory, browser, database, referrer, expected
+    browser, ended_session, referrer, expected
 ):
-    staff_factory.account("support", "ada")
-    post_sign_in(browser, "ada")
-    token = page_token(browser)
-    _end_sessions_on_the_server(database)
     response = browser.post(
         "/users/1/edit",
-        data={"csrf_token": token, "name": "Ada"},
+        data={"csrf_token": ended_session, "name": "Ada"},
         headers={"Referer": referrer},
     )
     assert response.status_code == 302

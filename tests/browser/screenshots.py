@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from playwright.sync_api import Page, expect
-from sqlalchemy import text
 
+from tests.support.database import end_every_session
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.services import users
 
@@ -97,8 +97,7 @@ def test_screenshots_of_an_ended_session_and_a_new_token(
     page.locator(f"#user-{sample_profiles}").get_by_role("link", name="Edit").click()
     page.locator(f"#edit-{sample_profiles}-name").fill("Ada King-Noel")
     page.locator(f"#edit-{sample_profiles}-reason").fill("ticket 4711")
-    with engine.begin() as connection:  # the session ends on the server meanwhile
-        connection.execute(text("DELETE FROM staff_sessions"))
+    end_every_session(engine)  # the session ends on the server meanwhile
     page.get_by_role("button", name="Save").click()
     expect(page.locator(".flash")).to_contain_text("Your session has ended")
     _shoot(page, "session-ended-sign-in")

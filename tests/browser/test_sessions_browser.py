@@ -7,22 +7,10 @@ import re
 from typing import Any
 
 from playwright.sync_api import Page, expect
-from sqlalchemy import text
 
+from tests.support.database import end_every_session
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.services import users as user_service
-
-
-def _make_user(app: Any, staff_factory: Any, name: str, email: str) -> int:
-    admin = staff_factory.account("admin", "service-admin")
-    with app.app_context(), acting_as(Actor(admin.id, admin.username), Origin("cli")):
-        return user_service.create_user({"name": name, "email": email}).id
-
-
-def _end_every_session(engine: Any) -> None:
-    """What the server does when a session ends (idle, signed out elsewhere...)."""
-    with engine.begin() as connection:
-        connection.execute(text("DELETE FROM staff_sessions"))
 
 
 def _sign_in_again(page: Page, staff_factory: Any, username: str) -> None:
@@ -32,9 +20,9 @@ def _sign_in_again(page: Page, staff_factory: Any, username: str) -> None:
 
 
 def test_an_inline_edit_survives_an_ended_session(
-    page: Page, sign_in, app, staff_factory, engine, database
+    page: Page, sign_in, make_user, app, staff_factory, engine, database
 ):
-    user_id = _make_user(app, staff_factory, "Ada Lovelace", "ada@example.com")
+    user_id = make_user("Ada Lovelace", "ada@example.com")
     staff = sign_in(page, "support")
     page.goto("/users?q=ada")
     row = page.locator(f"#user-{user_id}")
@@ -43,7 +31,7 @@ def test_an_inline_edit_survives_an_ended_session(
     page.locator(f"#edit-{user_id}-email").fill("ada.king@example.com")
     page.locator(f"#edit-{user_id}-reason").fill("legal name")
 
-    _end_every_session(engine)
+    end_every_session(engine)
     page.get_by_role("button", name="Save").click()
 
     # The whole page is the sign-in page (no sign-in form inside the table),
@@ -80,14 +68,14 @@ def test_an_inline_edit_survives_an_ended_session(
 
 
 def test_a_restored_edit_of_a_profile_changed_meanwhile_overwrites_nothing(
-    page: Page, sign_in, app, staff_factory, engine, database
+    page: Page, sign_in, make_user, app, staff_factory, engine, database
 ):
-    user_id = _make_user(app, staff_factory, "Ada Lovelace", "ada@example.com")
+    user_id = make_user("Ada Lovelace", "ada@example.com")
     staff = sign_in(page, "support")
     page.goto("/users")
     page.locator(f"#user-{user_id}").get_by_role("link", name="Edit").click()
     page.locator(f"#edit-{user_id}-name").fill("Ada King")
-    _end_every_session(engine)
+    end_every_session(engine)
     page.get_by_role("button", name="Save").click()
     expect(page).to_have_url(re.compile(r"/login"))
     admin = staff_factory.account("admin", "other-admin")
@@ -104,14 +92,16 @@ def test_a_restored_edit_of_a_profile_changed_meanwhile_overwrites_nothing(
     assert database.user(user_id)["name"] == "Ada Lovelace"
 
 
-def test_a_discarded_edit_is_not_offered_again(page: Page, sign_in, app, staff_factory, engine):
-    user_id = _make_user(app, staff_factory, "Ada Lovelace", "ada@example.com")
+def test_a_discarded_edit_is_not_offered_again(
+    page: Page, sign_in, make_user, app, staff_factory, engine
+):
+    user_id = make_user("Ada Lovelace", "ada@example.com")
     staff = sign_in(page, "support")
     page.goto("/users")
     row = page.locator(f"#user-{user_id}")
     row.get_by_role("link", name="Edit").click()
     page.locator(f"#edit-{user_id}-name").fill("Ada King")
-    _end_every_session(engine)
+    end_every_session(engine)
     page.get_by_role("button", name="Save").click()
     _sign_in_again(page, staff_factory, staff.username)
     row.get_by_role("link", name="Edit").click()
@@ -124,12 +114,12 @@ def test_a_discarded_edit_is_not_offered_again(page: Page, sign_in, app, staff_f
 
 
 def test_a_live_search_with_an_ended_session_goes_to_sign_in(
-    page: Page, sign_in, app, staff_factory, engine
+    page: Page, sign_in, make_user, app, staff_factory, engine
 ):
-    _make_user(app, staff_factory, "Ada Lovelace", "ada@example.com")
+    make_user("Ada Lovelace", "ada@example.com")
     staff = sign_in(page, "support")
     page.goto("/users")
-    _end_every_session(engine)
+    end_every_session(engine)
     page.get_by_label("Search names and emails").press_sequentially("ada", delay=20)
 
     expect(page).to_have_url(re.compile(r"/login\?next="))

@@ -87,6 +87,9 @@ def test_load_more_and_infinite_scroll_append(page: Page, sign_in, client):
     expect(entries).to_have_count(3)
     page.get_by_role("link", name="Load more").click()
     expect(entries).to_have_count(6)
+    # The first new entry takes the focus, and the news is spoken.
+    expect(entries.nth(3)).to_be_focused()
+    expect(page.locator("#announcer")).to_have_text("3 more entries")
     # scrolling to the end fetches the rest
     for _ in range(10):
         page.mouse.wheel(0, 10_000)

@@ -68,6 +68,12 @@ def rewrite_history(engine: Engine, *statements: str) -> None:
             connection.execute(text(statement))
 
 
+def end_every_session(engine: Engine) -> None:
+    """What the server does when a session ends (idle, signed out elsewhere...)."""
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM staff_sessions"))
+
+
 def backdate(engine: Engine, entry_id: int, moment: datetime) -> None:
     """Move an audit entry in time, as if it had been written then."""
     with engine.begin() as connection, append_only_lifted(connection):
