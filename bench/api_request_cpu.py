@@ -8,30 +8,19 @@ when the machine is loaded. On a throwaway embedded PostgreSQL (or
 admin token; then ``--rounds`` rounds of ``--requests`` requests per case,
 reporting the median over rounds of CPU µs per request.
 
-    .venv/bin/python bench/api_request_cpu.py [--rounds 5] [--requests 200]
+    .venv/bin/python -m bench.api_request_cpu [--rounds 5] [--requests 200]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import secrets
-import shutil
 import statistics
 import time
 
-from flask_migrate import upgrade
-from webapp.local_database import (
-    drop_database,
-    ensure_database,
-    scratch_directory,
-    start_embedded_server,
-)
-
-from webapp import create_app
+from bench._common import database_server, migrated_app, start_run
 from webapp.audit.context import Actor, Origin, acting_as
-from webapp.config import KEY_SETTINGS, database_url, random_key
 from webapp.extensions import db
 from webapp.services import api_tokens, staff
 
@@ -42,42 +31,25 @@ CASES = {
 }
 
 
-def main() -> None:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=200)
-    args = parser.parse_args()
-    external = os.environ.get("BENCH_DATABASE_URL")
-    scratch = scratch_directory("profile-audit-api-cpu-")
-    server = None
-    try:
-        if external:
-            server_url = external
-        else:
-            server = start_embedded_server(scratch / "data", delete_on_stop=True)
-            server_url = server.get_uri()
-        name = f"profile_audit_api_cpu_{os.getpid()}"
-        drop_database(server_url, name)
-        url = ensure_database(server_url, name)
-        try:
-            run(url, args)
-        finally:
-            drop_database(server_url, name)
-    finally:
-        if server is not None:
-            server.cleanup()
-        shutil.rmtree(scratch, ignore_errors=True)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = start_run(parse_args, argv)
+    with database_server(keep=False) as url:
+        run(url, args)
 
 
 def run(url: str, args: argparse.Namespace) -> None:
-    keys = {name: random_key() for name in KEY_SETTINGS}
-    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url(url), "AUDIT_SEALER": "off", **keys})
+    app = migrated_app(url, AUDIT_SEALER="off")
     logging.disable(logging.INFO)  # no line per request
-    with app.app_context():
-        upgrade()
-        with acting_as(Actor(None, "cli:bench"), Origin("cli")):
-            admin = staff.create_staff("bench-admin", secrets.token_urlsafe(16), "admin")
-            _, token = api_tokens.create_token(admin, "bench")
+    with app.app_context(), acting_as(Actor(None, "cli:bench"), Origin("cli")):
+        admin = staff.create_staff("bench-admin", secrets.token_urlsafe(16), "admin")
+        _, token = api_tokens.create_token(admin, "bench")
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     ids = []

@@ -16,7 +16,7 @@ process, best of ``--repeat`` runs), on the same objects:
 
 Run from the project root (needs the candidate libraries installed)::
 
-    .venv/bin/python bench/api_schemas.py [--repeat 7]
+    .venv/bin/python -m bench.api_schemas [--repeat 7]
 """
 
 from __future__ import annotations

@@ -50,12 +50,8 @@ from bench._common import (
 )
 from webapp.extensions import db
 from webapp.models import UserAudit
-from webapp.services.audit_log import (
-    AuditFilter,
-    filtered_statement,
-    list_entries,
-    parse_audit_filter,
-)
+from webapp.services.audit_filter import AuditFilter, parse_audit_filter
+from webapp.services.audit_log import filtered_statement, list_entries
 from webapp.services.pagination import encode_time_id_cursor
 
 PAGE_SIZE = 50

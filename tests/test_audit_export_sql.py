@@ -19,7 +19,7 @@ from webapp.api.representations import audit_entry_json
 from webapp.audit import seal
 from webapp.audit.chain import write_entries
 from webapp.services import audit_export
-from webapp.services.audit_log import AuditFilter
+from webapp.services.audit_filter import AuditFilter
 from webapp.services.spreadsheet_cells import json_cell, neutralise
 from webapp.timestamps import iso_utc
 
