@@ -20,6 +20,7 @@ from webapp.audit import seal
 from webapp.audit.chain import write_entries
 from webapp.services import audit_export
 from webapp.services.audit_filter import AuditFilter
+from webapp.services.audit_log import list_entry_rows, resolve_actor
 from webapp.services.spreadsheet_cells import json_cell, neutralise
 from webapp.timestamps import iso_utc
 
@@ -105,7 +106,7 @@ def python_csv_row(entry: Any) -> list[str | int]:
 
 def python_export(audit_filter: AuditFilter, kind: str) -> bytes:
     """The whole export of ``audit_filter`` formatted in Python, entry by entry."""
-    rows = list(audit_export.iter_entries(audit_filter))
+    rows = list_entry_rows(resolve_actor(audit_filter), limit=100_000).items
     if kind == "ndjson":
         return b"".join(
             (

@@ -15,7 +15,7 @@ from contextlib import closing
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, literal_column, true
+from sqlalchemy import func, literal_column, true
 from sqlalchemy.dialects import postgresql
 
 from webapp.audit.snapshot import SNAPSHOT_FIELDS
@@ -24,11 +24,8 @@ from webapp.models import ApiToken, UserAudit
 from webapp.services.audit_filter import AuditFilter
 from webapp.services.audit_log import (
     filtered_statement,
-    list_entry_rows,
-    resolve_actor,
 )
 
-BATCH_SIZE = 1000
 #: Entries per chunk handed to the response or the file: about 0.5 to 1 MiB.
 CHUNK_ENTRIES = 2000
 
@@ -175,7 +172,7 @@ _CSV_CELLS: tuple[str, ...] = (
     json_cell_sql("user_audit.new_data"),
 )
 
-# The API's shape of an entry (webapp.api.representations.audit_entry_json),
+# The API's shape of an entry (webapp.services.audit_records.audit_entry_json),
 # compact, keys in its order; COPY's text format doubles each backslash, which
 # the reader undoes (a JSON text has no other character COPY escapes).
 _TOKEN_JSON = (
@@ -211,18 +208,6 @@ _NDJSON_LINE = " || ".join(
         "'}'",
     ]
 )
-
-
-def iter_entries(audit_filter: AuditFilter, *, batch_size: int = BATCH_SIZE) -> Iterator[Row[Any]]:
-    """Every entry of the filter, newest first, as rows of columns, one keyset batch at a time."""
-    audit_filter = resolve_actor(audit_filter)
-    cursor: str | None = None
-    while True:
-        page = list_entry_rows(audit_filter, limit=batch_size, cursor=cursor)
-        yield from page.items
-        if page.next_cursor is None:
-            return
-        cursor = page.next_cursor
 
 
 def _copy_statement(
