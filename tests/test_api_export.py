@@ -91,7 +91,8 @@ def test_formulas_come_out_neutralised_in_csv(client, history):
     response = client.get("/api/v1/audit/export?format=csv")
     assert response.status_code == 200
     assert response.mimetype == "text/csv"
-    assert response.headers["Content-Disposition"].startswith('attachment; filename="audit-')
+    # Named after the filter, as the dashboard's and the command line's files are.
+    assert response.headers["Content-Disposition"] == 'attachment; filename="audit_all.csv"'
     rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
     assert rows[0][:4] == ["id", "timestamp", "user_id", "operation"]
     cells = [cell for row in rows[1:] for cell in row]
@@ -100,6 +101,14 @@ def test_formulas_come_out_neutralised_in_csv(client, history):
     assert "'=cmd()" in cells
     assert "'@SUM(1)" in cells
     assert any('"name":"=cmd()"' in cell.replace(" ", "") for cell in cells)
+
+
+def test_the_file_is_named_after_the_filter(client, history):
+    named = client.get(f"/api/v1/audit/export?format=ndjson&user_id={history['ada']}")
+    assert named.get_data(as_text=True)
+    assert named.headers["Content-Disposition"] == (
+        f'attachment; filename="audit_user-{history["ada"]}.ndjson"'
+    )
 
 
 def test_csv_is_the_default_format(client, history):

@@ -36,16 +36,11 @@ from webapp.services.audit_filter import (
     parse_audit_filter,
 )
 from webapp.services.errors import ValidationFailed
-from webapp.timestamps import utcnow
 
 #: ``format`` of an export -> its media type and the service writing its lines
-#: (looked up when called: audit_export may still be importing this package)
-EXPORT_FORMATS: dict[str, tuple[str, Callable[[AuditFilter], Iterator[str | bytes]]]] = {
-    "csv": ("text/csv", lambda audit_filter: audit_export.csv_lines(audit_filter)),
-    "ndjson": (
-        "application/x-ndjson",
-        lambda audit_filter: audit_export.ndjson_lines(audit_filter),
-    ),
+EXPORT_FORMATS: dict[str, tuple[str, Callable[[AuditFilter], Iterator[bytes]]]] = {
+    "csv": ("text/csv", audit_export.csv_lines),
+    "ndjson": ("application/x-ndjson", audit_export.ndjson_lines),
 }
 AUDIT = "Audit"
 _FILTER_SCHEMAS = {
@@ -166,8 +161,8 @@ def export_audit_entries() -> Response:
             "audit_exported", details={"format": kind, "filter": urlencode(applied)}
         )
     response = Response(stream_with_context(lines(audit_filter)), mimetype=mimetype)
-    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
-    response.headers["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{kind}"'
+    filename = audit_export.export_filename(audit_filter, kind)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
 
