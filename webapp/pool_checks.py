@@ -25,10 +25,13 @@ def needs_ping(connection: Any) -> bool:
     if connection.closed or connection.broken:
         return True
     try:
-        readable, _, _ = select.select([connection.fileno()], [], [], 0)
+        # poll, not select: select refuses descriptors above 1023, which a busy
+        # worker's connections can reach.
+        poller = select.poll()
+        poller.register(connection.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 def check_on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
