@@ -181,7 +181,7 @@ def collect_changes(session: Session, flush_context: UOWTransaction, instances: 
             continue
         previous, new = committed_snapshot(obj), current_snapshot(obj)
         if changed_fields(previous, new):
-            pending.append((obj, operation_for(previous, new), previous, new))
+            pending.append((obj, operation_for(obj, previous, new), previous, new))
     if pending:
         actor = current_actor()
         connection = _connection_of(session, pending[0][0])

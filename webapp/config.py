@@ -3,11 +3,11 @@
 A ``.env`` file in the project root is honoured so a developer can keep local
 overrides out of the shell.
 
-No key is built in: every start needs ``SECRET_KEY`` and ``AUDIT_CHAIN_KEY``
-(``KEY_SETTINGS``), long, random and different, whatever ``APP_ENV`` says, and
-``check_settings`` refuses to start without them in one line naming the
-setting. ``make run`` makes random keys for its checkout once and keeps them
-in ``instance/`` (``webapp.dev.server``); deployments set them.
+No key is built in: every start needs ``SECRET_KEY``, ``AUDIT_CHAIN_KEY``,
+``PRIVACY_MASTER_KEY`` and ``PRIVACY_INDEX_KEY`` (``KEY_SETTINGS``), long,
+random and different, whatever ``APP_ENV`` says, and ``check_settings``
+refuses to start without them in one line naming the setting. ``make run``
+makes random keys for its checkout once and keeps them in ``instance/`` (``webapp.dev.server``); deployments set them.
 
 ``APP_ENV`` (``development`` unless set) only chooses defaults such as the log
 format and whether failed statements' values may appear in error messages.
@@ -67,6 +67,8 @@ POSITIVE_SETTINGS: tuple[str, ...] = (
 KEY_SETTINGS: dict[str, str] = {
     "SECRET_KEY": "signs session cookies and CSRF tokens",
     "AUDIT_CHAIN_KEY": "keys the audit hash chain (HMAC-SHA-256)",
+    "PRIVACY_MASTER_KEY": "wraps the per-profile keys of the personal data in the audit trail",
+    "PRIVACY_INDEX_KEY": "keys the blind index of profiles' emails (HMAC-SHA-256)",
 }
 #: Shortest key accepted (token_urlsafe(32) gives 43 characters).
 MIN_KEY_LENGTH = 32
@@ -129,6 +131,13 @@ def settings_from_environment() -> dict[str, Any]:
         # Keys the audit hash chain (HMAC-SHA-256). Keep it out of the database
         # and its backups: whoever holds it could re-hash a rewritten history.
         "AUDIT_CHAIN_KEY": os.environ.get("AUDIT_CHAIN_KEY") or None,
+        # Wraps each profile's data key (README, "Privacy"). Keep it out of the
+        # database and its backups: with it, a backup's keys read again.
+        "PRIVACY_MASTER_KEY": os.environ.get("PRIVACY_MASTER_KEY") or None,
+        # During a rotation only: the master key being replaced, still read.
+        "PRIVACY_PREVIOUS_MASTER_KEY": os.environ.get("PRIVACY_PREVIOUS_MASTER_KEY") or None,
+        # Keys the blind index of emails; changing it needs a re-index.
+        "PRIVACY_INDEX_KEY": os.environ.get("PRIVACY_INDEX_KEY") or None,
         # Links committed entries into the chain: "thread" (a background
         # thread per process) or "off" (only `flask audit seal` links).
         "AUDIT_SEALER": os.environ.get("AUDIT_SEALER", "thread").strip().lower(),
@@ -246,6 +255,11 @@ def check_settings(config: Mapping[str, Any]) -> None:
         weakness = key_weakness(config.get(name))
         if weakness:
             raise RuntimeError(f"{name} {weakness}: {_KEY_ADVICE}.")
+    previous = config.get("PRIVACY_PREVIOUS_MASTER_KEY")
+    if previous is not None:
+        weakness = key_weakness(previous)
+        if weakness:
+            raise RuntimeError(f"PRIVACY_PREVIOUS_MASTER_KEY {weakness}: {_KEY_ADVICE}.")
     # One leaked key must not also give away another.
     names = list(KEY_SETTINGS)
     for position, name in enumerate(names):

@@ -27,7 +27,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.extensions import db
 
-OPERATIONS: tuple[str, ...] = ("create", "update", "delete", "restore")
+# "erase": the profile's data key was destroyed and the profile anonymised.
+OPERATIONS: tuple[str, ...] = ("create", "update", "delete", "restore", "erase")
 ROLES: tuple[str, ...] = ("admin", "support", "auditor")
 # "database": written by the safety-net trigger for a change that bypassed the app.
 CHANNELS: tuple[str, ...] = ("web", "api", "cli", "database")
@@ -43,8 +44,13 @@ class User(db.Model):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     # active_history loads the old value before an overwrite, so the audit
     # snapshot of the previous state is right even for expired attributes.
-    name: Mapped[str] = mapped_column(String(255), active_history=True)
-    email: Mapped[str] = mapped_column(String(255), active_history=True)
+    # "personal": encrypted with the profile's data key wherever the audit
+    # trail keeps them (webapp.audit.personal_data), so that they can be erased.
+    name: Mapped[str] = mapped_column(String(255), active_history=True, info={"personal": True})
+    email: Mapped[str] = mapped_column(String(255), active_history=True, info={"personal": True})
+    # HMAC-SHA-256 of the lower-cased email under PRIVACY_INDEX_KEY: the
+    # active profiles' uniqueness and exact look-ups, without the address.
+    email_index: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
@@ -53,6 +59,12 @@ class User(db.Model):
         DateTime(timezone=True), active_history=True
     )
     version: Mapped[int] = mapped_column(Integer)
+    # Set when the profile was erased (webapp.services.privacy); it then
+    # holds placeholders only and can no longer be changed.
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    # Loaded with the profile: a save needs it to encrypt its entry.
+    data_key: Mapped[ProfileDataKey | None] = relationship(lazy="joined", back_populates="user")
 
     __mapper_args__: dict[str, Any] = {  # noqa: RUF012
         "version_id_col": version,
@@ -71,6 +83,12 @@ class User(db.Model):
         ),
         # Substring search on name and email (ILIKE '%...%').
         Index(
+            "uq_users_email_index_active",
+            "email_index",
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+        Index(
             "ix_users_name_trgm",
             "name",
             postgresql_using="gin",
@@ -88,8 +106,51 @@ class User(db.Model):
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
 
+    @property
+    def is_erased(self) -> bool:
+        return self.erased_at is not None
+
     def __repr__(self) -> str:
         return f"<User {self.id} v{self.version}>"
+
+
+#: The profile's fields that hold personal data, declared once on the model.
+PERSONAL_FIELDS: tuple[str, ...] = tuple(
+    column.key for column in User.__table__.columns if column.info.get("personal")
+)
+
+
+class ProfileDataKey(db.Model):
+    """A profile's data key, wrapped by a master key (``webapp.audit.personal_data``).
+
+    Erasing the profile destroys it: ``wrapped_key`` becomes null, and every
+    personal value of the profile's history with it. Kept apart from the
+    profiles so that backups can treat it apart (README, "Privacy").
+    """
+
+    __tablename__ = "profile_data_keys"
+
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="RESTRICT"), primary_key=True
+    )
+    # Which master key wrapped it (ConfiguredMasterKeys' public key id).
+    master_key_id: Mapped[str | None] = mapped_column(String(32))
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()")
+    )
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    user: Mapped[User] = relationship(back_populates="data_key")
+
+    __table_args__ = (
+        CheckConstraint(
+            "(wrapped_key IS NULL) = (erased_at IS NOT NULL) "
+            "AND (wrapped_key IS NULL) = (master_key_id IS NULL)",
+            name="erased_or_wrapped",
+        ),
+        Index("ix_profile_data_keys_master_key_id", "master_key_id"),
+    )
 
 
 class UserAudit(db.Model):
@@ -134,10 +195,17 @@ class UserAudit(db.Model):
     client_request_id: Mapped[str | None] = mapped_column(String(128))
 
     token: Mapped[ApiToken | None] = relationship(lazy="select", viewonly=True)
+    # Loaded with every entry: its personal values are decrypted as it loads.
+    data_key: Mapped[ProfileDataKey | None] = relationship(
+        primaryjoin="foreign(UserAudit.user_id) == ProfileDataKey.user_id",
+        lazy="joined",
+        viewonly=True,
+    )
 
     __table_args__ = (
         CheckConstraint(
-            "operation in ('create', 'update', 'delete', 'restore')", name="operation_known"
+            "operation in ('create', 'update', 'delete', 'restore', 'erase')",
+            name="operation_known",
         ),
         CheckConstraint("channel in ('web', 'api', 'cli', 'database')", name="channel_known"),
         CheckConstraint("octet_length(seal) = 32", name="seal_hmac_sha256"),

@@ -4,6 +4,7 @@ anyone else."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -12,10 +13,12 @@ from sqlalchemy import Connection, Engine, text
 
 from webapp.audit.chain import GENESIS_HASH
 from webapp.audit.entry_ids import entry_ids
+from webapp.audit.personal_data import KEY_COLUMNS_SQL, ConfiguredMasterKeys, reveal_row
 
 TABLES = (
     "audit_chain, audit_chain_pending, audit_verifications, "
-    "user_audit, users, api_tokens, security_events, security_event_repeats, staff_sessions, "
+    "user_audit, profile_data_keys, users, api_tokens, security_events, security_event_repeats, "
+    "staff_sessions, "
     "staff, sign_in_attempts"
 )
 
@@ -98,9 +101,26 @@ class Database:
             return connection.execute(text(query), params).scalar()
 
     def audit(self, user_id: int | None = None) -> list[dict[str, object]]:
-        """Audit entries in the order they were written."""
-        where = "WHERE user_id = :user_id" if user_id is not None else ""
-        return self.rows(f"SELECT * FROM user_audit {where} ORDER BY id", user_id=user_id)
+        """Audit entries in the order they were written, personal values decrypted."""
+        keys = ConfiguredMasterKeys(os.environ["PRIVACY_MASTER_KEY"])
+        entries = []
+        for row in self.raw_audit(user_id, with_keys=True):
+            row["previous_data"], row["new_data"] = reveal_row(row, keys)
+            for name in ("key_id", "wrapped_key", "key_erased_at"):
+                del row[name]
+            entries.append(row)
+        return entries
+
+    def raw_audit(
+        self, user_id: int | None = None, *, with_keys: bool = False
+    ) -> list[dict[str, object]]:
+        """Audit entries as the table holds them (personal values encrypted)."""
+        where = "WHERE a.user_id = :user_id" if user_id is not None else ""
+        join = "LEFT JOIN profile_data_keys k ON k.user_id = a.user_id" if with_keys else ""
+        keys = f", {KEY_COLUMNS_SQL}" if with_keys else ""
+        return self.rows(
+            f"SELECT a.*{keys} FROM user_audit a {join} {where} ORDER BY a.id", user_id=user_id
+        )
 
     def audit_ids_newest_first(self, condition: str = "TRUE", **params: object) -> list[int]:
         """Ids of the entries matching ``condition``, in the timeline's order."""

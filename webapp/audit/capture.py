@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import current_app
 from sqlalchemy import Connection, event
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
@@ -21,7 +22,13 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from webapp.audit import chain
 from webapp.audit.context import Origin, current_actor, current_change, current_origin
 from webapp.audit.entry_ids import entry_ids
-from webapp.audit.errors import AuditBypassError, HardDeleteRefused, UnattributedChangeError
+from webapp.audit.errors import (
+    AuditBypassError,
+    ErasedProfileChange,
+    HardDeleteRefused,
+    UnattributedChangeError,
+)
+from webapp.audit.personal_data import cipher_of, email_index, encrypt_snapshot, new_wrapped_key
 from webapp.audit.seal import canonical_entry, seal_of
 from webapp.audit.session import AuditedSession, is_audited
 from webapp.audit.snapshot import Snapshot, changed_fields, committed_snapshot, current_snapshot
@@ -44,10 +51,14 @@ class PendingEntry:
     previous_data: Snapshot | None
     new_data: Snapshot
     changed_fields: list[str]
+    #: the profile's data key, which encrypts the entry's personal values
+    cipher: AESGCM
 
 
-def operation_for(previous: Snapshot, new: Snapshot) -> str:
+def operation_for(user: User, previous: Snapshot, new: Snapshot) -> str:
     """Name the change between two snapshots of an existing profile."""
+    if user.erased_at is not None:
+        return "erase"
     if previous["deleted_at"] is None and new["deleted_at"] is not None:
         return "delete"
     if previous["deleted_at"] is not None and new["deleted_at"] is None:
@@ -69,7 +80,10 @@ def collect_changes(session: Session, flush_context: UOWTransaction, instances: 
     for obj in session.new:
         if isinstance(obj, User):
             new = current_snapshot(obj)
-            pending.append(PendingEntry(obj, "create", None, new, changed_fields(None, new)))
+            obj.email_index = email_index(obj.email)
+            pending.append(
+                PendingEntry(obj, "create", None, new, changed_fields(None, new), _cipher(obj))
+            )
     for obj in session.dirty:
         if not isinstance(obj, User) or not session.is_modified(obj):
             continue
@@ -77,7 +91,10 @@ def collect_changes(session: Session, flush_context: UOWTransaction, instances: 
         new = current_snapshot(obj)
         fields = changed_fields(previous, new)
         if fields:  # a save that changes nothing leaves no trace
-            pending.append(PendingEntry(obj, operation_for(previous, new), previous, new, fields))
+            if previous["email"] != new["email"]:
+                obj.email_index = email_index(obj.email)
+            operation = operation_for(obj, previous, new)
+            pending.append(PendingEntry(obj, operation, previous, new, fields, _cipher(obj)))
     actor = current_actor()
     if pending and actor is None:
         raise UnattributedChangeError(
@@ -105,8 +122,16 @@ def write_entries(session: Session, flush_context: UOWTransaction) -> None:
             "timestamp": utcnow(),
             "user_id": entry.user.id,
             "operation": entry.operation,
-            "previous_data": entry.previous_data,
-            "new_data": entry.new_data,
+            "previous_data": (
+                None
+                if entry.previous_data is None
+                else encrypt_snapshot(
+                    entry.cipher, entry_id, entry.user.id, "previous", entry.previous_data
+                )
+            ),
+            "new_data": encrypt_snapshot(
+                entry.cipher, entry_id, entry.user.id, "new", entry.new_data
+            ),
             "changed_fields": entry.changed_fields,
             "version": entry.user.version,
             "reason": reason,
@@ -123,6 +148,21 @@ def write_entries(session: Session, flush_context: UOWTransaction) -> None:
     ]
     record_entries(connection, session.audit_chain_key, rows)
     session.info[_WROTE_ENTRIES] = True
+
+
+def _cipher(user: User) -> AESGCM:
+    """The data key of ``user``; a profile without one (made before keys
+    existed, or around the application) gets one in this flush."""
+    data_key = user.data_key
+    if data_key is None:
+        cipher, user.data_key = new_wrapped_key()
+        return cipher
+    cipher = cipher_of(data_key.master_key_id, data_key.wrapped_key)
+    if cipher is None:
+        raise ErasedProfileChange(
+            f"Profile {user.id} was erased: its key is destroyed and it cannot be changed."
+        )
+    return cipher
 
 
 def record_entries(connection: Connection, key: bytes, rows: list[dict[str, Any]]) -> None:

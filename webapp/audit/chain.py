@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, text
 
+from webapp.audit.personal_data import encrypt_queued_clear_entries
 from webapp.audit.seal import ENCODING, ENTRY_DIGEST_SQL
 from webapp.audit.seal import digest_seal as entry_digest
 from webapp.models import AuditChainHead, UserAudit
@@ -154,6 +155,7 @@ def link_pending(connection: Connection, key: bytes, limit: int = LINK_BATCH) ->
     head_row = connection.execute(_LOCK_HEAD).one_or_none()
     if head_row is None:
         return None
+    encrypt_queued_clear_entries(connection, key, limit)
     claimed = connection.execute(_CLAIM_PENDING, {"limit": limit}).all()
     if not claimed:
         return 0

@@ -11,3 +11,7 @@ class HardDeleteRefused(AuditBypassError):
 
 class UnattributedChangeError(AuditBypassError):
     """A change with no actor: refused rather than recorded as anonymous."""
+
+
+class ErasedProfileChange(AuditBypassError):
+    """A change to a profile whose data key was destroyed: it can hold no new history."""

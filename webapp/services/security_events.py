@@ -54,6 +54,9 @@ EVENT_LABELS: dict[str, str] = {
     "forbidden": "Refused: role lacks the permission",
     "audit_exported": "Audit log exported",
     "security_events_exported": "Security events exported",
+    "personal_data_exported": "A profile's personal data exported",
+    "master_key_rotated": "Master key rotated",
+    "audit_trail_encrypted": "Audit trail's personal data encrypted",
 }
 EVENTS: tuple[str, ...] = tuple(EVENT_LABELS)
 

@@ -1,0 +1,167 @@
+"""Erasure of a profile's personal data, and access to everything held about it.
+
+Erasure (GDPR Art. 17) destroys the profile's data key: every personal value
+its history holds was encrypted with it (``webapp.audit.personal_data``), so
+all of them become unreadable at once while the entries themselves stay,
+sealed and linked, and ``flask audit verify`` still passes. The profile row is
+anonymised in the same transaction and an ``erase`` entry records who, when
+and why. An erased profile is deleted and can no longer be changed or
+restored; its email is free for a new profile, which gets a new key and a
+history of its own.
+
+Access (GDPR Art. 15) gives everything held about a profile, its history
+decrypted, as one document; each access is a security event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from webapp.audit.context import change_context
+from webapp.audit.personal_data import data_keys, encrypt_clear_entries_of, key_provider
+from webapp.extensions import db
+from webapp.models import PERSONAL_FIELDS, ProfileDataKey, User, UserAudit
+from webapp.services.audit_records import audit_entry_json
+from webapp.services.errors import Conflict, NotFound, ValidationFailed
+from webapp.services.lookup import get_or_not_found
+from webapp.services.profile_rules import FieldError, clean_reason
+from webapp.services.security_events import record_event
+from webapp.timestamps import iso_utc, utcnow
+
+#: What an erased profile's name becomes.
+ERASED_NAME = "Erased profile"
+
+
+def erased_email(user_id: int) -> str:
+    """What an erased profile's email becomes: unique, and never deliverable."""
+    return f"erased-{user_id}@erased.invalid"
+
+
+class AlreadyErased(Conflict):
+    code = "already-erased"
+    title = "Profile is erased"
+
+
+class TrailNotEncrypted(Conflict):
+    """Entries of the profile still hold clear values that cannot be encrypted in place."""
+
+    code = "trail-not-encrypted"
+    title = "Audit trail not encrypted yet"
+
+
+def erase_user(user_id: int, *, reason: object) -> User:
+    """Erase profile ``user_id``'s personal data: destroy its key, anonymise it.
+
+    ``reason`` is required (the request or legal ground). Refused, changing
+    nothing, when the profile is already erased or when its history holds
+    values written before encryption (``flask privacy encrypt-trail`` first).
+    """
+    try:
+        why = clean_reason(reason)
+    except FieldError as error:
+        raise ValidationFailed.of_field("reason", str(error)) from None
+    if not why:
+        raise ValidationFailed.of_field("reason", "is required to erase a profile")
+    user = db.session.scalar(
+        select(User).where(User.id == user_id).with_for_update(of=User.__table__)
+    )
+    if user is None:
+        db.session.rollback()
+        raise NotFound(f"There is no profile with id {user_id}.")
+    try:
+        if user.is_erased:
+            raise AlreadyErased(f"Profile {user_id} is already erased.")
+        connection = db.session.connection()
+        # Values the safety net wrote in clear, not yet linked: encrypted now,
+        # under the key about to go, like every other value of the profile.
+        encrypt_clear_entries_of(connection, db.session.audit_chain_key, user_id)
+        if _holds_clear_values(user_id):
+            raise TrailNotEncrypted(
+                f"Profile {user_id}'s history has entries written before encryption: run "
+                "`flask privacy encrypt-trail` first, then erase it."
+            )
+        now = utcnow()
+        with change_context(reason=why):
+            user.name = ERASED_NAME
+            user.email = erased_email(user.id)
+            if user.deleted_at is None:
+                user.deleted_at = now
+            user.erased_at = now
+            # The erase entry is encrypted with the key, like the rest.
+            db.session.flush()
+            data_key = user.data_key
+            wrapped = data_key.wrapped_key if data_key is not None else None
+            if data_key is not None:
+                data_key.wrapped_key = None
+                data_key.master_key_id = None
+                data_key.erased_at = now
+            db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    if wrapped is not None:
+        data_keys.forget(wrapped)
+    return user
+
+
+def _holds_clear_values(user_id: int) -> bool:
+    """Whether an entry of the profile holds a personal value in clear."""
+    for previous, new in db.session.execute(
+        select(UserAudit.previous_data, UserAudit.new_data).where(UserAudit.user_id == user_id)
+    ):
+        for snapshot in (previous, new):
+            if snapshot and any(
+                type(value) is not dict and value is not None
+                for field, value in snapshot.items()
+                if field in PERSONAL_FIELDS
+            ):
+                return True
+    return False
+
+
+def personal_data(user_id: int) -> dict[str, Any]:
+    """Everything held about profile ``user_id``, its history decrypted, as one
+    JSON-ready document; recorded as a security event."""
+    user = get_or_not_found(User, user_id, f"There is no profile with id {user_id}.")
+    entries = db.session.scalars(
+        select(UserAudit).where(UserAudit.user_id == user_id).order_by(UserAudit.id)
+    ).all()
+    data_key = user.data_key
+    document = {
+        "profile": {
+            "id": user.id,
+            "name": user.name,
+            "email": user.email,
+            "created_at": iso_utc(user.created_at),
+            "updated_at": iso_utc(user.updated_at),
+            "deleted_at": iso_utc(user.deleted_at) if user.deleted_at else None,
+            "erased_at": iso_utc(user.erased_at) if user.erased_at else None,
+            "version": user.version,
+        },
+        "data_key": {
+            "state": ("none" if data_key is None else "erased" if data_key.erased_at else "held"),
+            "created_at": iso_utc(data_key.created_at) if data_key else None,
+            "erased_at": (iso_utc(data_key.erased_at) if data_key and data_key.erased_at else None),
+        },
+        "history": [audit_entry_json(entry) for entry in entries],
+        "generated_at": iso_utc(utcnow()),
+    }
+    record_event("personal_data_exported", details={"user_id": user_id})
+    return document
+
+
+def check_master_keys() -> int:
+    """Refuse to run when a data key is wrapped by a master key this process
+    lacks, or does not unwrap under the one it names; return how many keys
+    are held. One key per master key id is tried (they share the key)."""
+    provider = key_provider()
+    rows = db.session.execute(
+        select(ProfileDataKey.master_key_id, ProfileDataKey.wrapped_key)
+        .distinct(ProfileDataKey.master_key_id)
+        .where(ProfileDataKey.wrapped_key.is_not(None))
+    ).all()
+    for key_id, wrapped in rows:
+        provider.unwrap(key_id, bytes(wrapped))
+    return len(rows)
