@@ -7,7 +7,8 @@ No key is built in: every start needs ``SECRET_KEY``, ``AUDIT_CHAIN_KEY``,
 ``PRIVACY_MASTER_KEY`` and ``PRIVACY_INDEX_KEY`` (``KEY_SETTINGS``), long,
 random and different, whatever ``APP_ENV`` says, and ``check_settings``
 refuses to start without them in one line naming the setting. ``make run``
-makes random keys for its checkout once and keeps them in ``instance/`` (``webapp.dev.server``); deployments set them.
+makes random keys for its checkout once and keeps them in ``instance/``
+(``webapp.dev.server``); deployments set them.
 
 ``APP_ENV`` (``development`` unless set) only chooses defaults such as the log
 format and whether failed statements' values may appear in error messages.

@@ -1,5 +1,5 @@
 """``flask`` commands for operators, one module per group: staff accounts,
-API tokens, the audit trail, demo data, figures.
+API tokens, the audit trail, personal data, demo data, figures.
 
 Every command acts as ``cli:<operating-system user>`` (``operator_commands``).
 """
@@ -11,6 +11,7 @@ from flask import Flask
 
 from webapp.cli.audit import audit_group
 from webapp.cli.demo import demo_group
+from webapp.cli.privacy import privacy_group
 from webapp.cli.staff import staff_group
 from webapp.cli.stats import stats_command
 from webapp.cli.tokens import token_group
@@ -44,3 +45,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(token_group)
     app.cli.add_command(audit_group)
     app.cli.add_command(demo_group)
+    app.cli.add_command(privacy_group)

@@ -83,6 +83,13 @@ class AlreadyDeleted(Conflict):
     title = "Profile is deleted"
 
 
+class AlreadyErased(Conflict):
+    """The profile's personal data was erased: it can no longer be changed."""
+
+    code = "already-erased"
+    title = "Profile is erased"
+
+
 class NotDeleted(Conflict):
     code = "not-deleted"
     title = "Profile is not deleted"

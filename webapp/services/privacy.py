@@ -24,7 +24,7 @@ from webapp.audit.personal_data import data_keys, encrypt_clear_entries_of, key_
 from webapp.extensions import db
 from webapp.models import PERSONAL_FIELDS, ProfileDataKey, User, UserAudit
 from webapp.services.audit_records import audit_entry_json
-from webapp.services.errors import Conflict, NotFound, ValidationFailed
+from webapp.services.errors import AlreadyErased, Conflict, NotFound, ValidationFailed
 from webapp.services.lookup import get_or_not_found
 from webapp.services.profile_rules import FieldError, clean_reason
 from webapp.services.security_events import record_event
@@ -37,11 +37,6 @@ ERASED_NAME = "Erased profile"
 def erased_email(user_id: int) -> str:
     """What an erased profile's email becomes: unique, and never deliverable."""
     return f"erased-{user_id}@erased.invalid"
-
-
-class AlreadyErased(Conflict):
-    code = "already-erased"
-    title = "Profile is erased"
 
 
 class TrailNotEncrypted(Conflict):

@@ -10,15 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from webapp.audit.context import change_context
+from webapp.audit.personal_data import email_index
 from webapp.extensions import db
 from webapp.models import User
 from webapp.services.errors import (
     AlreadyDeleted,
+    AlreadyErased,
     DuplicateEmail,
     NotDeleted,
     StaleVersion,
@@ -29,7 +31,9 @@ from webapp.services.pagination import Page, decode_id_cursor, encode_id_cursor
 from webapp.services.profile_rules import FieldError, clean_profile, clean_reason, clean_search
 from webapp.timestamps import utcnow
 
-_EMAIL_INDEX = "uq_users_lower_email_active"
+# The application's uniqueness index (the email's keyed blind index) and the
+# database's own on the address, which also holds for writes around the app.
+_EMAIL_INDEXES = ("uq_users_email_index_active", "uq_users_lower_email_active")
 
 
 def get_user(user_id: int) -> User:
@@ -132,6 +136,8 @@ def restore_user(
 
 def _current(user_id: int, expected_version: int | None) -> User:
     user = get_user(user_id)
+    if user.is_erased:
+        raise AlreadyErased(f"Profile {user_id} was erased; it can no longer be changed.")
     if expected_version is not None and user.version != expected_version:
         raise StaleVersion(
             f"Profile {user_id} is at version {user.version}, not {expected_version}: "
@@ -150,9 +156,7 @@ def _clean_reason(reason: object) -> str | None:
 
 
 def _ensure_email_free(email: str, *, exclude_id: int | None = None) -> None:
-    taken = select(User.id).where(
-        func.lower(User.email) == email.lower(), User.deleted_at.is_(None)
-    )
+    taken = select(User.id).where(User.email_index == email_index(email), User.deleted_at.is_(None))
     if exclude_id is not None:
         taken = taken.where(User.id != exclude_id)
     holder_id = db.session.scalar(taken.limit(1))
@@ -193,7 +197,7 @@ def _unit_of_work(
     except IntegrityError as error:
         db.session.rollback()
         constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
-        if constraint == _EMAIL_INDEX:
+        if constraint in _EMAIL_INDEXES:
             # Lost a race with another save of the same email.
             raise _duplicate() from None
         raise
