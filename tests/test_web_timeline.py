@@ -524,7 +524,7 @@ def test_the_chart_has_a_page_of_its_own_without_javascript(auditor, history, si
     assert page.status_code == 200
     assert "<html" in body(page)
     assert "activity-chart" in body(page)
-    assert auditor.get("/audit/activity?operation=erase").status_code == 400
+    assert auditor.get("/audit/activity?operation=purge").status_code == 400
     assert signed_in("support").get("/audit/activity").status_code == 403
 
 
