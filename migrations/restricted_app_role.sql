@@ -19,6 +19,12 @@ GRANT SELECT, INSERT ON user_audit, security_events, audit_chain, audit_verifica
 -- The chain's head moves forward with every append (a trigger refuses going back);
 -- entries the safety net queues are taken off the queue when sealed.
 GRANT SELECT, UPDATE ON audit_chain_head TO profile_audit_app;
+-- The sealer encrypts and seals the entries the safety net wrote in clear,
+-- before linking them: those three columns only, and the table's trigger lets
+-- nothing else through (an unsealed, unlinked safety-net entry, sealed once).
+GRANT UPDATE (previous_data, new_data, seal) ON user_audit TO profile_audit_app;
+-- Each profile's data key: made with it, destroyed (nulled) by its erasure.
+GRANT SELECT, INSERT, UPDATE ON profile_data_keys TO profile_audit_app;
 GRANT SELECT, INSERT, DELETE ON audit_chain_pending TO profile_audit_app;
 -- Repeated security events count up (a trigger refuses counting down); never deleted.
 GRANT SELECT, INSERT, UPDATE ON security_event_repeats TO profile_audit_app;

@@ -13,6 +13,8 @@ from sqlalchemy.exc import DBAPIError
 from tests.support.pages import page_token, sign_in
 from tests.support.staff import PASSWORD
 from webapp import create_app
+from webapp.audit.sealer import link_all
+from webapp.extensions import db
 
 GRANTS = Path(__file__).resolve().parent.parent / "migrations" / "restricted_app_role.sql"
 
@@ -65,6 +67,8 @@ def test_dashboard_sessions_work_as_the_restricted_role(restricted_url, staff_fa
     "statement",
     [
         "UPDATE user_audit SET reason = 'rewritten'",
+        "UPDATE user_audit SET seal = NULL, reason = 'rewritten'",
+        "DELETE FROM profile_data_keys",
         "DELETE FROM user_audit",
         "TRUNCATE user_audit",
         "ALTER TABLE user_audit DISABLE TRIGGER USER",
@@ -86,4 +90,33 @@ def test_the_restricted_role_cannot_change_history(restricted_url, client, datab
             connection.execute(text(statement))
     finally:
         restricted.dispose()
+    assert database.fingerprint() == before
+
+
+def test_the_restricted_role_seals_the_safety_nets_entries_and_nothing_more(
+    restricted_url, make_user, engine, database, app
+):
+    """The one change granted on entries: the sealer encrypting a safety-net
+    entry before linking it. Any other rewrite of the snapshots is refused."""
+    user_id = make_user("Ada", "ada@example.com")
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE users SET name = 'Raw' WHERE id = :id"), {"id": user_id})
+    restricted = create_app({"SQLALCHEMY_DATABASE_URI": restricted_url})
+    with restricted.app_context():
+        linked = link_all(db.engine, restricted.config["AUDIT_CHAIN_KEY"].encode())
+    assert linked == 2
+    stored = database.raw_audit(user_id)
+    assert "ciphertext" in stored[-1]["new_data"]["name"]
+    assert database.audit(user_id)[-1]["new_data"]["name"] == "Raw"
+
+    before = database.fingerprint()
+    rogue = create_engine(restricted_url)
+    try:
+        with (
+            pytest.raises(DBAPIError, match="append-only"),
+            rogue.begin() as connection,
+        ):
+            connection.execute(text("UPDATE user_audit SET new_data = '{}'::jsonb"))
+    finally:
+        rogue.dispose()
     assert database.fingerprint() == before

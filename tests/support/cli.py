@@ -8,6 +8,7 @@ import os
 import pty
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,12 @@ def run_flask(
         )
         return done.returncode, done.stdout, done.stderr.decode(errors="replace")
     controller, terminal = pty.openpty()
+    # Standard output goes to a file: a pipe the loop below does not read would
+    # fill up (64 KiB) and stop a command that writes more, waiting forever.
+    output = tempfile.TemporaryFile()  # noqa: SIM115 (closed below, with the terminal)
     try:
         process = subprocess.Popen(  # noqa: S603 - this interpreter, arguments from the tests
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=terminal
+            command, cwd=ROOT, env=env, stdout=output, stderr=terminal
         )
         os.close(terminal)
         seen = b""
@@ -64,10 +68,12 @@ def run_flask(
             if not chunk:
                 break
             seen += chunk
-        stdout, _ = process.communicate(timeout=120)
-        return process.returncode, stdout, seen.decode(errors="replace")
+        process.wait(timeout=120)
+        output.seek(0)
+        return process.returncode, output.read(), seen.decode(errors="replace")
     finally:
         os.close(controller)
+        output.close()
 
 
 def run_command(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
