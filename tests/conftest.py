@@ -117,7 +117,9 @@ def link_chain(app: Flask, engine: Engine) -> Callable[[], int]:
     """Link every committed entry into the chain, as the sealer would after COMMIT."""
 
     def link() -> int:
-        return link_all(engine, app.config["AUDIT_CHAIN_KEY"].encode())
+        # In the app's context, as the sealer: it encrypts the safety net's entries.
+        with app.app_context():
+            return link_all(engine, app.config["AUDIT_CHAIN_KEY"].encode())
 
     return link
 
