@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import click
@@ -65,18 +66,35 @@ def export_command(user_id: int, output: Path | None) -> None:
     it, oldest first, personal values decrypted (a subject access request).
     Each export is kept as a `personal_data_exported` security event.
     """
-    document = privacy.personal_data(user_id)
-    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     if output is None:
-        click.echo(text, nl=False)
+        document = privacy.personal_data(user_id)
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
         return
+    # The file is opened before the data is read: an export that cannot be
+    # written is refused before it is recorded as an access. Written beside
+    # the target and renamed when complete, readable by its owner only.
     try:
-        # Only its owner may read it: it holds personal data.
-        descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, renamed or removed
+            "w",
+            encoding="utf-8",
+            dir=output.parent,
+            prefix=f".{output.name}.",
+            suffix=".part",
+            delete=False,
+        )
+    except OSError as error:
+        raise click.ClickException(f"Cannot write to {output.parent}: {error.strerror}") from None
+    temporary = Path(handle.name)
+    try:
+        with handle:
+            document = privacy.personal_data(user_id)
+            json.dump(document, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+        os.replace(temporary, output)
     except OSError as error:
         raise click.ClickException(f"Cannot write {output}: {error.strerror}") from None
+    finally:
+        temporary.unlink(missing_ok=True)
     entries = len(document["history"])
     click.echo(
         f"Personal data of profile {user_id} ({entries} entries) written to {output}.", err=True
