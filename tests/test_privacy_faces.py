@@ -263,8 +263,12 @@ def test_api_erasure_refuses_bad_input(client, ada, database, request_kwargs, st
 
 @pytest.mark.parametrize(
     ("path", "status"),
-    [("/api/v1/users/999/erasure", 404), ("/api/v1/users/abc/erasure", 404)],
-    ids=["unknown id", "not a number"],
+    [
+        ("/api/v1/users/999/erasure", 404),
+        ("/api/v1/users/abc/erasure", 404),
+        (f"/api/v1/users/{2**63}/erasure", 404),
+    ],
+    ids=["unknown id", "not a number", "beyond bigint"],
 )
 def test_api_erasure_of_no_profile_is_404(client, ada, database, path, status):
     before = database.fingerprint()
@@ -343,9 +347,10 @@ def test_api_personal_data_after_erasure_holds_no_personal_value(client, ada):
     [
         ("/api/v1/users/999/personal-data", 404),
         ("/api/v1/users/abc/personal-data", 404),
+        (f"/api/v1/users/{2**63}/personal-data", 404),
         ("/api/v1/users/{id}/personal-data?format=csv", 400),
     ],
-    ids=["unknown id", "not a number", "query parameter"],
+    ids=["unknown id", "not a number", "beyond bigint", "query parameter"],
 )
 def test_api_personal_data_refusals_record_no_access(client, ada, database, path, status):
     assert_problem(client.get(path.format(id=ada)), status)
