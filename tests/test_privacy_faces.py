@@ -505,6 +505,21 @@ def test_an_erased_profile_is_not_erased_twice(signed_in, client, ada, database)
     assert database.fingerprint() == before
 
 
+def test_an_erased_profile_offers_no_restore(signed_in, client, ada, database):
+    client.post(f"/api/v1/users/{ada}/erasure", json={"reason": "asked"})
+    admin = signed_in("admin")
+    before = database.fingerprint()
+
+    page = text_of(admin.get(f"/users/{ada}/restore"))
+    refused = plain_post(admin, f"/users/{ada}/restore", {"expected_version": "3"})
+
+    assert "personal data is erased: it can no longer be restored" in page
+    assert 'name="reason"' not in page
+    assert refused.status_code == 409
+    assert f"Profile {ada} was erased; it can no longer be changed." in text_of(refused)
+    assert database.fingerprint() == before
+
+
 @pytest.mark.parametrize("path", ["/users/999/erase", "/users/abc/erase"])
 def test_the_erase_page_of_no_profile_is_404(signed_in, path):
     assert signed_in("admin").get(path).status_code == 404
