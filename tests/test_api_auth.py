@@ -33,6 +33,8 @@ ENDPOINTS = [
     ("DELETE", "/api/v1/users/{id}", None, {"admin", "support"}),
     ("POST", "/api/v1/users/{deleted_id}/restore", None, {"admin", "support"}),
     ("GET", "/api/v1/users/{id}/history", None, {"admin", "support", "auditor"}),
+    ("POST", "/api/v1/users/{id}/erasure", {"reason": "asked"}, {"admin"}),
+    ("GET", "/api/v1/users/{id}/personal-data", None, {"admin", "auditor"}),
     ("GET", "/api/v1/audit", None, {"admin", "auditor"}),
     ("GET", "/api/v1/security-events", None, {"admin", "auditor"}),
 ]

@@ -784,6 +784,115 @@ CASES = [
         lambda w: w.admin.get("/api/v1/users/999999/history"),
         "unknown id",
     ),
+    # Erasure and access.
+    _case(
+        "POST",
+        U + "/erasure",
+        200,
+        lambda w: w.admin.post(f"/api/v1/users/{w.active}/erasure", json={"reason": "asked"}),
+        "erased",
+    ),
+    _case(
+        "POST",
+        U + "/erasure",
+        400,
+        lambda w: w.admin.post(f"/api/v1/users/{w.active}/erasure", json={}),
+        "no reason",
+    ),
+    _case(
+        "POST",
+        U + "/erasure",
+        401,
+        lambda w: w.as_role(None).post(f"/api/v1/users/{w.active}/erasure", json={"reason": "x"}),
+        "no token",
+    ),
+    _case(
+        "POST",
+        U + "/erasure",
+        403,
+        lambda w: w.as_role("support").post(
+            f"/api/v1/users/{w.active}/erasure", json={"reason": "x"}
+        ),
+        "support",
+    ),
+    _case(
+        "POST",
+        U + "/erasure",
+        404,
+        lambda w: w.admin.post("/api/v1/users/999999/erasure", json={"reason": "x"}),
+        "unknown id",
+    ),
+    _case(
+        "POST",
+        U + "/erasure",
+        409,
+        lambda w: (
+            w.admin.post(f"/api/v1/users/{w.deleted}/erasure", json={"reason": "first"}),
+            w.admin.post(f"/api/v1/users/{w.deleted}/erasure", json={"reason": "again"}),
+        )[1],
+        "already erased",
+    ),
+    _case(
+        "POST",
+        U + "/erasure",
+        413,
+        lambda w: w.admin.post(f"/api/v1/users/{w.active}/erasure", **HUGE),
+        "huge body",
+    ),
+    _case(
+        "POST",
+        U + "/erasure",
+        415,
+        lambda w: w.admin.post(
+            f"/api/v1/users/{w.active}/erasure", data="asked", content_type="text/plain"
+        ),
+        "text body",
+    ),
+    _case(
+        "GET",
+        U + "/personal-data",
+        200,
+        lambda w: w.as_role("auditor").get(f"/api/v1/users/{w.active}/personal-data"),
+        "auditor",
+    ),
+    _case(
+        "GET",
+        U + "/personal-data",
+        200,
+        lambda w: (
+            w.admin.post(f"/api/v1/users/{w.active}/erasure", json={"reason": "asked"}),
+            w.admin.get(f"/api/v1/users/{w.active}/personal-data"),
+        )[1],
+        "erased",
+    ),
+    _case(
+        "GET",
+        U + "/personal-data",
+        400,
+        lambda w: w.admin.get(f"/api/v1/users/{w.active}/personal-data?limit=1"),
+        "query parameter",
+    ),
+    _case(
+        "GET",
+        U + "/personal-data",
+        401,
+        lambda w: w.as_role(None).get(f"/api/v1/users/{w.active}/personal-data"),
+        "no token",
+    ),
+    _case(
+        "GET",
+        U + "/personal-data",
+        403,
+        lambda w: w.as_role("support").get(f"/api/v1/users/{w.active}/personal-data"),
+        "support",
+    ),
+    _case(
+        "GET",
+        U + "/personal-data",
+        404,
+        lambda w: w.admin.get("/api/v1/users/999999/personal-data"),
+        "unknown id",
+    ),
     # The timeline.
     _case("GET", "/audit", 200, lambda w: w.admin.get("/api/v1/audit?limit=2"), "first page"),
     _case(

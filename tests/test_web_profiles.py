@@ -38,6 +38,7 @@ PAGES = [
     ("/users/{id}/edit", WRITERS),
     ("/users/{id}/delete", WRITERS),
     ("/users/{id}/restore", WRITERS),
+    ("/users/{id}/erase", {"admin"}),
 ]
 ROLES = ["admin", "support", "auditor", None]
 

@@ -112,6 +112,7 @@ def test_every_main_page_has_no_axe_violations(
         ("support", f"/users/{profile}"),
         ("support", "/users/new"),
         ("support", f"/users/{profile}/edit"),
+        ("admin", f"/users/{profile}/erase"),
         ("support", "/audit"),  # 403: support staff do not read the audit
         ("support", "/users/999999"),  # 404
         ("admin", "/audit"),

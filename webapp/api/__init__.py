@@ -41,4 +41,7 @@ def refused(error: ServiceError) -> Response:
 from webapp.api import users  # noqa: E402, F401
 
 # isort: split
+from webapp.api import privacy  # noqa: E402, F401
+
+# isort: split
 from webapp.api import audit, openapi  # noqa: E402, F401

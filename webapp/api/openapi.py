@@ -37,6 +37,7 @@ _ARGUMENT = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 TAGS = {
     "Profiles": "Read and change user profiles.",
     "Audit": "Who changed what, when and why.",
+    "Privacy": "Erase a profile's personal data; everything held about a profile.",
     "Security events": "Sign-ins, account and token changes, refusals, exports.",
     "API description": "This document.",
 }

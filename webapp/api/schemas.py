@@ -43,7 +43,12 @@ _INVISIBLE = (
 NAME_PATTERN = rf"^[^{_FORBIDDEN}]*[^\s{_FORBIDDEN}{_INVISIBLE}][^{_FORBIDDEN}]*$"
 SEARCH_PATTERN = rf"^[^{_FORBIDDEN}]*$"
 # A reason may also hold newlines and tabs.
-REASON_PATTERN = rf"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029{_BIDI}]*$"
+_REASON_FORBIDDEN = rf"\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029{_BIDI}"
+REASON_PATTERN = rf"^[^{_REASON_FORBIDDEN}]*$"
+# ...and a required one at least one character that shows.
+REQUIRED_REASON_PATTERN = (
+    rf"^[^{_REASON_FORBIDDEN}]*[^\s{_REASON_FORBIDDEN}{_INVISIBLE}][^{_REASON_FORBIDDEN}]*$"
+)
 
 SCHEMA_REF = "#/components/schemas/{model}"
 STRICT = ConfigDict(extra="forbid")
@@ -99,6 +104,22 @@ Reason = Annotated[
                 f"Why the change is made, stored on its audit entry. At most {REASON_MAX} "
                 "characters once trimmed; newlines and tabs allowed, other control "
                 "characters not. Blank means none."
+            ),
+        }
+    ),
+]
+RequiredReason = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": REASON_MAX,
+            "pattern": REQUIRED_REASON_PATTERN,
+            "description": (
+                f"Why, stored on the audit entry: required, at most {REASON_MAX} characters "
+                "once trimmed, not all of them invisible; newlines and tabs allowed, other "
+                "control characters not."
             ),
         }
     ),
@@ -262,6 +283,43 @@ class AuditVerificationStatus(TypedDict):
     )
 
 
+class PersonalProfile(TypedDict):
+    """A profile as stored now, erasure included."""
+
+    __pydantic_config__ = STRICT  # type: ignore[misc]
+    id: BigId
+    name: _described(str, "After an erasure: `Erased profile`.")
+    email: _described(str, "After an erasure: `erased-<id>@erased.invalid`.")
+    created_at: Timestamp
+    updated_at: Timestamp
+    deleted_at: _described(Timestamp | None, "When it was soft-deleted; `null` while active.")
+    erased_at: _described(Timestamp | None, "When its personal data was erased; `null` if never.")
+    version: Annotated[int, Field(ge=1)]
+
+
+class DataKeyState(TypedDict):
+    """The key the profile's personal values in its history are encrypted with."""
+
+    __pydantic_config__ = STRICT  # type: ignore[misc]
+    state: _described(
+        Literal["held", "erased", "none"],
+        "`held`: the values are readable; `erased`: the key was destroyed and every personal "
+        "value of the history reads `[erased]`; `none`: no key was ever made.",
+    )
+    created_at: Timestamp | None
+    erased_at: Timestamp | None
+
+
+class PersonalData(TypedDict):
+    """Everything held about one profile, its history decrypted (GDPR Art. 15)."""
+
+    __pydantic_config__ = STRICT  # type: ignore[misc]
+    profile: PersonalProfile
+    data_key: DataKeyState
+    history: _described(list[AuditEntry], "Every audit entry of the profile, oldest first.")
+    generated_at: Timestamp
+
+
 _NEXT_CURSOR = "Pass back as `cursor` for the next page; `null` at the end."
 
 
@@ -318,6 +376,13 @@ class ReasonOnly(TypedDict, total=False):
     reason: Reason
 
 
+class ErasureRequest(TypedDict):
+    """Why a profile's personal data is erased (the request or legal ground)."""
+
+    __pydantic_config__ = STRICT  # type: ignore[misc]
+    reason: RequiredReason
+
+
 def body_fields(shape: type) -> tuple[str, ...]:
     """The keys a request body of ``shape`` may hold."""
     return tuple(shape.__annotations__)
@@ -334,6 +399,8 @@ RESOURCES: tuple[type, ...] = (
     ProfileInput,
     ProfilePatch,
     ReasonOnly,
+    PersonalData,
+    ErasureRequest,
 )
 _ADAPTERS: dict[type, TypeAdapter[Any]] = {shape: TypeAdapter(shape) for shape in RESOURCES}
 

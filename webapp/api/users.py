@@ -116,6 +116,8 @@ def list_users() -> Response:
                 "deleteUser",
                 "restoreUser",
                 "getUserHistory",
+                "getUserPersonalData",
+                "eraseUser",
             ),
         ),
         **BODY_ERRORS,

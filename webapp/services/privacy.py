@@ -29,6 +29,7 @@ from webapp.services.lookup import get_or_not_found
 from webapp.services.profile_rules import FieldError, clean_reason
 from webapp.services.security_events import record_event
 from webapp.timestamps import iso_utc, utcnow
+from webapp.typed_text import MAX_BIGINT
 
 #: What an erased profile's name becomes.
 ERASED_NAME = "Erased profile"
@@ -59,9 +60,12 @@ def erase_user(user_id: int, *, reason: object) -> User:
         raise ValidationFailed.of_field("reason", str(error)) from None
     if not why:
         raise ValidationFailed.of_field("reason", "is required to erase a profile")
-    user = db.session.scalar(
-        select(User).where(User.id == user_id).with_for_update(of=User.__table__)
-    )
+    # An id no bigint holds is simply not there (the database would fail on it).
+    user = None
+    if 0 < user_id <= MAX_BIGINT:
+        user = db.session.scalar(
+            select(User).where(User.id == user_id).with_for_update(of=User.__table__)
+        )
     if user is None:
         db.session.rollback()
         raise NotFound(f"There is no profile with id {user_id}.")

@@ -98,6 +98,7 @@ from webapp.web import (  # noqa: E402, F401
     admin,
     api_docs,
     home,
+    profile_erasure,
     profiles,
     security_events,
     sign_in,
