@@ -152,7 +152,13 @@ def check_compose(compose: list[str]) -> dict:
         problems.append(f"app depends_on {got}, expected {wanted}")
     if not any(str(p.get("target")) == "8000" for p in app.get("ports", [])):
         problems.append("app does not publish port 8000")
-    for name in ("SECRET_KEY", "AUDIT_CHAIN_KEY", "DATABASE_URL"):
+    for name in (
+        "SECRET_KEY",
+        "AUDIT_CHAIN_KEY",
+        "PRIVACY_MASTER_KEY",
+        "PRIVACY_INDEX_KEY",
+        "DATABASE_URL",
+    ):
         if name not in app.get("environment", {}):
             problems.append(f"app gets no {name} from .env")
     if problems:

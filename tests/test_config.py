@@ -29,6 +29,7 @@ SETTINGS = (
     "APP_ENV",
     "SECRET_KEY",
     "AUDIT_CHAIN_KEY",
+    "PRIVACY_PREVIOUS_MASTER_KEY",
     "LOG_FORMAT",
     "METRICS_ALLOWED_IPS",
     "SENTRY_DSN",
@@ -71,8 +72,10 @@ def test_development_is_the_default_and_the_suite_brings_its_own_keys(app):
         assert app.config[name] == SUITE_KEYS[name]
 
 
-def test_no_key_is_built_in():
+def test_no_key_is_built_in(monkeypatch):
     """Without keys in the environment there are none: nothing to fall back on."""
+    for name in KEY_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
     settings = settings_from_environment()
     assert [settings[name] for name in KEY_SETTINGS] == [None] * len(KEY_SETTINGS)
 

@@ -149,6 +149,8 @@ def layout_env(app_dir: Path, **extra: str) -> dict[str, str]:
         APP_ENV="production",
         SECRET_KEY=secrets.token_urlsafe(48),
         AUDIT_CHAIN_KEY=secrets.token_urlsafe(48),
+        PRIVACY_MASTER_KEY=secrets.token_urlsafe(48),
+        PRIVACY_INDEX_KEY=secrets.token_urlsafe(48),
         **extra,
     )
     return env
@@ -284,7 +286,13 @@ def test_env_example_documents_every_setting_the_app_reads():
     missing = sorted(name for name in read if not re.search(rf"\b{name}\b", documented))
     assert not missing, f".env.example does not mention {missing}"
     # Placeholders only: no real-looking secret in the example.
-    for name in ("SECRET_KEY", "AUDIT_CHAIN_KEY", "POSTGRES_PASSWORD"):
+    for name in (
+        "SECRET_KEY",
+        "AUDIT_CHAIN_KEY",
+        "PRIVACY_MASTER_KEY",
+        "PRIVACY_INDEX_KEY",
+        "POSTGRES_PASSWORD",
+    ):
         assert re.search(rf"^{name}=change-me$", documented, re.MULTILINE), name
 
 

@@ -254,8 +254,10 @@ REFUSED_NAME = "make-the-audit-fail"
 
 @contextmanager
 def audit_entries_refused_for(engine: Engine, name: str) -> Iterator[None]:
-    """Make the database refuse any audit entry whose new name is ``name``.
+    """Make the database refuse any audit entry of a rename to ``name``.
 
+    The database cannot read the entry's values (they are encrypted), so it
+    refuses every rename it sees while the application is renaming to ``name``.
     A trigger of the test's own, beside the table's append-only ones, dropped
     again afterwards so the table stays as the migrations left it.
     """
@@ -264,7 +266,10 @@ def audit_entries_refused_for(engine: Engine, name: str) -> Iterator[None]:
             text(
                 "CREATE FUNCTION test_faults_refuse_audit_entry() RETURNS trigger "
                 "LANGUAGE plpgsql AS $$ BEGIN "
-                "IF NEW.new_data->>'name' = '" + name.replace("'", "''") + "' THEN "
+                "IF NEW.operation = 'update' AND 'name' = ANY (NEW.changed_fields) "
+                "AND EXISTS (SELECT 1 FROM users WHERE id = NEW.user_id AND name = '"
+                + name.replace("'", "''")
+                + "') THEN "
                 "RAISE EXCEPTION 'audit entry refused by the fault test'; "
                 "END IF; RETURN NEW; END $$"
             )
