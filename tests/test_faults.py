@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -564,11 +565,9 @@ def _assert_consistent(outside: Engine, successes: list[Outcome]) -> None:
         profiles = {
             row.id: row for row in connection.execute(text("SELECT id, name, version FROM users"))
         }
-        entries: dict[int, list[Any]] = {}
-        for entry in connection.execute(
-            text("SELECT user_id, operation, version, new_data FROM user_audit ORDER BY id")
-        ):
-            entries.setdefault(entry.user_id, []).append(entry)
+    entries: dict[int, list[Any]] = {}
+    for row in Database(outside).audit():  # personal values decrypted
+        entries.setdefault(row["user_id"], []).append(SimpleNamespace(**row))
     assert set(entries) == set(profiles)
     for user_id, profile in profiles.items():
         history = entries[user_id]
