@@ -35,7 +35,7 @@ from typing import Any
 
 from flask_migrate import upgrade
 from flask_sqlalchemy.session import Session as FlaskSession
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from bench._common import add_summary_option, append_summary, machine_report, percentile, start_run
 from bench.write_overhead import (
@@ -100,6 +100,19 @@ def run_variant(workload: Workload, variant: Variant, name: str, transactions: i
     return run_block(workload, variant, transactions)  # type: ignore[arg-type]
 
 
+def seed_shared(variant: Variant, profiles: int, prefix: str) -> None:
+    """Profiles of one of the two variants that share the ``users`` table."""
+    session = variant.sessions()
+    session.add_all(
+        User(name=f"Person {n}", email=f"{prefix}{n}@example.com") for n in range(profiles)
+    )
+    session.commit()
+    variant.profile_ids = list(
+        session.scalars(select(User.id).where(User.email.startswith(f"{prefix}")).order_by(User.id))
+    )
+    variant.sessions.remove()
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run")
@@ -141,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
             }
             profiles = max(2 * batch_rows, ROTATING_PROFILES)
             seed(variants[NO_AUDIT], profiles)
-            seed(variants[ENCRYPTED], profiles)
+            seed_shared(variants[ENCRYPTED], profiles, "encrypted")
             with values_in_clear():
-                seed(variants[CLEAR], profiles)
+                seed_shared(variants[CLEAR], profiles, "clear")
+            # (b) and (c) share the profiles table: their new profiles' emails must differ.
+            variants[CLEAR].inserted = 10_000_000
             app.extensions["audit_sealer"].ensure_running()
             workloads = [
                 Workload("single-profile update", 1, updates, single_update),

@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import text
 
-from tests.support.database import rewrite_history
+from tests.support.database import append_only_lifted, insert_profile_directly, rewrite_history
 from tests.support.profiles import post_profile, update_profile
 from webapp.audit import personal_data
 from webapp.audit.personal_data import (
@@ -26,6 +26,7 @@ from webapp.audit.personal_data import (
 )
 from webapp.dev.embedded_server import WHEEL_BINARIES
 from webapp.extensions import db
+from webapp.models import User
 from webapp.services import audit_integrity, privacy, users
 from webapp.services.errors import AlreadyErased, ValidationFailed
 
@@ -324,3 +325,33 @@ def test_a_second_change_of_the_same_row_version_around_the_app_gets_its_own_ent
         ("update", True),
     ]
     assert entries[2]["new_data"]["name"] == "Raw Twin"
+
+
+def test_a_profile_without_a_key_gets_one_and_keeps_it_within_a_transaction(engine, cli, database):
+    with engine.begin() as connection:
+        user_id = insert_profile_directly(connection, "Made Around", "around@example.com")
+    with engine.begin() as connection, append_only_lifted(connection):
+        # As if the profile had been made before keys existed, its history gone.
+        connection.execute(text("DELETE FROM audit_chain_pending"))
+        connection.execute(text("DELETE FROM user_audit"))
+    with cli():
+        user = users.get_user(user_id)
+        user.name = "First Rename"
+        db.session.flush()
+        user.name = "Second Rename"
+        db.session.flush()
+        created = User(name="Brand New", email="new@example.com")
+        db.session.add(created)
+        db.session.flush()
+        created.name = "Renamed At Once"
+        db.session.commit()
+        created_id = created.id
+    assert database.scalar("SELECT count(*) FROM profile_data_keys") == 2
+    assert [e["new_data"]["name"] for e in database.audit(user_id)] == [
+        "First Rename",
+        "Second Rename",
+    ]
+    assert [e["new_data"]["name"] for e in database.audit(created_id)] == [
+        "Brand New",
+        "Renamed At Once",
+    ]

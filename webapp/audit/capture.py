@@ -53,6 +53,8 @@ class PendingEntry:
     changed_fields: list[str]
     #: the profile's data key, which encrypts the entry's personal values
     cipher: AESGCM
+    #: the wrapped key to insert with the entry, for a profile that has none yet
+    new_key: dict[str, Any] | None = None
 
 
 def operation_for(user: User, previous: Snapshot, new: Snapshot) -> str:
@@ -81,8 +83,9 @@ def collect_changes(session: Session, flush_context: UOWTransaction, instances: 
         if isinstance(obj, User):
             new = current_snapshot(obj)
             obj.email_index = email_index(obj.email)
+            cipher, new_key = _new_key()
             pending.append(
-                PendingEntry(obj, "create", None, new, changed_fields(None, new), _cipher(obj))
+                PendingEntry(obj, "create", None, new, changed_fields(None, new), cipher, new_key)
             )
     for obj in session.dirty:
         if not isinstance(obj, User) or not session.is_modified(obj):
@@ -94,7 +97,7 @@ def collect_changes(session: Session, flush_context: UOWTransaction, instances: 
             if previous["email"] != new["email"]:
                 obj.email_index = email_index(obj.email)
             operation = operation_for(obj, previous, new)
-            pending.append(PendingEntry(obj, operation, previous, new, fields, _cipher(obj)))
+            pending.append(PendingEntry(obj, operation, previous, new, fields, *_cipher(obj)))
     actor = current_actor()
     if pending and actor is None:
         raise UnattributedChangeError(
@@ -146,31 +149,47 @@ def write_entries(session: Session, flush_context: UOWTransaction) -> None:
         }
         for entry_id, entry in zip(ids, pending, strict=True)
     ]
-    record_entries(connection, session.audit_chain_key, rows)
+    new_keys = [{"user_id": entry.user.id, **entry.new_key} for entry in pending if entry.new_key]
+    record_entries(connection, session.audit_chain_key, rows, new_keys)
+    for entry in pending:
+        # A profile that was read without a key: read the new one when next needed.
+        if entry.new_key and entry.operation != "create":
+            session.expire(entry.user, ["data_key"])
     session.info[_WROTE_ENTRIES] = True
 
 
-def _cipher(user: User) -> AESGCM:
-    """The data key of ``user``; a profile without one (made before keys
-    existed, or around the application) gets one in this flush."""
+def _new_key() -> tuple[AESGCM, dict[str, Any]]:
+    """A new profile's data key, and its row, inserted with the profile's entry."""
+    cipher, row = new_wrapped_key()
+    return cipher, {"master_key_id": row.master_key_id, "wrapped_key": row.wrapped_key}
+
+
+def _cipher(user: User) -> tuple[AESGCM, dict[str, Any] | None]:
+    """The data key of ``user`` (and its row when it is new): a profile without
+    one (made before keys existed, or around the application) gets one here."""
     data_key = user.data_key
     if data_key is None:
-        cipher, user.data_key = new_wrapped_key()
-        return cipher
+        return _new_key()
     cipher = cipher_of(data_key.master_key_id, data_key.wrapped_key)
     if cipher is None:
         raise ErasedProfileChange(
             f"Profile {user.id} was erased: its key is destroyed and it cannot be changed."
         )
-    return cipher
+    return cipher, None
 
 
-def record_entries(connection: Connection, key: bytes, rows: list[dict[str, Any]]) -> None:
-    """Seal the flush's entries and insert them (the database queues them for linking)."""
+def record_entries(
+    connection: Connection,
+    key: bytes,
+    rows: list[dict[str, Any]],
+    new_keys: list[dict[str, Any]] | None = None,
+) -> None:
+    """Seal the flush's entries and insert them (the database queues them for
+    linking), with the data keys of profiles that had none."""
     for row in rows:
         row["unattributed"] = False
         row["seal"] = seal_of(key, canonical_entry(row))
-    chain.write_entries(connection, rows)
+    chain.write_entries(connection, rows, new_keys)
 
 
 @event.listens_for(AuditedSession, "after_commit")

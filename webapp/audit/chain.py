@@ -35,7 +35,7 @@ from sqlalchemy import Connection, insert, select, text
 from webapp.audit.personal_data import encrypt_queued_clear_entries
 from webapp.audit.seal import ENCODING, ENTRY_DIGEST_SQL
 from webapp.audit.seal import digest_seal as entry_digest
-from webapp.models import AuditChainHead, UserAudit
+from webapp.models import AuditChainHead, ProfileDataKey, UserAudit
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +140,23 @@ def link_hash(key: bytes, previous_hash: bytes, seq: int, entry: bytes) -> bytes
     return hmac.digest(key, previous_hash + seq.to_bytes(8, "big") + entry, "sha256")
 
 
-def write_entries(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert sealed audit entries (``user_audit`` column values, ids included).
+def write_entries(
+    connection: Connection,
+    rows: Sequence[Mapping[str, Any]],
+    new_keys: Sequence[Mapping[str, Any]] | None = None,
+) -> None:
+    """Insert sealed audit entries (``user_audit`` column values, ids included),
+    and ``new_keys`` (``profile_data_keys`` rows) in the same statement.
 
     One statement, no lock: the entries are queued for linking by the
-    database as they are inserted, and linked after COMMIT.
+    database as they are inserted, and linked after COMMIT. A new profile's
+    key rides along as a CTE rather than costing a round trip of its own.
     """
-    connection.execute(_INSERT_ENTRIES, list(rows))
+    if not new_keys:
+        connection.execute(_INSERT_ENTRIES, list(rows))
+        return
+    keys = insert(ProfileDataKey.__table__).values(list(new_keys)).cte("new_data_keys")
+    connection.execute(insert(UserAudit.__table__).values(list(rows)).add_cte(keys))
 
 
 def link_pending(connection: Connection, key: bytes, limit: int = LINK_BATCH) -> int | None:
