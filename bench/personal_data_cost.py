@@ -72,17 +72,18 @@ GOAL = 1.10
 @contextmanager
 def values_in_clear() -> Iterator[None]:
     """The capture as it was before encryption, for (c)'s blocks."""
-    encrypt, cipher = capture.encrypt_snapshot, capture._cipher
+    saved = capture.encrypt_snapshot, capture._cipher, capture._new_key
 
     def clear(_cipher: Any, _entry_id: int, _user_id: int, _side: str, snapshot: Any) -> Any:
         return dict(snapshot)
 
     capture.encrypt_snapshot = clear  # type: ignore[assignment]
-    capture._cipher = lambda user: None  # type: ignore[assignment,return-value]
+    capture._cipher = lambda user: (None, None)  # type: ignore[assignment,return-value]
+    capture._new_key = lambda: (None, None)  # type: ignore[assignment,return-value]
     try:
         yield
     finally:
-        capture.encrypt_snapshot, capture._cipher = encrypt, cipher  # type: ignore[assignment]
+        capture.encrypt_snapshot, capture._cipher, capture._new_key = saved  # type: ignore[assignment]
 
 
 class Workload:

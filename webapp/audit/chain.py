@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import Connection, bindparam, insert, select, text
 
 from webapp.audit.personal_data import encrypt_queued_clear_entries
 from webapp.audit.seal import ENCODING, ENTRY_DIGEST_SQL
@@ -99,6 +99,17 @@ CANONICAL_ENTRY_V1_SQL = (
 LINK_BATCH = 500
 
 _INSERT_ENTRIES = insert(UserAudit.__table__)
+_INSERT_KEYS = insert(ProfileDataKey.__table__)
+# Bound parameters throughout, so the statement is compiled once and cached.
+_INSERT_ENTRY_WITH_KEY = insert(UserAudit.__table__).add_cte(
+    insert(ProfileDataKey.__table__)
+    .values(
+        user_id=bindparam("key_user_id"),
+        master_key_id=bindparam("key_master_key_id"),
+        wrapped_key=bindparam("key_wrapped_key"),
+    )
+    .cte("new_data_key")
+)
 
 _READ_HEAD = select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.id == 1)
 # The sealer's three statements stay SQL text. They are its hot path: the
@@ -154,9 +165,12 @@ def write_entries(
     """
     if not new_keys:
         connection.execute(_INSERT_ENTRIES, list(rows))
-        return
-    keys = insert(ProfileDataKey.__table__).values(list(new_keys)).cte("new_data_keys")
-    connection.execute(insert(UserAudit.__table__).values(list(rows)).add_cte(keys))
+    elif len(rows) == 1 and len(new_keys) == 1:  # a profile's creation, the usual case
+        key = {f"key_{name}": value for name, value in new_keys[0].items()}
+        connection.execute(_INSERT_ENTRY_WITH_KEY, {**rows[0], **key})
+    else:
+        connection.execute(_INSERT_KEYS, list(new_keys))
+        connection.execute(_INSERT_ENTRIES, list(rows))
 
 
 def link_pending(connection: Connection, key: bytes, limit: int = LINK_BATCH) -> int | None:
