@@ -131,7 +131,7 @@ def test_a_cursor_keeps_working_when_newer_entries_arrive(client, history):
         ("?since=2026-01-02&until=2026-01-01", "until"),
         ("?since=0001-01-01T00:00:00%2B14:00", "since"),
         ("?until=9999-12-31", "until"),
-        ("?operation=erase", "operation"),
+        ("?operation=rename", "operation"),
         ("?field=password", "field"),
         ("?user_id=abc", "user_id"),
         ("?user_id=-1", "user_id"),

@@ -124,7 +124,7 @@ def test_csv_is_the_default_format(client, history):
         ("format=csv&format=ndjson", "format"),
         ("since=never", "since"),
         ("since=2026-01-02&until=2026-01-01", "until"),
-        ("operation=erase", "operation"),
+        ("operation=rename", "operation"),
         ("user_id=abc", "user_id"),
         ("user_id=1&user_id=2", "user_id"),
         ("actor=0", "actor"),
