@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import func, literal_column, true
 from sqlalchemy.dialects import postgresql
 
-from webapp.audit.personal_data import UNREADABLE, key_provider, reveal_snapshot
+from webapp.audit.personal_data import key_provider, reveal_snapshot
 from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.extensions import db
 from webapp.models import PERSONAL_FIELDS, ApiToken, UserAudit
@@ -188,7 +188,7 @@ _CREATOR_CELL = (
 #: The snapshot's fields that are not personal, in snapshot order (tokens hold them first).
 _OTHER_FIELDS = tuple(name for name in SNAPSHOT_FIELDS if name not in PERSONAL_FIELDS)
 # Base64 only: a ciphertext with another character (altered in the table) is
-# left to Python's reveal, which shows it as unreadable.
+# left out of the long form's token, and so shown as unreadable.
 _BASE64_ONLY = "'[^A-Za-z0-9+/=]'"
 
 
@@ -209,10 +209,14 @@ def snapshot_token_sql(expression: str, formatted: str) -> str:
             _is_snapshot(expression),
             *(f"{ciphertext} IS NOT NULL" for ciphertext in ciphertexts),
             *(f"jsonb_typeof({expression} -> '{name}') <> 'object'" for name in _OTHER_FIELDS),
-            f"({' || '.join(ciphertexts)}) !~ {_BASE64_ONLY}",
         ]
     )
-    parts = [_hex(f"({expression} -> '{name}')::text") for name in _OTHER_FIELDS]
+    # A null (nearly every deleted_at) is left empty, which saves its hex.
+    parts = [
+        f"CASE WHEN {expression} -> '{name}' = 'null'::jsonb THEN '' "
+        f"ELSE {_hex(f'({expression} -> {chr(39)}{name}{chr(39)})::text')} END"
+        for name in _OTHER_FIELDS
+    ]
     encrypted = "'e' || " + " || '.' || ".join([*parts, *ciphertexts])
     # Fixed SQL around a column expression of this module; no input reaches it.
     holds_ciphertext = (
@@ -405,6 +409,12 @@ class _SnapshotCells:
             self._text, self._order = _template(sorted(SNAPSHOT_FIELDS), ": ", ", ")
         else:
             self._text, self._order = _template(_JSONB_ORDER, ":", ",")
+        # A revealed snapshot as json_cell (";" is spelt out with the rest) or compact.
+        self._dumps = (
+            (lambda shown: json.dumps(shown, ensure_ascii=False, sort_keys=True))
+            if csv
+            else (lambda shown: json.dumps(shown, ensure_ascii=False, separators=(",", ":")))
+        )
         self._others = len(_OTHER_FIELDS)
         self._parts = len(_OTHER_FIELDS) + len(PERSONAL_FIELDS)
         self._ends = {
@@ -432,13 +442,13 @@ class _SnapshotCells:
         kind = token[:1]
         if kind == b"e":
             parts = token[1:].split(b".")
-            if len(parts) != self._parts:  # a ciphertext altered to hold a "."
-                return self._revealed(None, side, entry_id, user_id, cipher)
             others = self._others
             values = [a2b_hex(part) if part else b"null" for part in parts[:others]]
-            if cipher is None:
-                shown = ERASED_JSON if self.keys.erased(user_id) else UNREADABLE_JSON
-                values += [shown] * (len(parts) - others)
+            if cipher is None or len(parts) != self._parts:
+                # Erased or keyless; or a ciphertext altered to hold a "." (the
+                # non-personal values come first and are hex: they stay readable).
+                erased = cipher is None and self.keys.erased(user_id)
+                values += [ERASED_JSON if erased else UNREADABLE_JSON] * len(PERSONAL_FIELDS)
             else:
                 decrypt = cipher.decrypt
                 for stored, end in zip(parts[others:], self._ends[side], strict=True):
@@ -458,14 +468,10 @@ class _SnapshotCells:
     def _revealed(
         self, stored: Any, side: str, entry_id: int, user_id: int, cipher: AESGCM | None
     ) -> bytes:
-        """Any snapshot holding an encrypted value, revealed as the ORM reveals it
-        (``stored`` None: a token too damaged to read, every personal value unreadable)."""
-        if stored is None:
-            shown: Any = dict.fromkeys(PERSONAL_FIELDS, UNREADABLE)
-        else:
-            erased = self.keys.erased(user_id)
-            shown = reveal_snapshot(cipher, entry_id, user_id, side, stored, erased=erased)
-        return json.dumps(shown, ensure_ascii=False, separators=(",", ":")).encode()
+        """Any other snapshot holding an encrypted value, revealed as the ORM reveals it."""
+        erased = self.keys.erased(user_id)
+        shown = reveal_snapshot(cipher, entry_id, user_id, side, stored, erased=erased)
+        return self._dumps(shown).encode()
 
 
 def _csv_records(rows: list[bytes], cells: _SnapshotCells) -> bytes:

@@ -37,8 +37,9 @@ ERASED_JSON = b'"' + ERASED.encode() + b'"'
 UNREADABLE_JSON = b'"' + UNREADABLE.encode() + b'"'
 
 _KEYS_OF_PROFILES = text(
-    "SELECT user_id, master_key_id, wrapped_key FROM profile_data_keys WHERE user_id IN :user_ids"
-).bindparams(bindparam("user_ids", expanding=True))
+    "SELECT user_id, master_key_id, wrapped_key FROM profile_data_keys "
+    "WHERE user_id = ANY(:user_ids)"
+)
 
 
 def associated_data_prefix(entry_id: int, user_id: int) -> bytes:

@@ -71,7 +71,7 @@ def erase_user(user_id: int, *, reason: object) -> User:
         connection = db.session.connection()
         # Values the safety net wrote in clear, not yet linked: encrypted now,
         # under the key about to go, like every other value of the profile.
-        encrypt_clear_entries_of(connection, db.session.audit_chain_key, user_id)
+        encrypt_clear_entries_of(connection, db.session().audit_chain_key, user_id)
         if _holds_clear_values(user_id):
             raise TrailNotEncrypted(
                 f"Profile {user_id}'s history has entries written before encryption: run "
