@@ -1,30 +1,63 @@
 """Audit log exports: every entry of a filter as CSV or NDJSON, at the database's speed.
 
-PostgreSQL writes the export: one ``COPY (SELECT …) TO STDOUT`` per export,
-with the cells formatted and neutralised in SQL by the same rules as
+PostgreSQL writes most of the export: one ``COPY (SELECT …) TO STDOUT`` per
+export, with the cells formatted and neutralised in SQL by the same rules as
 ``webapp.services.spreadsheet_cells`` (``neutralise``, ``json_cell``) and the
-API's JSON shape of an entry (``audit_entry_json``). Python only gathers the
-rows into large chunks, so an export of millions of entries holds one chunk at
-a time and costs little more than the server's scan.
+API's JSON shape of an entry (``audit_entry_json``). The database holds no
+key, so the snapshot cells (and the long form's before and after) leave it
+as *tokens* at the end of each row, in characters that neither CSV nor COPY's
+text format ever quote or escape; Python decrypts their personal values and
+splices the finished cells in (``_SnapshotCells``). The rows are gathered
+into large chunks, so an export of millions of entries holds one chunk at a
+time; each profile's data key is read and unwrapped at most once per export
+(``webapp.services.entry_decryption``).
+
+A token is one of:
+
+- ``e`` + the hex of each non-personal field's ``jsonb`` text, then each
+  personal field's ciphertext (base64), joined by ``.``: a snapshot of the usual
+  fields whose personal values are all encrypted (nearly every entry);
+- ``p`` + the hex of the cell as SQL formats it: a snapshot holding no
+  encrypted value (entries written before encryption, shown as they are);
+- ``r`` + the hex of the snapshot's ``jsonb`` text: any other snapshot holding
+  an encrypted value, revealed and formatted in Python;
+- nothing (CSV) or ``n`` (NDJSON): no snapshot (a create's previous data).
 """
 
 from __future__ import annotations
 
+import binascii
+import csv
+import json
+import operator
+from binascii import a2b_base64, a2b_hex
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import func, literal_column, true
 from sqlalchemy.dialects import postgresql
 
+from webapp.audit.personal_data import key_provider, reveal_snapshot
 from webapp.audit.snapshot import SNAPSHOT_FIELDS
 from webapp.extensions import db
-from webapp.models import ApiToken, UserAudit
+from webapp.models import PERSONAL_FIELDS, ApiToken, UserAudit
 from webapp.services.audit_filter import AuditFilter
 from webapp.services.audit_log import (
     filtered_statement,
 )
+from webapp.services.entry_decryption import (
+    ERASED_JSON,
+    UNREADABLE_JSON,
+    ProfileKeys,
+    associated_data_prefix,
+    shown_json,
+    side_field,
+)
+from webapp.services.spreadsheet_cells import neutralise
 
 #: Entries per chunk handed to the response or the file: about 0.5 to 1 MiB.
 CHUNK_ENTRIES = 2000
@@ -150,8 +183,73 @@ _CREATOR_CELL = (
     " ELSE coalesce(NULLIF(api_tokens.created_by_label, ''), 'unknown') END"
 )
 
-# One CSV record per entry, in CSV_COLUMNS order. Timestamps, operations, field
-# names and JSON cells hold nothing neutralise() changes, so it is not run on them.
+# --- snapshot tokens (module docstring) ---------------------------------------------
+
+#: The snapshot's fields that are not personal, in snapshot order (tokens hold them first).
+_OTHER_FIELDS = tuple(name for name in SNAPSHOT_FIELDS if name not in PERSONAL_FIELDS)
+# Base64 only: a ciphertext with another character (altered in the table) is
+# left out of the long form's token, and so shown as unreadable.
+_BASE64_ONLY = "'[^A-Za-z0-9+/=]'"
+
+
+def _hex(expression: str) -> str:
+    return f"encode(convert_to({expression}, 'UTF8'), 'hex')"
+
+
+def _ciphertext(expression: str, name: str) -> str:
+    return f"({expression} -> '{name}' ->> 'ciphertext')"
+
+
+def snapshot_token_sql(expression: str, formatted: str) -> str:
+    """SQL: the token of the snapshot ``expression`` (a ``jsonb`` column);
+    ``formatted`` is the SQL of its finished cell when it holds no encrypted value."""
+    ciphertexts = [_ciphertext(expression, name) for name in PERSONAL_FIELDS]
+    usual = " AND ".join(
+        [
+            _is_snapshot(expression),
+            *(f"{ciphertext} IS NOT NULL" for ciphertext in ciphertexts),
+            *(f"jsonb_typeof({expression} -> '{name}') <> 'object'" for name in _OTHER_FIELDS),
+        ]
+    )
+    # A null (nearly every deleted_at) is left empty, which saves its hex.
+    parts = [
+        f"CASE WHEN {expression} -> '{name}' = 'null'::jsonb THEN '' "
+        f"ELSE {_hex(f'({expression} -> {chr(39)}{name}{chr(39)})::text')} END"
+        for name in _OTHER_FIELDS
+    ]
+    encrypted = "'e' || " + " || '.' || ".join([*parts, *ciphertexts])
+    # Fixed SQL around a column expression of this module; no input reaches it.
+    holds_ciphertext = (
+        f"EXISTS (SELECT FROM jsonb_each({expression}) AS member "
+        "WHERE jsonb_typeof(member.value) = 'object' AND member.value ? 'ciphertext')"
+    )
+    plain = f"'p' || {_hex(formatted)}"
+    # CASE tries its branches in order: jsonb_each runs on objects only.
+    return (
+        f"CASE WHEN {expression} IS NULL THEN NULL WHEN {usual} THEN {encrypted} "
+        f"WHEN jsonb_typeof({expression}) <> 'object' THEN {plain} "
+        f"WHEN {holds_ciphertext} THEN 'r' || {_hex(f'{expression}::text')} "
+        f"ELSE {plain} END"
+    )
+
+
+def value_token_sql(expression: str, field: str, cell: str) -> str:
+    """SQL: the long form's token of one value (``expression``: ``jsonb``) of field
+    ``field``: ``e`` + the field + ``.`` + its ciphertext when a personal field's
+    value is encrypted, else ``p`` + the hex of the finished text ``cell``."""
+    ciphertext = f"({expression} ->> 'ciphertext')"
+    personal = ", ".join(f"'{name}'" for name in PERSONAL_FIELDS)
+    return (
+        f"CASE WHEN {field} IN ({personal}) AND jsonb_typeof({expression}) = 'object' "
+        f"AND {ciphertext} IS NOT NULL THEN 'e' || {field} || '.' || "
+        f"CASE WHEN {ciphertext} !~ {_BASE64_ONLY} THEN {ciphertext} ELSE '' END "
+        f"WHEN {cell} IS NULL THEN NULL ELSE 'p' || {_hex(cell)} END"
+    )
+
+
+# One CSV record per entry, in CSV_COLUMNS order, the snapshots as tokens.
+# Timestamps, operations, field names and JSON cells hold nothing neutralise()
+# changes, so it is not run on them.
 _CSV_CELLS: tuple[str, ...] = (
     "user_audit.id",
     _TIMESTAMP,
@@ -168,13 +266,14 @@ _CSV_CELLS: tuple[str, ...] = (
     _text_cell("user_audit.request_id"),
     _text_cell("user_audit.client_request_id"),
     _text_cell("user_audit.reason"),
-    json_cell_sql("user_audit.previous_data"),
-    json_cell_sql("user_audit.new_data"),
+    snapshot_token_sql("user_audit.previous_data", json_cell_sql("user_audit.previous_data")),
+    snapshot_token_sql("user_audit.new_data", json_cell_sql("user_audit.new_data")),
 )
 
 # The API's shape of an entry (webapp.services.audit_records.audit_entry_json),
 # compact, keys in its order; COPY's text format doubles each backslash, which
-# the reader undoes (a JSON text has no other character COPY escapes).
+# the reader undoes (a JSON text has no other character COPY escapes). Its
+# columns: id, user_id, the line up to the previous data, the two tokens, the rest.
 _TOKEN_JSON = (
     "CASE WHEN user_audit.token_id IS NULL THEN 'null' ELSE "
     "'{\"id\":' || user_audit.token_id || ',\"name\":' || " + _json("api_tokens.name") + " || "
@@ -185,7 +284,7 @@ _TOKEN_JSON = (
     + _json("api_tokens.created_by_label")
     + " || '}' END || '}' END"
 )
-_NDJSON_LINE = " || ".join(
+_NDJSON_HEAD = " || ".join(
     [
         "'{\"id\":' || user_audit.id",
         "',\"user_id\":' || " + _number("user_audit.user_id"),
@@ -193,8 +292,11 @@ _NDJSON_LINE = " || ".join(
         "',\"timestamp\":' || " + _json(_TIMESTAMP),
         "',\"version\":' || " + _number("user_audit.version"),
         "',\"changed_fields\":' || " + _json("user_audit.changed_fields"),
-        "',\"previous_data\":' || " + compact_json_sql("user_audit.previous_data"),
-        "',\"new_data\":' || " + compact_json_sql("user_audit.new_data"),
+        "',\"previous_data\":'",
+    ]
+)
+_NDJSON_TAIL = " || ".join(
+    [
         "',\"reason\":' || " + _json("user_audit.reason"),
         '\',"actor":{"id":\' || ' + _number("user_audit.actor_id"),
         "',\"label\":' || " + _json("user_audit.actor_label"),
@@ -207,6 +309,18 @@ _NDJSON_LINE = " || ".join(
         "',\"unattributed\":' || CASE WHEN user_audit.unattributed THEN 'true' ELSE 'false' END",
         "'}'",
     ]
+)
+_NDJSON_CELLS: tuple[str, ...] = (
+    "user_audit.id",
+    "user_audit.user_id",
+    _NDJSON_HEAD,
+    "coalesce("
+    + snapshot_token_sql("user_audit.previous_data", compact_json_sql("user_audit.previous_data"))
+    + ", 'n')",
+    "coalesce("
+    + snapshot_token_sql("user_audit.new_data", compact_json_sql("user_audit.new_data"))
+    + ", 'n')",
+    _NDJSON_TAIL,
 )
 
 
@@ -257,51 +371,220 @@ def _copy_rows(
             yield from copy
 
 
+# --- splicing the decrypted cells in --------------------------------------------------
+
+_CSV_QUOTED = (b",", b'"', b"\r", b"\n")
+_NONCE_BYTES = 12
+
+
+def _csv_cell(value: bytes) -> bytes:
+    """``value`` as COPY's CSV writes a cell: quoted when it holds a delimiter,
+    a quote or a line end (csv.writer's minimal quoting agrees)."""
+    if any(special in value for special in _CSV_QUOTED):
+        return b'"' + value.replace(b'"', b'""') + b'"'
+    return value
+
+
+def _json_cell(json_text: bytes) -> bytes:
+    """A snapshot's JSON text as its CSV cell: ``;`` spelt ``\\u003b``
+    (``json_cell``), then quoted as COPY quotes it (an object always holds quotes)."""
+    return _csv_cell(json_text.replace(b";", b"\\u003b"))
+
+
+def _template(order: Sequence[str], colon: str, comma: str) -> tuple[bytes, Any]:
+    """A snapshot's JSON text with ``%s`` for each value, fields in ``order``, and
+    the getter that puts a token's values (non-personal fields, then personal
+    ones) in that order."""
+    text = "{" + comma.join(f'"{name}"{colon}%s' for name in order) + "}"
+    token_order = [*_OTHER_FIELDS, *PERSONAL_FIELDS]
+    return text.encode(), operator.itemgetter(*(token_order.index(name) for name in order))
+
+
+class _SnapshotCells:
+    """Turns one export's snapshot tokens into JSON texts, personal values decrypted."""
+
+    def __init__(self, keys: ProfileKeys, *, csv: bool) -> None:
+        self.keys = keys
+        if csv:
+            self._text, self._order = _template(sorted(SNAPSHOT_FIELDS), ": ", ", ")
+        else:
+            self._text, self._order = _template(_JSONB_ORDER, ":", ",")
+        # A revealed snapshot as json_cell (";" is spelt out with the rest) or compact.
+        self._dumps = (
+            (lambda shown: json.dumps(shown, ensure_ascii=False, sort_keys=True))
+            if csv
+            else (lambda shown: json.dumps(shown, ensure_ascii=False, separators=(",", ":")))
+        )
+        self._others = len(_OTHER_FIELDS)
+        self._parts = len(_OTHER_FIELDS) + len(PERSONAL_FIELDS)
+        self._ends = {
+            side: [side_field(side, name) for name in PERSONAL_FIELDS]
+            for side in ("previous", "new")
+        }
+
+    @staticmethod
+    def needs_key(token: bytes) -> bool:
+        """Whether the token holds an encrypted value (its profile's key is needed)."""
+        return token[:1] in (b"e", b"r")
+
+    def json_text(
+        self,
+        token: bytes,
+        side: str,
+        entry_id: int,
+        user_id: int,
+        cipher: AESGCM | None,
+        prefix: bytes,
+    ) -> bytes | None:
+        """The snapshot's JSON text as readers see it (None: no snapshot); ``p``
+        tokens are the finished cell, as SQL formatted it. ``cipher`` is the
+        profile's (None: erased or keyless), ``prefix`` the entry's associated data."""
+        kind = token[:1]
+        if kind == b"e":
+            parts = token[1:].split(b".")
+            others = self._others
+            values = [a2b_hex(part) if part else b"null" for part in parts[:others]]
+            if cipher is None or len(parts) != self._parts:
+                # Erased or keyless; or a ciphertext altered to hold a "." (the
+                # non-personal values come first and are hex: they stay readable).
+                erased = cipher is None and self.keys.erased(user_id)
+                values += [ERASED_JSON if erased else UNREADABLE_JSON] * len(PERSONAL_FIELDS)
+            else:
+                decrypt = cipher.decrypt
+                for stored, end in zip(parts[others:], self._ends[side], strict=True):
+                    try:
+                        raw = a2b_base64(stored, strict_mode=True)
+                        values.append(decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], prefix + end))
+                    except (InvalidTag, binascii.Error, ValueError):
+                        values.append(UNREADABLE_JSON)
+            return self._text % self._order(values)
+        if kind == b"p":
+            return a2b_hex(token[1:])
+        if kind == b"r":
+            stored = json.loads(a2b_hex(token[1:]))
+            return self._revealed(stored, side, entry_id, user_id, cipher)
+        return None
+
+    def _revealed(
+        self, stored: Any, side: str, entry_id: int, user_id: int, cipher: AESGCM | None
+    ) -> bytes:
+        """Any other snapshot holding an encrypted value, revealed as the ORM reveals it."""
+        erased = self.keys.erased(user_id)
+        shown = reveal_snapshot(cipher, entry_id, user_id, side, stored, erased=erased)
+        return self._dumps(shown).encode()
+
+
+def _csv_records(rows: list[bytes], cells: _SnapshotCells) -> bytes:
+    """Wide CSV rows (15 cells, then the two tokens) as finished records."""
+    split = []
+    wanted = set()
+    needs_key = cells.needs_key
+    for row in rows:
+        head, previous, new = row[:-1].rsplit(b",", 2)
+        if b'"' in previous or b'"' in new:
+            head, previous, new = _quoted_tokens(row)
+        if needs_key(previous) or needs_key(new):
+            entry_id, _, user_id, _ = head.split(b",", 3)
+            ids = (int(entry_id), int(user_id))
+            wanted.add(ids[1])
+        else:
+            ids = None
+        split.append((head, previous, new, ids))
+    keys = cells.keys
+    keys.load(wanted)
+    json_text = cells.json_text
+    records = []
+    for head, previous, new, ids in split:
+        if ids is None:  # no key needed: plain snapshots and none
+            entry_id = user_id = 0
+            cipher, prefix = None, b""
+        else:
+            entry_id, user_id = ids
+            cipher, prefix = keys.cipher(user_id), associated_data_prefix(entry_id, user_id)
+        shown_previous = json_text(previous, "previous", entry_id, user_id, cipher, prefix)
+        shown_new = json_text(new, "new", entry_id, user_id, cipher, prefix)
+        records.append(
+            b"%s,%s,%s\r\n"
+            % (
+                head,
+                b"" if shown_previous is None else _csv_snapshot(previous, shown_previous),
+                b"" if shown_new is None else _csv_snapshot(new, shown_new),
+            )
+        )
+    return b"".join(records)
+
+
+def _csv_snapshot(token: bytes, json_text: bytes) -> bytes:
+    # A "p" token is the cell's text as json_cell_sql wrote it (";" already spelt out).
+    return _csv_cell(json_text) if token[:1] == b"p" else _json_cell(json_text)
+
+
+def _quoted_tokens(row: bytes) -> tuple[bytes, bytes, bytes]:
+    """A row whose tokens COPY quoted (an altered ciphertext holding a comma,
+    quote or line end): its head as COPY wrote it, and its two tokens."""
+    cells = next(csv.reader([row[:-1].decode()]))
+    head = b",".join(_csv_cell(cell.encode()) for cell in cells[:-2])
+    return head, cells[-2].encode(), cells[-1].encode()
+
+
+def _ndjson_lines(rows: list[bytes], cells: _SnapshotCells) -> bytes:
+    """NDJSON rows (id, user id, head, two tokens, tail) as finished lines."""
+    split = []
+    wanted = set()
+    needs_key = cells.needs_key
+    for row in rows:
+        # COPY's text format: tabs only between columns (JSON and tokens hold none
+        # raw), backslashes doubled (only the JSON parts hold any).
+        entry_id, user_id, head, previous, new, tail = row[:-1].replace(b"\\\\", b"\\").split(b"\t")
+        ids = (int(entry_id), int(user_id))
+        if needs_key(previous) or needs_key(new):
+            wanted.add(ids[1])
+        split.append((head, previous, new, tail, ids))
+    keys = cells.keys
+    keys.load(wanted)
+    json_text = cells.json_text
+    lines = []
+    for head, previous, new, tail, (entry_id, user_id) in split:
+        cipher, prefix = keys.cipher(user_id), associated_data_prefix(entry_id, user_id)
+        shown_previous = json_text(previous, "previous", entry_id, user_id, cipher, prefix)
+        shown_new = json_text(new, "new", entry_id, user_id, cipher, prefix)
+        lines.append(
+            b'%s%s,"new_data":%s%s\n'
+            % (
+                head,
+                b"null" if shown_previous is None else shown_previous,
+                b"null" if shown_new is None else shown_new,
+                tail,
+            )
+        )
+    return b"".join(lines)
+
+
 def _chunks(
     rows: Generator[memoryview, None, None],
+    finish: Callable[[list[bytes]], bytes],
     *,
     batch_size: int,
     on_entries: EntriesWritten | None,
-    csv_records: bool,
 ) -> Iterator[bytes]:
-    """The rows gathered ``batch_size`` at a time into one ``bytes`` each.
-
-    CSV: COPY ends each record with "\n" (a "\n" inside a quoted cell stays
-    as it is), RFC 4180 wants "\r\n". Text (NDJSON): COPY doubles each
-    backslash, the only character of a JSON text it escapes.
-    """
+    """The rows, ``batch_size`` at a time, finished by ``finish`` into one ``bytes`` each."""
     with closing(rows):  # ends the COPY when the reader stops early
-        yield from _gathered(
-            rows, batch_size=batch_size, on_entries=on_entries, csv_records=csv_records
-        )
-
-
-def _gathered(
-    rows: Iterator[memoryview],
-    *,
-    batch_size: int,
-    on_entries: EntriesWritten | None,
-    csv_records: bool,
-) -> Iterator[bytes]:
-    chunk = bytearray()
-    count = 0
-    for row in rows:
-        if csv_records:
-            chunk += row[:-1]
-            chunk += b"\r\n"
-        else:
-            chunk += row
-        count += 1
-        if count == batch_size:
-            yield bytes(chunk) if csv_records else bytes(chunk.replace(b"\\\\", b"\\"))
+        batch: list[bytes] = []
+        for row in rows:
+            batch.append(bytes(row))
+            if len(batch) == batch_size:
+                yield finish(batch)
+                if on_entries is not None:
+                    on_entries(len(batch))
+                batch = []
+        if batch:
+            yield finish(batch)
             if on_entries is not None:
-                on_entries(count)
-            chunk.clear()
-            count = 0
-    if count:
-        yield bytes(chunk) if csv_records else bytes(chunk.replace(b"\\\\", b"\\"))
-        if on_entries is not None:
-            on_entries(count)
+                on_entries(len(batch))
+
+
+def _profile_keys() -> ProfileKeys:
+    return ProfileKeys(db.engine, key_provider())
 
 
 def csv_lines(
@@ -313,8 +596,15 @@ def csv_lines(
     """The header, then every entry as a CSV record (RFC 4180 line ends), in
     UTF-8 chunks of ``batch_size`` entries; ``on_entries`` hears each chunk's count."""
     yield (",".join(CSV_COLUMNS) + "\r\n").encode()
+    keys = _profile_keys()
+    cells = _SnapshotCells(keys, csv=True)
     rows = _copy_rows(audit_filter, _CSV_CELLS, "(FORMAT csv)")
-    yield from _chunks(rows, batch_size=batch_size, on_entries=on_entries, csv_records=True)
+    yield from _chunks(
+        rows,
+        lambda batch: _csv_records(batch, cells),
+        batch_size=batch_size,
+        on_entries=on_entries,
+    )
 
 
 def ndjson_lines(
@@ -325,8 +615,15 @@ def ndjson_lines(
 ) -> Iterator[bytes]:
     """One JSON object per line in the API's shape of an entry, in UTF-8 chunks of
     ``batch_size`` entries; ``on_entries`` hears each chunk's count."""
-    rows = _copy_rows(audit_filter, (_NDJSON_LINE,), "")
-    yield from _chunks(rows, batch_size=batch_size, on_entries=on_entries, csv_records=False)
+    keys = _profile_keys()
+    cells = _SnapshotCells(keys, csv=False)
+    rows = _copy_rows(audit_filter, _NDJSON_CELLS, "")
+    yield from _chunks(
+        rows,
+        lambda batch: _ndjson_lines(batch, cells),
+        batch_size=batch_size,
+        on_entries=on_entries,
+    )
 
 
 # --- what auditors open ----------------------------------------------------------
@@ -349,7 +646,8 @@ LONG_CSV_COLUMNS: tuple[str, ...] = (
 )
 
 # One record per changed field of each entry (an entry that changed none keeps
-# one record with the field empty), the values as text, neutralised as above.
+# one record with the field empty), the values as text, neutralised as above;
+# before and after as tokens.
 _LONG_CSV_CELLS: tuple[str, ...] = (
     "user_audit.id",
     _TIMESTAMP,
@@ -360,9 +658,57 @@ _LONG_CSV_CELLS: tuple[str, ...] = (
     _text_cell("user_audit.channel"),
     _text_cell("user_audit.reason"),
     "changed.field",
-    _text_cell("user_audit.previous_data ->> changed.field"),
-    _text_cell("user_audit.new_data ->> changed.field"),
+    value_token_sql(
+        "(user_audit.previous_data -> changed.field)",
+        "changed.field",
+        _text_cell("user_audit.previous_data ->> changed.field"),
+    ),
+    value_token_sql(
+        "(user_audit.new_data -> changed.field)",
+        "changed.field",
+        _text_cell("user_audit.new_data ->> changed.field"),
+    ),
 )
+
+
+def _long_value(token: bytes, side: str, entry_id: int, user_id: int, keys: ProfileKeys) -> bytes:
+    """The long form's finished before/after cell of a token."""
+    if token[:1] == b"p":
+        return _csv_cell(bytes.fromhex(token[1:].decode()))
+    if token[:1] != b"e":
+        return b""
+    field, _, stored = token[1:].partition(b".")
+    associated_data = associated_data_prefix(entry_id, user_id) + side_field(side, field.decode())
+    value = json.loads(shown_json(keys, user_id, stored, associated_data))
+    # As ``->>`` gives it: a string as itself, null as nothing, others as JSON.
+    if value is None:
+        return b""
+    shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return _csv_cell(neutralise(shown).encode())
+
+
+def _long_records(rows: list[bytes], keys: ProfileKeys) -> bytes:
+    split = []
+    wanted = set()
+    for row in rows:
+        head, before, after = row[:-1].rsplit(b",", 2)
+        entry_id, _, user_id, _ = head.split(b",", 3)
+        ids = (int(entry_id), int(user_id or 0))
+        if before[:1] == b"e" or after[:1] == b"e":
+            wanted.add(ids[1])
+        split.append((head, before, after, ids))
+    keys.load(wanted)
+    return b"".join(
+        [
+            b"%s,%s,%s\r\n"
+            % (
+                head,
+                _long_value(before, "previous", *ids, keys),
+                _long_value(after, "new", *ids, keys),
+            )
+            for head, before, after, ids in split
+        ]
+    )
 
 
 def long_csv_lines(
@@ -375,8 +721,14 @@ def long_csv_lines(
     (``entry, …, field, before, after``), fields in the entry's order; ``on_entries``
     hears how many records each chunk holds."""
     yield (",".join(LONG_CSV_COLUMNS) + "\r\n").encode()
+    keys = _profile_keys()
     rows = _copy_rows(audit_filter, _LONG_CSV_CELLS, "(FORMAT csv)", per_field=True)
-    yield from _chunks(rows, batch_size=batch_size, on_entries=on_entries, csv_records=True)
+    yield from _chunks(
+        rows,
+        lambda batch: _long_records(batch, keys),
+        batch_size=batch_size,
+        on_entries=on_entries,
+    )
 
 
 def for_excel(chunks: Iterator[bytes]) -> Iterator[bytes]:

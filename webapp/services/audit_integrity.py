@@ -21,14 +21,29 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import ColumnElement, Connection, Engine, Float, cast, extract, func, select, text
 
 from webapp.audit import chain
 from webapp.audit.chain import GENESIS_HASH, ChainHead
+from webapp.audit.personal_data import KeyProvider, key_provider
 from webapp.audit.seal import ENTRY_DIGEST_SQL, digest_seal
 from webapp.audit.sealer import link_all
 from webapp.extensions import db
-from webapp.models import AuditChainLink, AuditChainPending, AuditVerification, UserAudit
+from webapp.models import (
+    PERSONAL_FIELDS,
+    AuditChainLink,
+    AuditChainPending,
+    AuditVerification,
+    UserAudit,
+)
+from webapp.services.entry_decryption import (
+    UNREADABLE_JSON,
+    associated_data_prefix,
+    plain_json,
+    side_field,
+)
+from webapp.services.privacy import ERASED_NAME, erased_email
 from webapp.timestamps import iso_utc, parse_iso_datetime, utcnow
 
 #: Links fetched per round trip while walking the chain.
@@ -456,28 +471,90 @@ def _check_link_delay(connection: Connection, max_delay: timedelta) -> Problem |
     )
 
 
+#: Profiles read per round trip by the drift check.
+DRIFT_BATCH = 10_000
+
+_PERSONAL_SQL = "ARRAY[" + ", ".join(f"'{name}'" for name in PERSONAL_FIELDS) + "]"
+# Each profile with its latest entry (the newest by time: writes to one profile
+# are serialized by its row lock, so their entries' clock timestamps follow
+# their order) and its data key. The database compares what it can: version
+# and the fields that are not personal always; personal values stored in clear
+# (entries written before encryption). A personal value stored encrypted
+# needs the key, so such profiles are sent on with their ciphertexts; so are
+# erased ones, whose row must hold the placeholders. Profiles that match by
+# then are not sent at all.
+_DRIFT_ROWS = text(
+    "SELECT id, name, email, erased, drifted, "  # noqa: S608 (constants only)
+    + ", ".join(f"{name}_encrypted, {name}_ciphertext" for name in PERSONAL_FIELDS)
+    + ", key_id, wrapped_key, entry_id FROM ("
+    "SELECT u.id, u.name, u.email, latest.id AS entry_id, k.master_key_id AS key_id, "
+    "k.wrapped_key, (u.erased_at IS NOT NULL OR k.erased_at IS NOT NULL) AS erased, "
+    + "".join(
+        f"jsonb_typeof(latest.new_data -> '{name}') = 'object' AS {name}_encrypted, "
+        f"latest.new_data -> '{name}' ->> 'ciphertext' AS {name}_ciphertext, "
+        for name in PERSONAL_FIELDS
+    )
+    + "(latest.version IS DISTINCT FROM u.version "
+    f" OR (latest.new_data - {_PERSONAL_SQL}) IS DISTINCT FROM "
+    f"    (profile_snapshot(u) - {_PERSONAL_SQL}) "
+    " OR (u.erased_at IS NULL AND k.erased_at IS NULL AND ("
+    + " OR ".join(
+        f"(jsonb_typeof(latest.new_data -> '{name}') <> 'object' AND "
+        f"latest.new_data -> '{name}' IS DISTINCT FROM to_jsonb(u.{name}))"
+        for name in PERSONAL_FIELDS
+    )
+    + "))) AS drifted "
+    "FROM users u "
+    "LEFT JOIN LATERAL (SELECT a.id, a.new_data, a.version FROM user_audit a "
+    "  WHERE a.user_id = u.id ORDER BY a.timestamp DESC, a.id DESC LIMIT 1) latest ON true "
+    "LEFT JOIN profile_data_keys k ON k.user_id = u.id"
+    ") AS profiles WHERE drifted OR erased OR "
+    + " OR ".join(f"{name}_encrypted" for name in PERSONAL_FIELDS)
+    + " ORDER BY id"
+)
+
+
 def find_drift(connection: Connection) -> tuple[int, list[int]]:
     """Profiles whose row differs from the new data of their latest audit entry.
 
-    Returns how many, and the first ``DRIFT_SAMPLE`` ids. The latest entry is
-    the newest by time: writes to one profile are serialized by its row lock,
-    so their entries' clock timestamps follow their order.
+    Returns how many, and the first ``DRIFT_SAMPLE`` ids. Encrypted personal
+    values are decrypted here, in batches, each profile's key unwrapped once;
+    an erased profile (its key destroyed) is compared on the fields that are
+    not personal, and its row must hold the erasure's placeholders. A value
+    that does not decrypt counts as a difference: nothing shows the row matches.
     """
-    rows = connection.execute(
-        text(
-            "SELECT u.id, count(*) OVER () AS total FROM users u "
-            "LEFT JOIN LATERAL (SELECT a.new_data, a.version FROM user_audit a "
-            "  WHERE a.user_id = u.id ORDER BY a.timestamp DESC, a.id DESC LIMIT 1) latest "
-            "  ON true "
-            "WHERE latest.new_data IS DISTINCT FROM profile_snapshot(u) "
-            "   OR latest.version IS DISTINCT FROM u.version "
-            "ORDER BY u.id LIMIT :sample"
-        ),
-        {"sample": DRIFT_SAMPLE},
-    ).all()
-    if not rows:
-        return 0, []
-    return rows[0].total, [row.id for row in rows]
+    provider = key_provider()
+    drifted: list[int] = []
+    total = 0
+    rows = connection.execution_options(yield_per=DRIFT_BATCH).execute(_DRIFT_ROWS)
+    for row in rows.mappings():
+        if _profile_drifted(row, provider):
+            total += 1
+            if len(drifted) < DRIFT_SAMPLE:
+                drifted.append(row["id"])
+    return total, drifted
+
+
+def _profile_drifted(row: Any, provider: KeyProvider) -> bool:
+    """Whether one profile sent on by ``_DRIFT_ROWS`` differs from its latest entry."""
+    if row["drifted"]:
+        return True
+    user_id = row["id"]
+    if row["erased"]:
+        return row["name"] != ERASED_NAME or row["email"] != erased_email(user_id)
+    encrypted = [name for name in PERSONAL_FIELDS if row[f"{name}_encrypted"]]
+    if row["wrapped_key"] is None or row["key_id"] is None:
+        return True  # encrypted values and no key to read them
+    cipher = AESGCM(provider.unwrap(row["key_id"], bytes(row["wrapped_key"])))
+    prefix = associated_data_prefix(row["entry_id"], user_id)
+    for name in encrypted:
+        stored = row[f"{name}_ciphertext"]
+        if stored is None:
+            return True
+        shown = plain_json(cipher, stored.encode(), prefix + side_field("new", name))
+        if shown == UNREADABLE_JSON or json.loads(shown) != row[name]:
+            return True
+    return False
 
 
 def describe(result: Verification) -> str:
