@@ -13,12 +13,21 @@ With ``--http`` the same pages are timed through HTTP instead: the app runs
 under gunicorn with the real ``gunicorn.conf.py`` on 127.0.0.1 (as
 ``bench/http_load.py`` serves it), the auditor signs in through ``/login`` over
 HTTP and each case is timed from the request sent to the body read, against the
-goals p50 < 40 ms and p99 < 100 ms. gunicorn is stopped by PID at the end.
+goals p50 < 40 ms and p99 < 100 ms; the JSON timeline (``/api/v1/audit``,
+with a bearer token) is timed beside it. gunicorn is stopped by PID at the end.
+
+With ``--compare-encryption`` (and ``--http``) the generated history, written
+with its personal values in clear as entries were before encryption, is timed
+first; then every entry's values are encrypted in place as the application
+stores them (``bench.encrypted_history``) and the same cases are timed again on
+the same server: the cost of decryption per page, side by side.
 
 Run from the project root::
 
     .venv/bin/python -m bench.timeline_page --entries 1000000
     .venv/bin/python -m bench.timeline_page --http --entries 1000000
+    .venv/bin/python -m bench.timeline_page --http --compare-encryption --entries 10000000 \
+        --users 1000000
 
 Without ``BENCH_DATABASE_URL`` an embedded PostgreSQL is started in a temporary
 directory and deleted afterwards. With it, the database ``profile_audit_bench``
@@ -32,6 +41,7 @@ import csv
 import html
 import http.client
 import io
+import json
 import os
 import re
 import shutil
@@ -66,8 +76,10 @@ from bench._common import (
     start_run,
     summarize_plan,
 )
+from bench.encrypted_history import encrypt_history
 from webapp.audit.context import Actor, Origin, acting_as
 from webapp.extensions import db
+from webapp.services.api_tokens import create_token
 from webapp.services.pagination import encode_time_id_cursor
 from webapp.services.staff import create_staff
 
@@ -141,10 +153,13 @@ def watch_statements(app: Flask) -> Statements:
 # --------------------------------------------------------------------------- client
 
 
-def create_auditor(app: Flask) -> None:
-    """The auditor account the client signs in with, created as the CLI would."""
+def create_auditor(app: Flask) -> str:
+    """The auditor account the client signs in with, created as the CLI would;
+    returns an API token of the account."""
     with app.app_context(), acting_as(Actor(None, "bench"), Origin("cli")):
-        create_staff(USERNAME, PASSWORD, "auditor")
+        auditor = create_staff(USERNAME, PASSWORD, "auditor")
+        _, secret = create_token(auditor, "bench")
+        return secret
 
 
 def signed_in_client(app: Flask) -> FlaskClient:
@@ -186,6 +201,8 @@ class Case:
     name: str
     url: str
     fragment: bool = False
+    #: a JSON API request, with the auditor's bearer token instead of the session
+    api: bool = False
 
 
 @dataclass
@@ -235,6 +252,14 @@ def page_cases(busy_user: int, deep_cursor: str, second_page: str) -> list[Case]
             "fragment, page 1,001 (cursor)",
             audit_url(cursor=deep_cursor),
             fragment=True,
+        ),
+        Case("JSON, no filter", "/api/v1/audit?limit=25", api=True),
+        Case("JSON, operation=update", "/api/v1/audit?limit=25&operation=update", api=True),
+        Case(f"JSON, user_id={busy_user}", f"/api/v1/audit?limit=25&user_id={busy_user}", api=True),
+        Case(
+            "JSON, page 1,001 (cursor)",
+            f"/api/v1/audit?{urlencode({'limit': 25, 'cursor': deep_cursor})}",
+            api=True,
         ),
     ]
 
@@ -406,9 +431,13 @@ class HttpResult:
         return self.p50_ms < GOAL_P50_MS and self.p99_ms < SLOW_P99_MS
 
 
-def time_http_case(client: HttpClient, case: Case, *, warmup: int, runs: int) -> HttpResult:
+def time_http_case(
+    client: HttpClient, case: Case, *, warmup: int, runs: int, token: str = ""
+) -> HttpResult:
     """Warm-up requests, then ``runs`` timed ones (request sent to body read)."""
     headers = HTMX if case.fragment else {}
+    if case.api:
+        headers = {"Authorization": f"Bearer {token}"}
     for _ in range(warmup):
         client.get(case.url, headers)
     timings: list[float] = []
@@ -423,7 +452,7 @@ def time_http_case(client: HttpClient, case: Case, *, warmup: int, runs: int) ->
         p50_ms=statistics.median(timings),
         p99_ms=percentile(timings, 0.99),
         max_ms=max(timings),
-        entries=len(ENTRY_ID.findall(body)),
+        entries=len(json.loads(body)["items"]) if case.api else len(ENTRY_ID.findall(body)),
         kb=len(body.encode()) / 1024,
     )
 
@@ -461,7 +490,7 @@ def run_http(args: argparse.Namespace, url: str, workdir: Path) -> None:
     print(flush=True)
     print("\n".join(machine_report(url)))
     busy_user, deep_cursor = reference_points(url, args.depth)
-    create_auditor(app)
+    token = create_auditor(app)
     with app.app_context():
         db.engine.dispose()
 
@@ -481,15 +510,18 @@ def run_http(args: argparse.Namespace, url: str, workdir: Path) -> None:
         second_page = next_url(client.get(audit_url(), HTMX))
         if second_page is None:
             raise RuntimeError("the first page has no link to the next one")
-        for case in page_cases(busy_user, deep_cursor, second_page):
-            result = time_http_case(client, case, warmup=args.warmup, runs=args.runs)
-            results.append(result)
+        cases = page_cases(busy_user, deep_cursor, second_page)
+        results = time_http_cases(client, cases, args, token)
+        if args.compare_encryption:
             print(
-                f"== {result.name} ({result.url}): p50 {result.p50_ms:.1f} ms, "
-                f"p99 {result.p99_ms:.1f} ms, max {result.max_ms:.1f} ms, "
-                f"{result.entries} entries, {result.kb:.0f} KiB",
+                "\nEncrypting every entry's personal values in place "
+                "(bench.encrypted_history), then the same cases again...",
                 flush=True,
             )
+            seconds = encrypt_history(url, os.environ["PRIVACY_MASTER_KEY"])
+            print(f"Encrypted in {seconds:.0f} s", flush=True)
+            clear_results = results
+            results = time_http_cases(client, cases, args, token)
         print(
             f"\n{client.requests:,} requests over {client.connections:,} connections; "
             f"load average after the runs "
@@ -504,7 +536,48 @@ def run_http(args: argparse.Namespace, url: str, workdir: Path) -> None:
         f"\n### Timeline through HTTP ({args.runs} timed requests per case after "
         f"{args.warmup} untimed)\n"
     )
+    if args.compare_encryption:
+        print("Personal values in clear (as before encryption):\n")
+        print_http_table(clear_results)
+        print("\nThe same data, personal values encrypted:\n")
     print_http_table(results)
+    if args.compare_encryption:
+        print_encryption_comparison(clear_results, results)
+
+
+def time_http_cases(
+    client: HttpClient, cases: list[Case], args: argparse.Namespace, token: str
+) -> list[HttpResult]:
+    """Every case, one after the other, each printed as it ends."""
+    results = []
+    for case in cases:
+        result = time_http_case(client, case, warmup=args.warmup, runs=args.runs, token=token)
+        results.append(result)
+        print(
+            f"== {result.name} ({result.url}): p50 {result.p50_ms:.1f} ms, "
+            f"p99 {result.p99_ms:.1f} ms, max {result.max_ms:.1f} ms, "
+            f"{result.entries} entries, {result.kb:.0f} KiB",
+            flush=True,
+        )
+    return results
+
+
+def print_encryption_comparison(clear: list[HttpResult], encrypted: list[HttpResult]) -> None:
+    """Each case's p50 and p99, values in clear against encrypted (goal: p99 within 10%)."""
+    print("\n### Decryption's cost per page (same data, same server)\n")
+    print("| Request | p50 clear | p50 encrypted | p99 clear | p99 encrypted | p99 x |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for before, after in zip(clear, encrypted, strict=True):
+        print(
+            f"| {before.name} | {before.p50_ms:.1f} | {after.p50_ms:.1f} "
+            f"| {before.p99_ms:.1f} | {after.p99_ms:.1f} | {after.p99_ms / before.p99_ms:.2f} |"
+        )
+    worst_before = max(r.p99_ms for r in clear)
+    worst_after = max(r.p99_ms for r in encrypted)
+    print(
+        f"\nWorst p99: {worst_before:.1f} ms in clear, {worst_after:.1f} ms encrypted "
+        f"({worst_after / worst_before:.2f}x)."
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -528,6 +601,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--workers", type=int, default=2, help="with --http: gunicorn workers (WEB_CONCURRENCY)"
+    )
+    parser.add_argument(
+        "--compare-encryption",
+        action="store_true",
+        help="with --http: time the cases with personal values in clear, encrypt them in "
+        "place, and time the same cases again",
     )
     parser.add_argument(
         "--keep-database", action="store_true", help="with BENCH_DATABASE_URL: do not drop it"
