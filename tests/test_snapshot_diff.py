@@ -84,3 +84,11 @@ def test_a_new_profile_has_every_key_added_and_strings_keep_json_escapes():
     assert lines[0].after == [Segment("ins", '"Say \\"hi\\""')]
     changed = diff_snapshots({"name": 'Say "hi" now'}, {"name": 'Say "hi" later'})[0]
     assert marked(changed.after) == '"Say \\"hi\\" {+later+}"'
+
+
+def test_a_field_the_entry_records_as_changed_stays_changed_once_both_sides_read_erased():
+    before = {"name": "[erased]", "email": "[erased]", "deleted_at": None}
+    after = {"name": "[erased]", "email": "[erased]", "deleted_at": None}
+    statuses = {line.key: line.status for line in diff_snapshots(before, after, ["name"])}
+    assert statuses == {"name": "changed", "email": "same", "deleted_at": "same"}
+    assert [line.status for line in diff_snapshots(before, after)] == ["same"] * 3

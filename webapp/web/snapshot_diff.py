@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,13 +122,18 @@ def _quoted(segments: list[Segment]) -> list[Segment]:
 
 
 def diff_snapshots(
-    before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    changed: Iterable[str] = (),
 ) -> list[DiffLine]:
     """Line up two snapshots key by key; ``None`` stands for "no profile".
 
     Keys come in snapshot order, then any others alphabetically, so older
-    entries with extra keys still show everything they hold.
+    entries with extra keys still show everything they hold. A key the entry
+    records as ``changed`` whose two values read the same (both ``[erased]``
+    once a profile's key is destroyed) is still shown as changed.
     """
+    recorded = set(changed)
     old = dict(before or {})
     new = dict(after or {})
     extra = sorted((set(old) | set(new)) - set(SNAPSHOT_FIELDS))
@@ -143,7 +148,7 @@ def diff_snapshots(
             lines.append(DiffLine(key, "added", [], [Segment("ins", _json_text(new[key]))]))
         elif old[key] == new[key]:
             same = [Segment("same", _json_text(old[key]))]
-            lines.append(DiffLine(key, "same", same, same))
+            lines.append(DiffLine(key, "changed" if key in recorded else "same", same, same))
         elif isinstance(old[key], str) and isinstance(new[key], str):
             old_side, new_side = diff_words(old[key], new[key])
             lines.append(DiffLine(key, "changed", _quoted(old_side), _quoted(new_side)))
