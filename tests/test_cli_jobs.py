@@ -46,16 +46,15 @@ def fingerprint(database: Database) -> list[object]:
     users = database.rows(
         "SELECT id, name, email, deleted_at IS NOT NULL AS deleted, version FROM users ORDER BY id"
     )
+    kept = ("id", "user_id", "operation", "changed_fields", "version", "reason")
     entries = [
         {
-            **row,
+            **{name: row[name] for name in (*kept, "actor_label", "channel")},
+            # Decrypted: the ciphertext differs from run to run (fresh keys and nonces).
             "previous_data": without_times(row["previous_data"]),
             "new_data": without_times(row["new_data"]),
         }
-        for row in database.rows(
-            "SELECT id, user_id, operation, changed_fields, version, reason, "
-            "previous_data, new_data, actor_label, channel FROM user_audit ORDER BY id"
-        )
+        for row in database.audit()
     ]
     return [users, entries]
 
