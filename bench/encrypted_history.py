@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from bench._common import drop_secondary_indexes
 from webapp.audit.personal_data import ConfiguredMasterKeys, encrypt_snapshot, new_data_key
 
 #: Entries read, encrypted and written back per batch.
@@ -62,8 +63,11 @@ def encrypt_history(url: str, master_key: str) -> float:
                         copy.write_row(row)
             entries.close()
             reader.rollback()
-            # History refuses UPDATE; lifted in this transaction only.
+            # History refuses UPDATE; lifted in this transaction only. Secondary
+            # indexes are dropped meanwhile and rebuilt after (as build_chain does):
+            # one sorted build each instead of a million insertions.
             cursor.execute("ALTER TABLE user_audit DISABLE TRIGGER USER")
+            dropped = drop_secondary_indexes(writer, ("user_audit",))
             cursor.execute(
                 "UPDATE user_audit SET previous_data = e.previous_data, new_data = e.new_data "
                 "FROM encrypted_entries e WHERE e.id = user_audit.id"
@@ -72,6 +76,8 @@ def encrypt_history(url: str, master_key: str) -> float:
         writer.commit()
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("VACUUM FULL user_audit")
+        for definition in dropped:
+            connection.execute(definition)
         connection.execute("VACUUM (ANALYZE) user_audit")
         connection.execute("VACUUM (ANALYZE) profile_data_keys")
     seconds = time.perf_counter() - started

@@ -19,7 +19,12 @@ Run from the project root::
 
     .venv/bin/python -m bench.export_verify --entries 1000000
 
-``--profile`` also runs ``verify`` once under cProfile and prints where the time
+``--encrypted`` encrypts the generated entries' personal values first, as the
+application stores them (``bench/encrypted_history.py``: a data key per profile,
+every name and email AES-GCM encrypted), so that the exports decrypt and the
+drift check compares decrypted values, as in production; without it the
+entries hold clear values, as before encryption (the exports then show them as
+they are). ``--profile`` also runs ``verify`` once under cProfile and prints where the time
 goes. ``--verify-only`` runs one in-process verify and the command, no exports
 (and no cProfile run unless asked). ``--summary FILE`` appends the results as
 Markdown. Without ``BENCH_DATABASE_URL`` an embedded PostgreSQL is started in a
@@ -62,6 +67,7 @@ from bench._common import (
     migrated_app,
     start_run,
 )
+from bench.encrypted_history import encrypt_history
 from webapp.audit import chain, seal
 from webapp.audit.chain import GENESIS_HASH, ChainHead
 from webapp.audit.seal import ENTRY_DIGEST_SQL, digest_seal
@@ -443,6 +449,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="the two export commands only; no chain built, no verify",
     )
+    parser.add_argument(
+        "--encrypted",
+        action="store_true",
+        help="encrypt the generated entries' personal values first, as the application does",
+    )
     add_summary_option(parser)
     args = parser.parse_args(argv)
     check_data_size(parser, args)
@@ -457,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
         key = app.config["AUDIT_CHAIN_KEY"].encode()
 
         seconds = generate_history(url, args)
+        if args.encrypted:
+            # The run's own master key (use_run_keys), which every command inherits.
+            encrypt_history(url, os.environ["PRIVACY_MASTER_KEY"])
         if args.exports_only:
             for line in machine_report(url):
                 print(line)

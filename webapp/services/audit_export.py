@@ -386,9 +386,9 @@ def _csv_cell(value: bytes) -> bytes:
 
 
 def _json_cell(json_text: bytes) -> bytes:
-    """A snapshot's JSON text as its CSV cell: ``;`` spelt ``\\u003b``
+    """A snapshot object's JSON text as its CSV cell: ``;`` spelt ``\\u003b``
     (``json_cell``), then quoted as COPY quotes it (an object always holds quotes)."""
-    return _csv_cell(json_text.replace(b";", b"\\u003b"))
+    return b'"' + json_text.replace(b";", b"\\u003b").replace(b'"', b'""') + b'"'
 
 
 def _template(order: Sequence[str], colon: str, comma: str) -> tuple[bytes, Any]:
