@@ -229,10 +229,17 @@ def main() -> int:
         from flask_migrate import upgrade
 
         from webapp import create_app
+        from webapp.services.master_keys import MasterKeysRefused, refuse_wrong_master_keys
 
         app = create_app()
         with app.app_context():
             upgrade()
+        try:
+            refuse_wrong_master_keys(app)
+        except MasterKeysRefused as refused:
+            log.error("%s", refused)
+            return 1
+        with app.app_context():
             first_password = create_first_admin()
         base_url = f"http://{_browser_host(host)}:{port}"
         if first_password is not None:
