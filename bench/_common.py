@@ -255,7 +255,8 @@ def generate_data(url: str, *, users: int, entries: int, seed: float) -> float:
         except psycopg.errors.InsufficientPrivilege:
             pass
         connection.execute(
-            "TRUNCATE user_audit, users, audit_chain, audit_chain_pending RESTART IDENTITY"
+            "TRUNCATE user_audit, users, profile_data_keys, audit_chain, audit_chain_pending "
+            "RESTART IDENTITY"
         )
         connection.execute(
             "UPDATE audit_chain_head SET seq = 0, hash = %s WHERE id = 1", (bytes(32),)

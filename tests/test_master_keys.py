@@ -5,6 +5,7 @@ rotate-master-key`` re-wraps every data key without touching an entry."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -89,39 +90,48 @@ def test_the_right_master_key_starts_and_a_fresh_database_starts_with_any_key(ma
     refuse_wrong_master_keys(make_app(OLD_KEY))
 
 
+def import_wsgi(**environment: str) -> subprocess.CompletedProcess:
+    """``import wsgi`` as gunicorn's master does (``preload_app``), in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-c", "import wsgi"],
+        cwd=ROOT,
+        env={**os.environ, **environment},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_gunicorn_refuses_to_load_the_app_with_a_wrong_master_key(client, test_database_url):
     numbered_profiles(client, 1)
     wrong = random_key()
-    env = {
-        **os.environ,
-        "DATABASE_URL": test_database_url,
-        "PRIVACY_MASTER_KEY": wrong,
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", "import wsgi"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = import_wsgi(DATABASE_URL=test_database_url, PRIVACY_MASTER_KEY=wrong)
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "Refusing to start: PRIVACY_MASTER_KEY does not open the data keys in the database"
+        )
     )
-    assert done.returncode != 0
-    assert "PRIVACY_MASTER_KEY does not open the data keys" in done.stderr
+    assert "Traceback" not in done.stderr
     assert wrong not in done.stderr
     assert OLD_KEY not in done.stderr
 
-    env["PRIVACY_MASTER_KEY"] = OLD_KEY
-    done = subprocess.run(
-        [sys.executable, "-c", "import wsgi"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = import_wsgi(DATABASE_URL=test_database_url, PRIVACY_MASTER_KEY=OLD_KEY)
     assert done.returncode == 0, done.stderr
+
+
+def test_gunicorn_refuses_to_start_when_the_keys_cannot_be_checked(client):
+    numbered_profiles(client, 1)
+    done = import_wsgi(DATABASE_URL="postgresql://nobody@127.0.0.1:1/nothing")
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(
+        "Refusing to start: PRIVACY_MASTER_KEY cannot be checked against the database in "
+        "DATABASE_URL: "
+    )
 
 
 def test_commands_refuse_a_wrong_master_key_in_one_line(client, test_database_url, database):
@@ -222,3 +232,32 @@ def test_rotation_goes_in_batches_and_leaves_erased_keys_erased(make_app, client
     assert shown == history_of(rotating, engine, ids)
     assert shown[ids[3]][-1][2]["name"] == "[erased]"
     assert shown[ids[4]][-1][2]["name"] == "Person 4"
+
+
+def test_make_run_refuses_to_serve_with_a_wrong_master_key(client, test_database_url, tmp_path):
+    numbered_profiles(client, 1)
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for name in ("webapp", "migrations", "templates", "static"):
+        shutil.copytree(ROOT / name, clone / name, ignore=shutil.ignore_patterns("__pycache__"))
+    wrong = random_key()
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_database_url,
+        "PRIVACY_MASTER_KEY": wrong,
+        "PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "webapp.dev.server"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    assert "PRIVACY_MASTER_KEY does not open the data keys" in output
+    assert "Profile Audit on" not in output
+    assert wrong not in output

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from flask import Flask
 from sqlalchemy import text
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from webapp.audit.personal_data import (
     MasterKeyError,
@@ -73,6 +73,22 @@ def refuse_wrong_master_keys(app: Flask) -> None:
         finally:
             db.session.rollback()
     app.extensions[_CHECKED] = True
+
+
+def exit_unless_master_keys_open(app: Flask) -> None:
+    """``refuse_wrong_master_keys`` for a server about to serve: a refusal, or a
+    database that cannot be reached to check the keys with, ends the process
+    with one line on standard error (status 1) instead of a traceback."""
+    try:
+        refuse_wrong_master_keys(app)
+    except MasterKeysRefused as refused:
+        raise SystemExit(f"Refusing to start: {refused}") from None
+    except OperationalError as error:
+        reason = str(error.orig or error).strip().splitlines()[0]
+        raise SystemExit(
+            "Refusing to start: PRIVACY_MASTER_KEY cannot be checked against the database "
+            f"in DATABASE_URL: {reason}"
+        ) from None
 
 
 _UNDEFINED_TABLE = "42P01"
