@@ -157,7 +157,6 @@ _UNCHAINED = text(
     "(SELECT 1 FROM audit_chain c WHERE c.entry_id = a.id) AND NOT EXISTS "
     "(SELECT 1 FROM audit_chain_pending p WHERE p.entry_id = a.id) ORDER BY a.id LIMIT 5"
 )
-_KEYS = text("SELECT user_id, master_key_id, wrapped_key FROM profile_data_keys")
 _ENTRY_COLUMNS = ", ".join(f"a.{name}" for name in SEALED_FIELDS)
 # The walk reads what verification reads (the digest of the entry's canonical
 # bytes for encoding 2, the legacy bytes for encoding 1) and, to encrypt them,
@@ -165,8 +164,10 @@ _ENTRY_COLUMNS = ", ".join(f"a.{name}" for name in SEALED_FIELDS)
 _WALK = (
     "SELECT c.seq, c.hash, c.entry_id, c.encoding, a.id IS NOT NULL AS present, "  # noqa: S608 (constants only)
     f"a.seal, a.unattributed, CASE WHEN c.encoding = {ENCODING} THEN {ENTRY_DIGEST_SQL} "
-    f"ELSE {chain.CANONICAL_ENTRY_V1_SQL} END AS entry, {_CLEAR} AS clear, {_ENTRY_COLUMNS} "
-    "FROM audit_chain c LEFT JOIN user_audit a ON a.id = c.entry_id ORDER BY c.seq"
+    f"ELSE {chain.CANONICAL_ENTRY_V1_SQL} END AS entry, {_CLEAR} AS clear, "
+    f"k.master_key_id, k.wrapped_key, k.erased_at, {_ENTRY_COLUMNS} "
+    "FROM audit_chain c LEFT JOIN user_audit a ON a.id = c.entry_id "
+    "LEFT JOIN profile_data_keys k ON k.user_id = a.user_id ORDER BY c.seq"
 ).replace("user_audit.", "a.")
 _RELINK = (
     "SELECT c.seq, c.entry_id, c.encoding, a.seal, "  # noqa: S608 (constants only)
@@ -304,24 +305,26 @@ def _fill_email_indexes(connection: Connection) -> int:
     return len(rows)
 
 
-@dataclass
 class _Ciphers:
-    """Every profile's data key, unwrapped as its entries come."""
+    """Profiles' data keys as their entries come, through the process's bounded
+    cache (one cipher per profile of a large trail would hold gigabytes)."""
 
-    provider: KeyProvider
-    rows: dict[int, tuple[str | None, bytes | None]]
-    made: dict[int, AESGCM] = field(default_factory=dict)
+    def __init__(self, provider: KeyProvider) -> None:
+        self.provider = provider
+        # Erased profiles' values: encrypted under a key nobody keeps.
+        self.discarded = AESGCM(new_data_key())
 
-    def of(self, user_id: int) -> AESGCM:
-        cipher = self.made.get(user_id)
-        if cipher is None:
-            key_id, wrapped = self.rows[user_id]
-            cipher = cipher_of(key_id, wrapped, self.provider)
-            if cipher is None:
-                # Erased: nobody is to read these values again.
-                cipher = AESGCM(new_data_key())
-            self.made[user_id] = cipher
-        return cipher
+    def of(
+        self, entry_id: int, key_id: str | None, wrapped: bytes | None, erased_at: object
+    ) -> AESGCM:
+        """The cipher of the key ``profile_data_keys`` holds for the entry's profile."""
+        if wrapped is not None:
+            return cipher_of(key_id, bytes(wrapped), self.provider)  # type: ignore[return-value]
+        if erased_at is None:  # every profile was given a key first, in this transaction
+            raise RuntimeError(
+                f"entry {entry_id}: its profile has no data key; nothing was changed"
+            )
+        return self.discarded
 
 
 def _rewrite_entries(
@@ -340,10 +343,7 @@ def _rewrite_entries(
             "inserted behind the application's back. Run `flask audit verify` and "
             "investigate before encrypting the trail."
         )
-    ciphers = _Ciphers(
-        provider,
-        {row.user_id: (row.master_key_id, row.wrapped_key) for row in connection.execute(_KEYS)},
-    )
+    ciphers = _Ciphers(provider)
     raw = connection.connection.dbapi_connection
     assert raw is not None
     raw.execute(_STAGE_ENTRIES)
@@ -381,13 +381,11 @@ def _verify_and_encrypt(
     cursor.execute(_WALK)
     compare, link_hash = hmac.compare_digest, chain.link_hash
     names = SEALED_FIELDS
-    columns = 9  # before the entry's own columns in _WALK
+    columns = 12  # before the entry's own columns in _WALK
     for partition in iter(lambda: cursor.fetchmany(WALK_BATCH), []):
         staged: list[tuple[int, Any, Any, bytes | None]] = []
         for row in partition:
-            seq, stored, entry_id, encoding, present, seal, unattributed, entry, clear = row[
-                :columns
-            ]
+            seq, stored, entry_id, encoding, present, seal, unattributed, entry, clear = row[:9]
             if seq != expected_seq:
                 _refuse(f"link {expected_seq} is missing (the chain jumps to link {seq})")
             if not present:
@@ -406,7 +404,8 @@ def _verify_and_encrypt(
             expected_seq += 1
             if clear:
                 entry_row = dict(zip(names, row[columns:], strict=True))
-                staged.append(_encrypted(key, ciphers, entry_row, seal is not None))
+                cipher = ciphers.of(entry_id, *row[9:12])
+                staged.append(_encrypted(key, cipher, entry_row, seal is not None))
                 if first_changed is None:
                     first_changed = seq
         if staged:
@@ -440,12 +439,12 @@ def _refuse(problem: str) -> None:
 
 
 def _encrypted(
-    key: bytes, ciphers: _Ciphers, entry: dict[str, Any], sealed: bool
+    key: bytes, cipher: AESGCM, entry: dict[str, Any], sealed: bool
 ) -> tuple[int, Any, Any, bytes | None]:
-    """The staged row of an entry with its clear personal values encrypted, as
-    the application encrypts them, and sealed again if it was sealed."""
+    """The staged row of an entry with its clear personal values encrypted with
+    ``cipher`` (its profile's key), as the application encrypts them, and
+    sealed again if it was sealed."""
     entry_id, user_id = entry["id"], entry["user_id"]
-    cipher = ciphers.of(user_id)
     for side, column in (("previous", "previous_data"), ("new", "new_data")):
         snapshot = entry[column]
         if snapshot is None:
