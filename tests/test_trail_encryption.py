@@ -6,22 +6,26 @@ from __future__ import annotations
 
 import hmac
 import json
+from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, make_url, text
 
 from tests.conftest import SUITE_KEYS
 from tests.support.cli import invoke
 from tests.support.database import append_only_lifted, insert_profile_directly, rewrite_history
 from tests.support.profiles import numbered_profiles, update_profile
+from webapp import create_app
 from webapp.audit import chain
 from webapp.audit.chain import GENESIS_HASH
 from webapp.audit.personal_data import PERSONAL_FIELDS, is_encrypted
 from webapp.audit.seal import ENTRY_DIGEST_SQL, digest_seal
+from webapp.cli.operator_commands import acting_from_cli
 from webapp.extensions import db
 from webapp.services import audit_integrity
 from webapp.services.audit_integrity import Checkpoint
+from webapp.services.trail_encryption import NotTablesOwner, encrypt_trail
 
 KEY = SUITE_KEYS["AUDIT_CHAIN_KEY"].encode()
 INDEX_KEY = SUITE_KEYS["PRIVACY_INDEX_KEY"].encode()
@@ -332,3 +336,26 @@ def test_a_trail_already_encrypted_has_nothing_to_do(app, client, runner, databa
     assert result.output.startswith("Nothing to do")
     assert database.raw_audit() == before
     assert "audit_trail_encrypted" not in database.security_event_names()
+
+
+GRANTS = Path(__file__).resolve().parent.parent / "migrations" / "restricted_app_role.sql"
+
+
+def test_a_role_that_does_not_own_the_tables_is_refused_and_changes_nothing(
+    app, legacy, engine, database
+):
+    with engine.begin() as connection:
+        connection.exec_driver_sql(GRANTS.read_text())
+    url = make_url(app.config["SQLALCHEMY_DATABASE_URI"]).set(username="profile_audit_app")
+    restricted = create_app({"SQLALCHEMY_DATABASE_URI": url})
+    before = database.fingerprint()
+    with (
+        restricted.app_context(),
+        acting_from_cli(),
+        pytest.raises(NotTablesOwner, match="only the owner of the tables may do"),
+    ):
+        encrypt_trail()
+    with restricted.app_context():
+        db.engine.dispose()
+    assert database.fingerprint() == before
+    assert clear_values(database)

@@ -43,7 +43,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from webapp.audit import chain
 from webapp.audit.chain import GENESIS_HASH, ChainHead
@@ -68,6 +68,7 @@ from webapp.services.security_events import record_event
 WALK_BATCH = 10_000
 #: Profiles given a key or an email index per statement.
 PROFILE_BATCH = 10_000
+_INSUFFICIENT_PRIVILEGE = "42501"
 #: The append-only guards lifted inside the migration's transaction (and only there).
 _GUARDS = (
     ("user_audit", "user_audit_append_only"),
@@ -80,6 +81,13 @@ class TrailDoesNotVerify(Conflict):
 
     code = "trail-does-not-verify"
     title = "Audit trail does not verify"
+
+
+class NotTablesOwner(Conflict):
+    """Run by a role that may not lift the append-only guards (not the tables' owner)."""
+
+    code = "not-tables-owner"
+    title = "Not the tables' owner"
 
 
 class EmailIndexCollision(Conflict):
@@ -159,8 +167,8 @@ _UNCHAINED = text(
 )
 _ENTRY_COLUMNS = ", ".join(f"a.{name}" for name in SEALED_FIELDS)
 # The walk reads what verification reads (the digest of the entry's canonical
-# bytes for encoding 2, the legacy bytes for encoding 1) and, to encrypt them,
-# every column of the entries holding clear values.
+# bytes for encoding 2, the legacy bytes for encoding 1) and, for the entries
+# holding clear values, their columns and their profile's key.
 _WALK = (
     "SELECT c.seq, c.hash, c.entry_id, c.encoding, a.id IS NOT NULL AS present, "  # noqa: S608 (constants only)
     f"a.seal, a.unattributed, CASE WHEN c.encoding = {ENCODING} THEN {ENTRY_DIGEST_SQL} "
@@ -242,6 +250,16 @@ def encrypt_trail(
                 commit=False,
             )
         db.session.commit()
+    except DBAPIError as error:
+        db.session.rollback()
+        if getattr(error.orig, "sqlstate", None) == _INSUFFICIENT_PRIVILEGE:
+            reason = str(error.orig).strip().splitlines()[0]
+            raise NotTablesOwner(
+                "encrypt-trail lifts the append-only guards inside its transaction, which only "
+                f"the owner of the tables may do: run it as the role the migrations run as "
+                f"({reason}); nothing was changed."
+            ) from None
+        raise
     except BaseException:
         db.session.rollback()
         raise
