@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import ParamSpec, TypeVar
 
 import click
+from flask import current_app
 from sqlalchemy.exc import OperationalError
 
 from webapp.audit.context import Actor, Origin, acting_as
@@ -23,6 +24,7 @@ from webapp.extensions import db
 from webapp.models import Staff
 from webapp.services import staff as staff_service
 from webapp.services.errors import ServiceError
+from webapp.services.master_keys import MasterKeysRefused, refuse_wrong_master_keys
 from webapp.timestamps import UTC
 
 P = ParamSpec("P")
@@ -57,13 +59,20 @@ def acting_from_cli() -> Iterator[Actor]:
 
 
 def operator_command(command: Callable[P, R]) -> Callable[P, R]:
-    """Run ``command`` as the CLI actor; refusals become one-line errors, not tracebacks."""
+    """Run ``command`` as the CLI actor; refusals become one-line errors, not tracebacks.
+
+    Master keys that do not open the database's data keys refuse every
+    command before it starts (``master_keys.refuse_wrong_master_keys``).
+    """
 
     @functools.wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         with acting_from_cli():
             try:
+                refuse_wrong_master_keys(current_app)
                 return command(*args, **kwargs)
+            except MasterKeysRefused as refused:
+                raise click.ClickException(str(refused)) from None
             except ServiceError as error:
                 db.session.rollback()
                 raise click.ClickException(error.detail) from None

@@ -229,10 +229,13 @@ def main() -> int:
         from flask_migrate import upgrade
 
         from webapp import create_app
+        from webapp.services.master_keys import exit_unless_master_keys_open
 
         app = create_app()
         with app.app_context():
             upgrade()
+        exit_unless_master_keys_open(app)
+        with app.app_context():
             first_password = create_first_admin()
         base_url = f"http://{_browser_host(host)}:{port}"
         if first_password is not None:
