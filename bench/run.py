@@ -10,7 +10,7 @@ output goes to the terminal as they run.
 Benchmarks print figures; they never fail on speed. The exit status is
 non-zero only when a benchmark itself failed (crashed, or could not start).
 
-    .venv/bin/python -m bench.run            # everything, about 35 minutes
+    .venv/bin/python -m bench.run            # everything, about an hour
     .venv/bin/python -m bench.run --quick    # small sizes, a few minutes
     .venv/bin/python -m bench.run --only timeline-1m export
 """
@@ -46,6 +46,7 @@ class Benchmark:
 BENCHMARKS = (
     Benchmark("write-overhead", "write_overhead", (), ("--quick",)),
     Benchmark("write-scaling", "write_scaling", (), ("--quick",)),
+    Benchmark("personal-data-cost", "personal_data_cost", (), ("--quick",)),
     Benchmark("http", "http_load", (), ("--quick",)),
     Benchmark(
         "timeline-1m",
@@ -62,8 +63,14 @@ BENCHMARKS = (
     Benchmark(
         "export",
         "export_verify",
+        ("--entries", "1000000", "--users", "100000", "--encrypted"),
+        ("--entries", "50000", "--users", "5000", "--encrypted"),
+    ),
+    Benchmark(
+        "trail-encryption",
+        "trail_encryption",
         ("--entries", "1000000", "--users", "100000"),
-        ("--entries", "50000", "--users", "5000"),
+        ("--entries", "20000", "--users", "2000"),
     ),
 )
 
