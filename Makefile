@@ -16,7 +16,7 @@ help:
 	@echo "make lint   ruff checks and the import rules between layers (.importlinter)"
 	@echo "make fuzz   fuzz the JSON API against its OpenAPI document"
 	@echo "make screenshots   pictures of the main pages in screenshots/"
-	@echo "make bench  every benchmark, one table of figures (about 25 minutes; BENCH_ARGS=--quick)"
+	@echo "make bench  every benchmark, one table of figures (about an hour; BENCH_ARGS=--quick)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
