@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from webapp.audit.context import change_context
 from webapp.audit.personal_data import data_keys, encrypt_clear_entries_of, key_provider
@@ -156,10 +156,15 @@ def check_master_keys() -> int:
     lacks, or does not unwrap under the one it names; return how many keys
     are held. One key per master key id is tried (they share the key)."""
     provider = key_provider()
-    rows = db.session.execute(
-        select(ProfileDataKey.master_key_id, ProfileDataKey.wrapped_key)
-        .distinct(ProfileDataKey.master_key_id)
+    one_per_master_key = (
+        select(func.min(ProfileDataKey.user_id))
         .where(ProfileDataKey.wrapped_key.is_not(None))
+        .group_by(ProfileDataKey.master_key_id)
+    )
+    rows = db.session.execute(
+        select(ProfileDataKey.master_key_id, ProfileDataKey.wrapped_key).where(
+            ProfileDataKey.user_id.in_(one_per_master_key)
+        )
     ).all()
     for key_id, wrapped in rows:
         provider.unwrap(key_id, bytes(wrapped))
