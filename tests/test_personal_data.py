@@ -355,3 +355,19 @@ def test_a_profile_without_a_key_gets_one_and_keeps_it_within_a_transaction(engi
         "Brand New",
         "Renamed At Once",
     ]
+
+
+def test_a_profile_made_around_the_app_can_be_erased_before_the_sealer_ran(engine, cli, database):
+    """Its only entry is the safety net's, still in clear and queued: erasure
+    encrypts it under the key it makes for the profile, then destroys that key."""
+    with engine.begin() as connection:
+        user_id = insert_profile_directly(connection, "Raw Secret", "raw.secret@example.com")
+    with cli():
+        privacy.erase_user(user_id, reason="request")
+    assert [e["operation"] for e in database.audit(user_id)] == ["create", "erase"]
+    assert {e["new_data"]["name"] for e in database.audit(user_id)} == {ERASED}
+    assert "Raw Secret" not in json.dumps([e["new_data"] for e in database.raw_audit()])
+    assert (
+        database.scalar("SELECT count(*) FROM profile_data_keys WHERE user_id = :id", id=user_id)
+        == 1
+    )

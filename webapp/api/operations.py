@@ -26,7 +26,6 @@ from webapp.http.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
 from webapp.request_id import CLIENT_ID_PATTERN
 from webapp.services import errors as service_errors
 from webapp.services.pagination import CURSOR_MAX_LENGTH
-from webapp.services.privacy import TrailNotEncrypted
 from webapp.typed_text import MAX_BIGINT
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -268,7 +267,7 @@ PROBLEM_TYPES: dict[int, list[str]] = {
         service_errors.NotDeleted,
         service_errors.StaleVersion,
         service_errors.AlreadyErased,
-        TrailNotEncrypted,
+        service_errors.TrailNotEncrypted,
         service_errors.Conflict,
         blank=False,
     ),

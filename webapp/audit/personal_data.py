@@ -348,6 +348,18 @@ def reveal_row(
 KEY_COLUMNS_SQL = "k.master_key_id AS key_id, k.wrapped_key, k.erased_at AS key_erased_at"
 
 
+def clear_values_sql(alias: str) -> str:
+    """SQL: entry ``alias`` holds a personal value in clear (not encrypted, not
+    null), as entries written before encryption do."""
+    checks = [
+        f"pg_catalog.jsonb_typeof({alias}.{side} -> '{name}') "
+        "IN ('string', 'number', 'boolean', 'array')"
+        for side in ("previous_data", "new_data")
+        for name in PERSONAL_FIELDS
+    ]
+    return "(" + " OR ".join(checks) + ")"
+
+
 def _holds_ciphertext(snapshot: Mapping[str, Any] | None) -> bool:
     return snapshot is not None and any(type(value) is dict for value in snapshot.values())
 

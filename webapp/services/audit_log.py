@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.orm import joinedload, lazyload
 
-from webapp.audit.personal_data import reveal_row
+from webapp.audit.personal_data import KeyProvider, key_provider, reveal_row
 from webapp.extensions import db
 from webapp.models import ApiToken, ProfileDataKey, Staff, UserAudit
 from webapp.services.audit_filter import AuditFilter
@@ -67,14 +67,15 @@ def list_entry_rows(
         .outerjoin(ApiToken, ApiToken.id == UserAudit.token_id)
         .outerjoin(ProfileDataKey, ProfileDataKey.user_id == UserAudit.user_id)
     )
-    rows = [_revealed(row._mapping) for row in db.session.execute(columns)]
+    provider = key_provider()
+    rows = [_revealed(row._mapping, provider) for row in db.session.execute(columns)]
     return _page(rows, limit)
 
 
-def _revealed(row: Mapping[str, Any]) -> SimpleNamespace:
+def _revealed(row: Mapping[str, Any], provider: KeyProvider) -> SimpleNamespace:
     """An entry's columns, as attributes, with its snapshots as readers see them."""
     entry = SimpleNamespace(**row)
-    entry.previous_data, entry.new_data = reveal_row(row)
+    entry.previous_data, entry.new_data = reveal_row(row, provider)
     return entry
 
 

@@ -90,6 +90,14 @@ class AlreadyErased(Conflict):
     title = "Profile is erased"
 
 
+class TrailNotEncrypted(Conflict):
+    """The profile's history holds values written before encryption, which
+    cannot be encrypted in place (``flask privacy encrypt-trail`` first)."""
+
+    code = "trail-not-encrypted"
+    title = "Audit trail not encrypted yet"
+
+
 class NotDeleted(Conflict):
     code = "not-deleted"
     title = "Profile is not deleted"

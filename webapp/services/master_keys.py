@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flask import Flask
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from webapp.audit.personal_data import (
@@ -29,7 +29,7 @@ from webapp.audit.personal_data import (
     key_provider,
 )
 from webapp.extensions import db
-from webapp.services.privacy import check_master_keys
+from webapp.models import ProfileDataKey
 from webapp.services.security_events import record_event
 
 #: Data keys re-wrapped per transaction.
@@ -89,6 +89,27 @@ def exit_unless_master_keys_open(app: Flask) -> None:
             "Refusing to start: PRIVACY_MASTER_KEY cannot be checked against the database "
             f"in DATABASE_URL: {reason}"
         ) from None
+
+
+def check_master_keys() -> int:
+    """Raise ``MasterKeyError`` (``UnknownMasterKey``) when a data key is wrapped
+    by a master key this process lacks, or does not unwrap under the one it
+    names; return how many master keys are in use. One data key per master key
+    is tried: they all share it."""
+    provider = key_provider()
+    one_per_master_key = (
+        select(func.min(ProfileDataKey.user_id))
+        .where(ProfileDataKey.wrapped_key.is_not(None))
+        .group_by(ProfileDataKey.master_key_id)
+    )
+    rows = db.session.execute(
+        select(ProfileDataKey.master_key_id, ProfileDataKey.wrapped_key).where(
+            ProfileDataKey.user_id.in_(one_per_master_key)
+        )
+    ).all()
+    for key_id, wrapped in rows:
+        provider.unwrap(key_id, bytes(wrapped))
+    return len(rows)
 
 
 _UNDEFINED_TABLE = "42P01"

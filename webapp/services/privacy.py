@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select, text
 
 from webapp.audit.context import change_context
-from webapp.audit.personal_data import data_keys, encrypt_clear_entries_of, key_provider
+from webapp.audit.personal_data import clear_values_sql, data_keys, encrypt_clear_entries_of
 from webapp.extensions import db
-from webapp.models import PERSONAL_FIELDS, ProfileDataKey, User, UserAudit
+from webapp.models import User, UserAudit
 from webapp.services.audit_records import audit_entry_json
-from webapp.services.errors import AlreadyErased, Conflict, NotFound, ValidationFailed
+from webapp.services.errors import AlreadyErased, NotFound, TrailNotEncrypted, ValidationFailed
 from webapp.services.lookup import get_or_not_found
 from webapp.services.profile_rules import FieldError, clean_reason
 from webapp.services.security_events import record_event
@@ -35,16 +35,15 @@ from webapp.typed_text import MAX_BIGINT
 ERASED_NAME = "Erased profile"
 
 
+_PROFILE_HOLDS_CLEAR_VALUES = text(
+    "SELECT EXISTS (SELECT 1 FROM user_audit a "  # noqa: S608 (constants only)
+    f"WHERE a.user_id = :user_id AND {clear_values_sql('a')})"
+)
+
+
 def erased_email(user_id: int) -> str:
     """What an erased profile's email becomes: unique, and never deliverable."""
     return f"erased-{user_id}@erased.invalid"
-
-
-class TrailNotEncrypted(Conflict):
-    """Entries of the profile still hold clear values that cannot be encrypted in place."""
-
-    code = "trail-not-encrypted"
-    title = "Audit trail not encrypted yet"
 
 
 def erase_user(user_id: int, *, reason: object) -> User:
@@ -75,7 +74,9 @@ def erase_user(user_id: int, *, reason: object) -> User:
         connection = db.session.connection()
         # Values the safety net wrote in clear, not yet linked: encrypted now,
         # under the key about to go, like every other value of the profile.
-        encrypt_clear_entries_of(connection, db.session().audit_chain_key, user_id)
+        if encrypt_clear_entries_of(connection, db.session().audit_chain_key, user_id):
+            # A profile made around the application gets its key there: read it.
+            db.session.expire(user, ["data_key"])
         if _holds_clear_values(user_id):
             raise TrailNotEncrypted(
                 f"Profile {user_id}'s history has entries written before encryption: run "
@@ -107,17 +108,7 @@ def erase_user(user_id: int, *, reason: object) -> User:
 
 def _holds_clear_values(user_id: int) -> bool:
     """Whether an entry of the profile holds a personal value in clear."""
-    for previous, new in db.session.execute(
-        select(UserAudit.previous_data, UserAudit.new_data).where(UserAudit.user_id == user_id)
-    ):
-        for snapshot in (previous, new):
-            if snapshot and any(
-                type(value) is not dict and value is not None
-                for field, value in snapshot.items()
-                if field in PERSONAL_FIELDS
-            ):
-                return True
-    return False
+    return bool(db.session.scalar(_PROFILE_HOLDS_CLEAR_VALUES, {"user_id": user_id}))
 
 
 def personal_data(user_id: int) -> dict[str, Any]:
@@ -149,23 +140,3 @@ def personal_data(user_id: int) -> dict[str, Any]:
     }
     record_event("personal_data_exported", details={"user_id": user_id})
     return document
-
-
-def check_master_keys() -> int:
-    """Refuse to run when a data key is wrapped by a master key this process
-    lacks, or does not unwrap under the one it names; return how many keys
-    are held. One key per master key id is tried (they share the key)."""
-    provider = key_provider()
-    one_per_master_key = (
-        select(func.min(ProfileDataKey.user_id))
-        .where(ProfileDataKey.wrapped_key.is_not(None))
-        .group_by(ProfileDataKey.master_key_id)
-    )
-    rows = db.session.execute(
-        select(ProfileDataKey.master_key_id, ProfileDataKey.wrapped_key).where(
-            ProfileDataKey.user_id.in_(one_per_master_key)
-        )
-    ).all()
-    for key_id, wrapped in rows:
-        provider.unwrap(key_id, bytes(wrapped))
-    return len(rows)

@@ -51,6 +51,7 @@ from webapp.audit.personal_data import (
     PERSONAL_FIELDS,
     KeyProvider,
     cipher_of,
+    clear_values_sql,
     email_index,
     encrypt_snapshot,
     is_encrypted,
@@ -127,18 +128,7 @@ class TrailEncryption:
         )
 
 
-def _clear_condition(alias: str) -> str:
-    """SQL: entry ``alias`` holds a personal value in clear (not encrypted, not null)."""
-    checks = [
-        f"pg_catalog.jsonb_typeof({alias}.{side} -> '{name}') "
-        "IN ('string', 'number', 'boolean', 'array')"
-        for side in ("previous_data", "new_data")
-        for name in PERSONAL_FIELDS
-    ]
-    return "(" + " OR ".join(checks) + ")"
-
-
-_CLEAR = _clear_condition("a")
+_CLEAR = clear_values_sql("a")
 _LOCK_HEAD = text("SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE")
 # Queued entries are left to the sealer, which encrypts the safety net's itself.
 _ANY_CLEAR_ENTRY = text(
